@@ -1,0 +1,1 @@
+"""fractalc backends: torch, onnx, xnor runtime, graphviz. Each is imported lazily."""

@@ -1,0 +1,119 @@
+"""The cost model: parameters in bits, FLOPs with binary multiplications / 64, and depth.
+
+Conventions (reference doc, section 6):
+- bits = 32 x float parameters + 1 x binary parameters; Mbit = bits / 1e6; MiB = bits / 8 / 2^20.
+- ``float`` parameters include BN scale and shift (``bn`` reports those alone); BN running mean
+  and variance are buffers, reported as ``bn_buffers`` (Keras-style tools count them too).
+- A binary conv's weights are binary; its per-channel scale alpha is derived from the weights
+  (mean |W|) and folds into the following BN, so it is not a parameter.
+- FLOPs = float multiplications + binary multiplications / 64 (XNOR + popcount on 64-bit
+  words). Multiplications: conv = weights x output pixels; linear = in x out. BN, pooling,
+  activations, joins, adds and concats are not counted (the papers' convention).
+- Depth = the number of Conv, BinaryConv and Linear nodes on the longest path from the input
+  to the output (a shortcut branch beside the main path adds nothing).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from . import ir
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    id: str
+    op: str
+    shape: tuple[int, ...]
+    float_params: int = 0
+    binary_params: int = 0
+    bn_params: int = 0
+    bn_buffers: int = 0
+    float_mults: int = 0
+    binary_mults: int = 0
+
+    @property
+    def bits(self) -> int:
+        return 32 * self.float_params + self.binary_params
+
+    @property
+    def flops(self) -> float:
+        return self.float_mults + self.binary_mults / 64
+
+
+def layer_cost(g: ir.Graph, n: str) -> LayerCost:
+    op = g.op(n)
+    shape = tuple(g.shape(n))
+    ins = [tuple(g.shape(s)) for s in g.inputs(n)]
+    name = ir.op_name(op)
+    if isinstance(op, (ir.Conv, ir.BinaryConv)):
+        cin = ins[0][0]
+        groups = getattr(op, "groups", 1)
+        weights = op.out_channels * (cin // groups) * op.kernel * op.kernel
+        mults = weights * shape[1] * shape[2]
+        if isinstance(op, ir.BinaryConv):
+            return LayerCost(n, name, shape, binary_params=weights, binary_mults=mults)
+        return LayerCost(n, name, shape, float_params=weights + (op.out_channels if op.bias else 0),
+                         float_mults=mults)
+    if isinstance(op, ir.Linear):
+        fan_in = math.prod(ins[0])
+        return LayerCost(n, name, shape, float_params=fan_in * op.out_features + (op.out_features if op.bias else 0),
+                         float_mults=fan_in * op.out_features)
+    if isinstance(op, ir.BatchNorm):
+        c = shape[0]
+        return LayerCost(n, name, shape, float_params=2 * c, bn_params=2 * c, bn_buffers=2 * c)
+    return LayerCost(n, name, shape)
+
+
+def depth(g: ir.Graph) -> int:
+    """Longest input-to-output path, counting Conv, BinaryConv and Linear nodes."""
+    best: dict[str, int] = {}
+    for n in g.order():
+        here = 1 if isinstance(g.op(n), ir.DEPTH_KINDS) else 0
+        best[n] = here + max((best[s] for s in g.inputs(n)), default=0)
+    return best[g.output_id]
+
+
+@dataclass(frozen=True)
+class Cost:
+    layers: tuple[LayerCost, ...]
+    depth: int
+
+    def total(self, field: str) -> int:
+        return sum(getattr(l, field) for l in self.layers)
+
+    @property
+    def bits(self) -> int:
+        return 32 * self.total("float_params") + self.total("binary_params")
+
+    @property
+    def flops(self) -> float:
+        return self.total("float_mults") + self.total("binary_mults") / 64
+
+    def to_json(self, per_layer: bool = True) -> dict:
+        fp, bp = self.total("float_params"), self.total("binary_params")
+        bits = self.bits
+        fm, bm = self.total("float_mults"), self.total("binary_mults")
+        out = {
+            "params": {
+                "float": fp, "binary": bp, "bn": self.total("bn_params"),
+                "bn_buffers": self.total("bn_buffers"), "bits": bits, "mbit": bits / 1e6,
+                "bytes": bits / 8, "mib": bits / 8 / 2**20,
+                "mib_with_bn_buffers": (bits + 32 * self.total("bn_buffers")) / 8 / 2**20,
+            },
+            "flops": {"float_mults": fm, "binary_mults": bm, "total": fm + bm / 64,
+                      "binary_mac_share": bm / (fm + bm) if fm + bm else 0.0},
+            "depth": self.depth,
+        }
+        if per_layer:
+            out["layers"] = [
+                {**{k: v for k, v in asdict(l).items() if k != "shape"}, "shape": list(l.shape),
+                 "bits": l.bits, "flops": l.flops}
+                for l in self.layers
+            ]
+        return out
+
+
+def cost(g: ir.Graph) -> Cost:
+    """Per-layer and total cost of a shaped graph."""
+    return Cost(tuple(layer_cost(g, n) for n in g.order()), depth(g))

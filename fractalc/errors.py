@@ -1,0 +1,80 @@
+"""One error hierarchy for the whole compiler.
+
+Every error a user can cause is a `FractalcError`. Errors that stem from a spec carry a `Loc`;
+`format()` renders them as ``file:line:col: message`` followed by the offending source line and
+a caret, which is what the CLI prints (never a traceback).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Source text of every file the parser has read, so errors can show the offending line.
+_SOURCES: dict[str, str] = {}
+
+
+def register_source(path: str, text: str) -> None:
+    _SOURCES[path] = text
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A position in a spec file (1-based line and column)."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class FractalcError(Exception):
+    """Base of every error fractalc reports to a user."""
+
+    def __init__(self, message: str, loc: Loc | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.loc = loc
+        self.hint = hint
+
+    def format(self) -> str:
+        head = f"{self.loc}: {self.message}" if self.loc else f"error: {self.message}"
+        lines = [head]
+        if self.loc is not None:
+            text = _SOURCES.get(self.loc.file)
+            if text is not None:
+                src = text.splitlines()
+                if 1 <= self.loc.line <= len(src):
+                    line = src[self.loc.line - 1].expandtabs(1)
+                    lines.append("    " + line)
+                    lines.append("    " + " " * max(self.loc.column - 1, 0) + "^")
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:  # so pytest and logs show the located message
+        return self.format()
+
+
+class SpecSyntaxError(FractalcError):
+    """The text does not follow grammars/fractal.lark."""
+
+
+class SpecError(FractalcError):
+    """A well-formed spec that means something invalid (names, arity, types, values)."""
+
+
+class ShapeError(FractalcError):
+    """Tensor shapes do not fit together (join/add mismatch, sizes <= 0, ...)."""
+
+
+class SizeGuardError(FractalcError):
+    """The expansion would exceed the configured node limit."""
+
+
+class ModelError(FractalcError):
+    """A malformed model file or input (weights, ONNX graphs, arrays)."""
+
+
+class BackendUnavailable(FractalcError):
+    """An optional dependency (torch, onnx, graphviz, the native runtime) is missing."""

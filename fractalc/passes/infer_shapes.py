@@ -1,0 +1,17 @@
+"""infer_shapes: set every node's ``shape`` from its inputs, with the rules of `shapes.py`.
+
+Requires: an acyclic graph with one Input. Ensures: every node has a ``shape``; a mismatch
+raises `ShapeError` located at the spec position that created the node.
+"""
+from __future__ import annotations
+
+from .. import ir, shapes
+
+
+def infer_shapes(graph: ir.Graph) -> ir.Graph:
+    g = graph.copy()
+    for n in g.order():
+        ins = g.inputs(n)
+        names = [f"input {i + 1} ({src})" for i, src in enumerate(ins)]
+        g.g.nodes[n]["shape"] = shapes.infer(g.op(n), [g.shape(s) for s in ins], names, g.loc(n))
+    return g

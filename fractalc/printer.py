@@ -1,0 +1,52 @@
+"""Text forms of the IR: a readable listing (golden-tested) and a JSON document.
+
+Both are deterministic: nodes in `Graph.order()`, attributes in declaration order.
+"""
+from __future__ import annotations
+
+import json
+
+from . import ir
+
+_SHORT = {"out_channels": "out", "kernel": "k", "stride": "s", "padding": "p",
+          "padding_mode": "pad", "out_features": "out", "global_": "global"}
+
+
+def _fmt_shape(shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def _fmt_op(op: ir.Op) -> str:
+    parts = []
+    for k, v in ir.op_attrs(op).items():
+        if k == "shape":
+            v = _fmt_shape(v)
+        elif isinstance(v, bool):
+            if k in ("bias", "global_") and not v:
+                continue
+            v = str(v).lower()
+        parts.append(f"{_SHORT.get(k, k)}={v}")
+    return f"{ir.op_name(op)}({', '.join(parts)})"
+
+
+def format_ir(g: ir.Graph) -> str:
+    """One line per node: ``id = Op(attrs)(inputs) : shape``."""
+    order = g.order()
+    width = max(len(n) for n in order)
+    lines = [f"graph {g.name}  # {len(order)} nodes"]
+    for n in order:
+        ins = ", ".join(g.inputs(n))
+        call = f"({ins})" if ins else ""
+        lines.append(f"  {n:<{width}} = {_fmt_op(g.op(n))}{call} : {_fmt_shape(g.shape(n))}")
+    return "\n".join(lines) + "\n"
+
+
+def ir_to_json(g: ir.Graph) -> str:
+    nodes = []
+    for n in g.order():
+        op = g.op(n)
+        attrs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in ir.op_attrs(op).items()}
+        loc = g.loc(n)
+        nodes.append({"id": n, "op": ir.op_name(op), "attrs": attrs, "inputs": list(g.inputs(n)),
+                      "shape": list(g.shape(n)), "loc": str(loc) if loc else None})
+    return json.dumps({"graph": g.name, "nodes": nodes}, indent=1) + "\n"

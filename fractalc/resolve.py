@@ -1,0 +1,262 @@
+"""Resolve a spec: follow imports, collect definitions, and check names, arity and recursion.
+
+Everything here is static (no evaluation): unknown names, duplicate definitions, wrong number
+of parameters or tensors where the callee is known, unknown keyword parameters, and recursive
+rules without a base case. Errors carry the spec position. Parameter values and shapes are
+checked during expansion (`expand.py`).
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import networkx as nx
+
+from . import syntax as S
+from .errors import SpecError
+from .prims import BUILTINS, PRIMS
+
+RESERVED = set(PRIMS) | set(BUILTINS)
+
+
+@dataclass
+class Spec:
+    """A resolved spec: every definition visible from the main file."""
+
+    main: str
+    params: dict[str, S.Param] = field(default_factory=dict)
+    rules: dict[str, S.Rule] = field(default_factory=dict)
+    networks: dict[str, S.Network] = field(default_factory=dict)  # main file only
+    files: list[str] = field(default_factory=list)
+    sha256: str = ""
+
+    @property
+    def network(self) -> S.Network:
+        return next(iter(self.networks.values()))
+
+    def select(self, name: str | None) -> S.Network:
+        if name is None:
+            return self.network
+        if name not in self.networks:
+            raise SpecError(f"no network named {name!r} in {self.main}; it defines: "
+                            + ", ".join(self.networks))
+        return self.networks[name]
+
+
+def _suggest(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def load(path: str | Path) -> Spec:
+    """Parse `path` and everything it imports, then check the whole spec."""
+    main = str(path)
+    spec = Spec(main=main)
+    digest = hashlib.sha256()
+    seen: set[Path] = set()
+    below: dict[str, set[str]] = {}  # file -> the files it imports, transitively
+
+    def visit(p: Path, is_main: bool, loc=None) -> set[str]:
+        rp = p.resolve()
+        if rp in seen:
+            return {str(p)} | below.get(str(p), set())
+        if not p.is_file():
+            raise SpecError(f"cannot import {str(p)!r}: no such file", loc)
+        seen.add(rp)
+        module = S.parse_file(p)
+        digest.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+        spec.files.append(str(p))
+        mine: set[str] = set()
+        for imp in module.imports:
+            mine |= visit(p.parent / imp.path, False, imp.loc)
+        below[str(p)] = mine
+        for prm in module.params:
+            prev = spec.params.get(prm.name)
+            if prev is not None and prev.loc.file in mine:
+                # A file may re-declare a parameter of a library it imports: its default wins,
+                # the library's choices still apply.
+                spec.params[prm.name] = S.Param(prm.name, prm.default, prm.choices or prev.choices, prm.loc)
+                continue
+            _define(spec.params, prm, "parameter")
+        for rule in module.rules:
+            if rule.name in RESERVED:
+                raise SpecError(f"rule name '{rule.name}' is a builtin primitive; choose another name", rule.loc)
+            _define(spec.rules, rule, "rule")
+        if is_main:
+            for net in module.networks:
+                _define(spec.networks, net, "network")
+        return {str(p)} | mine
+
+    p = Path(main)
+    if not p.is_file():
+        raise SpecError(f"cannot read spec file {main!r}: no such file")
+    visit(p, True)
+    spec.sha256 = digest.hexdigest()
+    if not spec.networks:
+        raise SpecError(f"{main} defines no network; add `network NAME {{ input [c, h, w] ... }}`")
+    check(spec)
+    return spec
+
+
+def _define(table: dict, item, what: str) -> None:
+    if item.name in table:
+        prev = table[item.name].loc
+        raise SpecError(f"{what} '{item.name}' is defined twice (first at {prev})", item.loc)
+    table[item.name] = item
+
+
+# ----------------------------------------------------------------------------- static checks
+
+
+def check(spec: Spec) -> None:
+    glob = set(spec.params) | set(spec.rules) | RESERVED
+    for prm in spec.params.values():
+        _check_expr(spec, prm.default, glob, set())
+        for c in prm.choices or ():
+            _check_expr(spec, c, glob, set())
+    for rule in spec.rules.values():
+        names = [p.name for p in rule.params] + list(rule.tensors)
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise SpecError(f"rule '{rule.name}' declares '{sorted(dup)[0]}' twice", rule.loc)
+        seen_default = False
+        for p in rule.params:
+            if p.default is not None:
+                seen_default = True
+                _check_expr(spec, p.default, glob, set())
+            elif seen_default:
+                raise SpecError(f"parameter '{p.name}' of rule '{rule.name}' needs a default, "
+                                "since an earlier parameter has one", p.loc)
+        _check_expr(spec, rule.body, glob, set(names))
+    for net in spec.networks.values():
+        for e in net.input:
+            _check_expr(spec, e, glob, set())
+        names = [s.name for s in net.sections]
+        for s in net.sections:
+            if names.count(s.name) > 1:
+                raise SpecError(f"section '{s.name}' appears twice in network '{net.name}'", s.loc)
+            if s.name in ("input", "output"):
+                raise SpecError(f"'{s.name}' is reserved and cannot name a section", s.loc)
+            _check_expr(spec, s.expr, glob, set())
+    _check_base_cases(spec)
+
+
+def _children(e):
+    if isinstance(e, S.ListLit):
+        return e.items
+    if isinstance(e, S.If):
+        return (e.cond, e.then, e.other)
+    if isinstance(e, S.BinOp):
+        return (e.left, e.right)
+    if isinstance(e, S.Unary):
+        return (e.operand,)
+    if isinstance(e, (S.Index, S.Call)):
+        return (e.target,) + tuple(a.value for a in e.args)
+    if isinstance(e, S.Scoped):
+        return (e.expr,) + tuple(p for p in e.label if not isinstance(p, str))
+    return ()
+
+
+def _callee(spec: Spec, e, local: set[str]):
+    """The rule or primitive a (possibly indexed) expression names, if statically known."""
+    if isinstance(e, S.Var) and e.name not in local:
+        if e.name in spec.rules:
+            return spec.rules[e.name]
+        if e.name in PRIMS:
+            return PRIMS[e.name]
+    return None
+
+
+def _check_expr(spec: Spec, e, glob: set[str], local: set[str]) -> None:
+    if isinstance(e, S.Var):
+        if e.name not in local and e.name not in glob:
+            raise SpecError(f"unknown name '{e.name}'" + _suggest(e.name, local | glob), e.loc)
+    if isinstance(e, S.Index):
+        callee = _callee(spec, e.target, local)
+        if callee is not None:
+            _check_binding(callee, e.args, e.loc)
+    if isinstance(e, S.Call):
+        callee = _callee(spec, e.target, local)
+        if isinstance(e.target, S.Index):
+            callee = _callee(spec, e.target.target, local)
+        if callee is not None:
+            for a in e.args:
+                if a.name is not None:
+                    raise SpecError(f"tensor arguments of '{callee.name}' cannot be named; bind "
+                                    f"parameters with '{callee.name}[{a.name}=...]'", a.loc)
+            want = callee.tensors if isinstance(callee, S.Rule) else callee.tensors
+            n = len(e.args)
+            if isinstance(callee, S.Rule):
+                if n != len(want):
+                    raise SpecError(f"rule '{callee.name}' takes {len(want)} tensor argument"
+                                    f"{'s' if len(want) != 1 else ''} ({', '.join(want)}), got {n}", e.loc)
+            elif want == -1 and n < 2:
+                raise SpecError(f"'{callee.name}' needs at least 2 tensors, got {n}", e.loc)
+            elif want >= 0 and n != want:
+                raise SpecError(f"'{callee.name}' takes {want} tensor argument{'s' if want != 1 else ''}, got {n}", e.loc)
+    for c in _children(e):
+        _check_expr(spec, c, glob, local)
+
+
+def param_names(callee) -> list[str]:
+    if isinstance(callee, S.Rule):
+        return [p.name for p in callee.params]
+    return [p[0] for p in callee.params]
+
+
+def _check_binding(callee, args, loc) -> None:
+    names = param_names(callee)
+    kind = "rule" if isinstance(callee, S.Rule) else "primitive"
+    positional = [a for a in args if a.name is None]
+    if len(positional) > len(names):
+        raise SpecError(f"{kind} '{callee.name}' takes at most {len(names)} parameter"
+                        f"{'s' if len(names) != 1 else ''} ({', '.join(names) or 'none'}), got {len(positional)}", loc)
+    for a in args:
+        if a.name is not None and a.name not in names:
+            raise SpecError(f"{kind} '{callee.name}' has no parameter '{a.name}'"
+                            + _suggest(a.name, names) + f"; its parameters: {', '.join(names) or 'none'}", a.loc)
+
+
+def _rule_refs(spec: Spec, rule: S.Rule) -> set[str]:
+    local = {p.name for p in rule.params} | set(rule.tensors)
+    out: set[str] = set()
+
+    def walk(e):
+        if isinstance(e, S.Var) and e.name not in local and e.name in spec.rules:
+            out.add(e.name)
+        for c in _children(e):
+            walk(c)
+
+    walk(rule.body)
+    return out
+
+
+def _always_calls(spec: Spec, e, scc: set[str], local: set[str]) -> bool:
+    """True if evaluating `e` necessarily references a rule of `scc`."""
+    if isinstance(e, S.Var):
+        return e.name in scc and e.name not in local
+    if isinstance(e, S.If):
+        return _always_calls(spec, e.cond, scc, local) or (
+            _always_calls(spec, e.then, scc, local) and _always_calls(spec, e.other, scc, local))
+    return any(_always_calls(spec, c, scc, local) for c in _children(e))
+
+
+def _check_base_cases(spec: Spec) -> None:
+    g = nx.DiGraph()
+    for name, rule in spec.rules.items():
+        g.add_node(name)
+        for ref in _rule_refs(spec, rule):
+            g.add_edge(name, ref)
+    for comp in nx.strongly_connected_components(g):
+        if len(comp) == 1 and not g.has_edge(next(iter(comp)), next(iter(comp))):
+            continue
+        for name in sorted(comp):
+            rule = spec.rules[name]
+            local = {p.name for p in rule.params} | set(rule.tensors)
+            if _always_calls(spec, rule.body, comp, local):
+                others = sorted(comp - {name})
+                via = f" (through {', '.join(others)})" if others else ""
+                raise SpecError(f"rule '{name}' recurses without a base case: every branch calls "
+                                f"'{name}' again{via}; add `if ... then <base case> else ...`", rule.loc)

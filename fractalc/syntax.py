@@ -1,0 +1,423 @@
+"""Parse `.fr` text into an AST of frozen dataclasses.
+
+The syntax lives only in ``grammars/fractal.lark`` (LALR, strict). This module maps lark's
+tree to the dataclasses below, every node carrying its `Loc`, and turns lark's parse errors
+into `SpecSyntaxError` with a human description of what was expected (never lark's internal
+terminal names).
+"""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Union
+
+import lark
+from lark import Lark, Transformer, v_args
+
+from .errors import Loc, SpecSyntaxError, register_source
+
+# ----------------------------------------------------------------------------- AST
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Lit:
+    """An int, float, bool or string literal."""
+
+    value: Union[int, float, bool, str]
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class ListLit:
+    items: tuple["Expr", ...]
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class If:
+    cond: "Expr"
+    then: "Expr"
+    other: "Expr"
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class BinOp:
+    """Arithmetic (+ - * / // %), comparison (== != < <= > >=), logic (and or) and `>>`."""
+
+    op: str
+    left: "Expr"
+    right: "Expr"
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: str  # "-" or "not"
+    operand: "Expr"
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str | None  # None for a positional argument
+    value: "Expr"
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Index:
+    """``target[args]``: binds parameters of a rule/primitive, or indexes a list."""
+
+    target: "Expr"
+    args: tuple[Arg, ...]
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Call:
+    """``target(args)``: applies a function to tensors, or calls a builtin on numbers."""
+
+    target: "Expr"
+    args: tuple[Arg, ...]
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Scoped:
+    """``expr @ "label{expr}"``: evaluate expr with node ids under the scope label."""
+
+    expr: "Expr"
+    label: tuple[Union[str, "Expr"], ...]
+    loc: Loc
+
+
+Expr = Union[Var, Lit, ListLit, If, BinOp, Unary, Index, Call, Scoped]
+
+
+@dataclass(frozen=True)
+class Import:
+    path: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Expr
+    choices: tuple[Expr, ...] | None
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class ParamDecl:
+    name: str
+    default: Expr | None
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    params: tuple[ParamDecl, ...]
+    tensors: tuple[str, ...]
+    body: Expr
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    expr: Expr
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    input: tuple[Expr, Expr, Expr]
+    sections: tuple[Section, ...]
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Module:
+    file: str
+    imports: tuple[Import, ...]
+    params: tuple[Param, ...]
+    rules: tuple[Rule, ...]
+    networks: tuple[Network, ...]
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def grammar_text() -> str:
+    """The grammar, from the installed package (fractalc/grammars) or the source tree."""
+    try:
+        return resources.files("fractalc").joinpath("grammars/fractal.lark").read_text()
+    except (FileNotFoundError, OSError):  # running from a source tree without install
+        return (Path(__file__).resolve().parent.parent / "grammars" / "fractal.lark").read_text()
+
+
+@functools.cache
+def _parser() -> Lark:
+    return Lark(grammar_text(), parser="lalr", strict=True, propagate_positions=True,
+                start=["start", "expr"], maybe_placeholders=True)
+
+
+_TERMINAL_WORDS = {
+    "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string",
+    "CMP": "a comparison operator", "ADD_OP": "'+' or '-'", "MUL_OP": "'*' or '/'",
+    "PIPE": "'>>'", "$END": "the end of the file",
+}
+
+
+def _describe(term: str) -> str:
+    if term in _TERMINAL_WORDS:
+        return _TERMINAL_WORDS[term]
+    try:
+        pattern = _parser().get_terminal(term).pattern
+    except KeyError:
+        return term.lower()
+    if isinstance(pattern, lark.lexer.PatternStr):
+        return f"'{pattern.value}'"
+    return term.lower()
+
+
+def _token_text(tok: lark.Token) -> str:
+    if tok.type == "$END":
+        return "end of file"
+    return f"{_describe(tok.type)} '{tok}'" if tok.type in _TERMINAL_WORDS else f"'{tok}'"
+
+
+class _ToAst(Transformer):
+    def __init__(self, file: str, line0: int = 0, col0: int = 0):
+        super().__init__()
+        self.file = file
+        self.line0 = line0
+        self.col0 = col0
+
+    def _loc(self, meta_or_tok) -> Loc:
+        line = getattr(meta_or_tok, "line", 1)
+        col = getattr(meta_or_tok, "column", 1)
+        # Interpolated labels are parsed separately; shift them back into the file.
+        if line == 1:
+            col += self.col0
+        return Loc(self.file, line + self.line0, col)
+
+    # --- items
+    @v_args(meta=True)
+    def start(self, meta, items):
+        kinds = {Import: [], Param: [], Rule: [], Network: []}
+        for it in items:
+            kinds[type(it)].append(it)
+        return Module(self.file, *(tuple(kinds[k]) for k in (Import, Param, Rule, Network)))
+
+    @v_args(meta=True)
+    def import_stmt(self, meta, children):
+        return Import(str(children[0])[1:-1], self._loc(meta))
+
+    @v_args(meta=True)
+    def param_stmt(self, meta, children):
+        name, default, choices = children
+        return Param(str(name), default, choices, self._loc(name))
+
+    def choices(self, children):
+        return tuple(children)
+
+    @v_args(meta=True)
+    def rule_def(self, meta, children):
+        name, params, *rest = children
+        *tensors, body = rest
+        return Rule(str(name), params or (), tuple(str(t) for t in tensors), body, self._loc(name))
+
+    def rule_params(self, children):
+        return tuple(children)
+
+    @v_args(meta=True)
+    def param_decl(self, meta, children):
+        name, default = children
+        return ParamDecl(str(name), default, self._loc(name))
+
+    @v_args(meta=True)
+    def network_def(self, meta, children):
+        name, inp, *sections = children
+        return Network(str(name), inp, tuple(sections), self._loc(name))
+
+    def input_decl(self, children):
+        return tuple(children)
+
+    @v_args(meta=True)
+    def section(self, meta, children):
+        name, expr = children
+        return Section(str(name), expr, self._loc(name))
+
+    # --- expressions
+    @v_args(meta=True)
+    def if_expr(self, meta, c):
+        return If(c[0], c[1], c[2], self._loc(meta))
+
+    def pipe(self, c):
+        return BinOp(">>", c[0], c[2], self._loc(c[1]))
+
+    def binop(self, c):
+        return BinOp(str(c[1]), c[0], c[2], self._loc(c[1]))
+
+    def compare(self, c):
+        return BinOp(str(c[1]), c[0], c[2], self._loc(c[1]))
+
+    @v_args(meta=True)
+    def or_(self, meta, c):
+        return BinOp("or", c[0], c[1], self._loc(meta))
+
+    @v_args(meta=True)
+    def and_(self, meta, c):
+        return BinOp("and", c[0], c[1], self._loc(meta))
+
+    @v_args(meta=True)
+    def not_(self, meta, c):
+        return Unary("not", c[0], self._loc(meta))
+
+    @v_args(meta=True)
+    def neg(self, meta, c):
+        return Unary("-", c[0], self._loc(meta))
+
+    @staticmethod
+    def _args(children) -> tuple[Arg, ...]:
+        out = []
+        for a in children:
+            if a is None:
+                continue
+            out.append(a if isinstance(a, Arg) else Arg(None, a, a.loc))
+        return tuple(out)
+
+    @v_args(meta=True)
+    def index(self, meta, c):
+        return Index(c[0], self._args(c[1:]), self._loc(meta))
+
+    @v_args(meta=True)
+    def call(self, meta, c):
+        return Call(c[0], self._args(c[1:]), self._loc(meta))
+
+    @v_args(meta=True)
+    def kwarg(self, meta, c):
+        return Arg(str(c[0]), c[1], self._loc(c[0]))
+
+    @v_args(meta=True)
+    def scoped(self, meta, c):
+        tok = c[1]
+        return Scoped(c[0], self._label(tok), self._loc(tok))
+
+    def _label(self, tok) -> tuple:
+        text = str(tok)[1:-1]
+        parts: list = []
+        pos = 0
+        for m in re.finditer(r"\{([^{}]*)\}", text):
+            if m.start() > pos:
+                parts.append(text[pos:m.start()])
+            sub_col = tok.column + 1 + m.start(1)
+            parts.append(_parse_expr_text(m.group(1), self.file, tok.line - 1, sub_col - 1))
+            pos = m.end()
+        if pos < len(text):
+            parts.append(text[pos:])
+        if not parts or any(isinstance(p, str) and not re.fullmatch(r"[A-Za-z0-9_]+", p) for p in parts):
+            raise SpecSyntaxError("a scope label may only contain letters, digits, '_' and {expr}",
+                                  self._loc(tok))
+        return tuple(parts)
+
+    @v_args(meta=True)
+    def var(self, meta, c):
+        return Var(str(c[0]), self._loc(meta))
+
+    @v_args(meta=True)
+    def int(self, meta, c):
+        return Lit(int(c[0]), self._loc(meta))
+
+    @v_args(meta=True)
+    def float(self, meta, c):
+        return Lit(float(c[0]), self._loc(meta))
+
+    @v_args(meta=True)
+    def string(self, meta, c):
+        return Lit(str(c[0])[1:-1], self._loc(meta))
+
+    @v_args(meta=True)
+    def true(self, meta, c):
+        return Lit(True, self._loc(meta))
+
+    @v_args(meta=True)
+    def false(self, meta, c):
+        return Lit(False, self._loc(meta))
+
+    @v_args(meta=True)
+    def list(self, meta, c):
+        return ListLit(tuple(x for x in c if x is not None), self._loc(meta))
+
+
+def _syntax_error(exc: lark.exceptions.UnexpectedInput, file: str, line0: int, col0: int) -> SpecSyntaxError:
+    line = exc.line + line0 if exc.line > 0 else 1
+    col = exc.column + (col0 if exc.line == 1 else 0) if exc.column > 0 else 1
+    loc = Loc(file, line, col)
+    if isinstance(exc, lark.exceptions.UnexpectedCharacters):
+        ch = exc.char
+        return SpecSyntaxError(f"unexpected character {ch!r}", loc)
+    if isinstance(exc, lark.exceptions.UnexpectedToken):
+        expected = sorted({_describe(t) for t in exc.accepts or exc.expected})
+        got = _token_text(exc.token)
+        msg = f"unexpected {got}"
+        if expected:
+            shown = ", ".join(expected[:8]) + (", ..." if len(expected) > 8 else "")
+            msg += f"; expected {shown}"
+        return SpecSyntaxError(msg, loc)
+    if isinstance(exc, lark.exceptions.UnexpectedEOF):
+        expected = sorted({_describe(t) for t in exc.expected})
+        return SpecSyntaxError("unexpected end of file; expected " + ", ".join(expected), loc)
+    return SpecSyntaxError(str(exc).splitlines()[0], loc)
+
+
+def _parse_expr_text(text: str, file: str, line0: int = 0, col0: int = 0) -> Expr:
+    try:
+        tree = _parser().parse(text, start="expr")
+    except lark.exceptions.UnexpectedInput as exc:
+        raise _syntax_error(exc, file, line0, col0) from None
+    return _ToAst(file, line0, col0).transform(tree)
+
+
+def parse_expr(text: str, file: str = "<expr>") -> Expr:
+    """Parse one expression (used for ``--set name=EXPR`` values)."""
+    register_source(file, text)
+    return _parse_expr_text(text, file)
+
+
+def parse(text: str, file: str = "<string>") -> Module:
+    """Parse a whole `.fr` file. Raises `SpecSyntaxError` with a location."""
+    register_source(file, text)
+    try:
+        tree = _parser().parse(text, start="start")
+    except lark.exceptions.UnexpectedInput as exc:
+        raise _syntax_error(exc, file, 0, 0) from None
+    try:
+        return _ToAst(file).transform(tree)
+    except lark.exceptions.VisitError as exc:  # errors raised inside the transformer
+        if isinstance(exc.orig_exc, SpecSyntaxError):
+            raise exc.orig_exc from None
+        raise
+
+
+def parse_file(path: str | Path) -> Module:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecSyntaxError(f"cannot read spec file {str(p)!r}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+    return parse(text, str(p))
