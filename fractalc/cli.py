@@ -103,22 +103,47 @@ def params(spec, sets, network, max_nodes):
     click.echo(params_table(s, values), nl=False)
 
 
-TARGETS = ["ir", "json"]
+def _target_help() -> str:
+    from .targets import TARGETS
+    return "; ".join(f"{k}: {v[1]}" for k, v in TARGETS.items())
 
 
 @cli.command("compile")
 @spec_options
-@click.option("--target", "-t", type=click.Choice(TARGETS), default="ir", show_default=True,
-              help="ir: readable IR listing; json: the IR as JSON.")
+@click.option("--target", "-t", default="ir", show_default=True, metavar="TARGET",
+              help="What to emit. " + _target_help())
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write here (atomically) instead of standard output.")
-def compile_cmd(spec, sets, network, max_nodes, target, output):
-    """Compile SPEC to a target."""
-    from .printer import format_ir, ir_to_json
+@click.option("--seed", type=int, default=None, help="Seed for initialised weights (targets with weights).")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="Weights to use (a state_dict .pt file), for targets with weights.")
+@click.option("--column", type=int, default=None,
+              help="Emit only fractal column N (1 = deepest) as a plain network (extract_column).")
+def compile_cmd(spec, sets, network, max_nodes, target, output, seed, weights, column):
+    """Compile SPEC to a target (default: the IR listing)."""
+    from .targets import emit
     c = _compile(spec, sets, network, max_nodes)
-    _out(format_ir(c.graph) if target == "ir" else ir_to_json(c.graph), output)
+    text = emit(target, c, output, {"seed": seed, "weights": weights, "column": column})
+    if text is not None:
+        _out(text, output)
     if output:
         click.echo(f"wrote {output}", err=True)
+
+
+# Commands of other stages live in their own modules and register themselves, so this file
+# stays thin and importing it never imports a backend.
+_PLUGINS = ("fractalc.cli_render", "fractalc.cli_variants", "fractalc.cli_runtime", "fractalc.cli_train")
+
+
+def _register_plugins() -> None:
+    import importlib
+    import importlib.util
+    for mod in _PLUGINS:
+        if importlib.util.find_spec(mod) is not None:
+            importlib.import_module(mod).register(cli)
+
+
+_register_plugins()
 
 
 def main(argv=None):

@@ -50,3 +50,20 @@ def ir_to_json(g: ir.Graph) -> str:
         nodes.append({"id": n, "op": ir.op_name(op), "attrs": attrs, "inputs": list(g.inputs(n)),
                       "shape": list(g.shape(n)), "loc": str(loc) if loc else None})
     return json.dumps({"graph": g.name, "nodes": nodes}, indent=1) + "\n"
+
+
+def _refuse(options: dict, target: str) -> None:
+    from .errors import FractalcError
+    used = [k for k, v in options.items() if v not in (None, False, ())]
+    if used:
+        raise FractalcError(f"target {target!r} takes no --{used[0].replace('_', '-')} option")
+
+
+def emit_ir(compiled, output, options):
+    _refuse(options, "ir")
+    return format_ir(compiled.graph)
+
+
+def emit_json(compiled, output, options):
+    _refuse(options, "json")
+    return ir_to_json(compiled.graph)

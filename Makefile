@@ -1,0 +1,35 @@
+# Everything installs into a project venv (.venv). `make demo` and `make test` work on a fresh
+# machine: they create the venv, install torch==2.13.0 (the local CPU wheel), the package with
+# all its extras (building the native runtime), and Debian's graphviz when `dot` is missing.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip -q --disable-pip-version-check
+STAMP  := $(VENV)/.fractalc-installed
+NATIVE := $(wildcard backends/xnor/src/*) CMakeLists.txt
+
+.PHONY: setup demo test clean
+
+$(STAMP): pyproject.toml $(NATIVE)
+	@command -v dot >/dev/null 2>&1 || { echo "installing Debian's graphviz (dot)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) \
+	  || echo "warning: could not install graphviz; render tests that need dot will be skipped"; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install "torch==2.13.0"
+	$(PIP) install scikit-build-core nanobind
+	$(PIP) install --no-build-isolation -e ".[all]"
+	@touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	@mkdir -p build/demo
+	$(VENV)/bin/fractalc compile specs/rf_c3d4.fr --target ir -o build/demo/rf_c3d4.ir
+	$(VENV)/bin/fractalc stats specs/rf_c3d4.fr
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf build dist .pytest_cache

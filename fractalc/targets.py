@@ -1,0 +1,32 @@
+"""Compile targets: name -> "module:function" that writes the artifact.
+
+Each function has the signature ``emit(compiled, output: str | None, options: dict) -> str | None``
+and returns text for standard output when `output` is None (targets that write binary files
+require -o). Modules are imported only when their target is used, so `import fractalc` and
+commands that need no backend never import torch or onnx. ``options`` holds the compile
+command's generic options (seed, weights, column, ...); a target refuses options it does not
+understand with a `FractalcError`.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .errors import FractalcError
+
+TARGETS: dict[str, tuple[str, str]] = {
+    "ir": ("fractalc.printer:emit_ir", "readable IR listing (one line per node)"),
+    "json": ("fractalc.printer:emit_json", "the IR as JSON"),
+}
+
+
+def emit(target: str, compiled, output: str | None, options: dict):
+    if target not in TARGETS:
+        raise FractalcError(f"unknown target {target!r}; choose from: {', '.join(TARGETS)}")
+    path, _ = TARGETS[target]
+    module, func = path.split(":")
+    try:
+        fn = getattr(importlib.import_module(module), func)
+    except ImportError as exc:
+        raise FractalcError(f"target {target!r} needs a package that is not installed: {exc.name}",
+                            hint="install the extras: pip install 'fractalc[all]'") from None
+    return fn(compiled, output, options)
