@@ -3,3 +3,14 @@
 Importing this package is cheap: it never imports torch or onnx.
 """
 __version__ = "0.1.0"
+
+
+def build_torch(spec, **params):
+    """Build a torch ``nn.Module`` from a spec path (imports torch on first use).
+
+    ``params`` override spec parameters (``width=41``, ``dataset="cifar100"``); the special
+    keywords ``seed`` and ``max_nodes`` are passed to the backend.
+    """
+    from .backends.torch import build_torch as _build
+
+    return _build(spec, **params)

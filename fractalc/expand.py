@@ -432,6 +432,8 @@ class Evaluator:
                 args[name] = default
         if p.name == "bconv" and args["pad"] not in ("zero", "one"):
             self.fail(f'bconv padding must be "zero" or "one", got "{args["pad"]}"', loc)
+        if p.name == "bconv" and args["grad"] not in ("approxsign", "ste"):
+            self.fail(f'bconv grad must be "approxsign" or "ste", got "{args["grad"]}"', loc)
         if p.name == "dropout" and not 0 <= args["p"] < 1:
             self.fail(f"dropout probability must be in [0, 1), got {args['p']}", loc)
         if p.name == "bn" and not args["eps"] > 0:

@@ -47,7 +47,9 @@ class BinaryConv:
 
     The node binarizes its own input (sign in binary mode; tanh / identity in the torch
     backend's pre-training modes), so a Sign node before it is never needed. ``padding_mode``
-    is "zero" (exactly torch's zero padding of sign(x)) or "one" (pad with +1).
+    is "zero" (exactly torch's zero padding of sign(x)) or "one" (pad with +1). ``grad`` is the
+    backward of the input binarizer when training: "approxsign" (Bi-Real) or "ste" (identity
+    where |x| <= 1).
     """
 
     out_channels: int
@@ -55,6 +57,7 @@ class BinaryConv:
     stride: int = 1
     padding: int = 0
     padding_mode: str = "zero"
+    grad: str = "approxsign"
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,9 @@ PRIMS: dict[str, PrimSpec] = {p.name: p for p in [
                       _p("groups", "int", 1), _p("bias", "bool", False)), 1,
              "full-precision conv; p defaults to k//2"),
     PrimSpec("bconv", (_p("out", "int"), _p("k", "int", 3), _p("s", "int", 1), _p("p", "int", None),
-                       _p("pad", "str", "zero")), 1,
-             "binary conv of sign(input) with alpha*sign(W); pad = \"zero\" (exact) or \"one\""),
+                       _p("pad", "str", "zero"), _p("grad", "str", "approxsign")), 1,
+             "binary conv of sign(input) with alpha*sign(W); pad = \"zero\" (exact) or \"one\"; "
+             "grad = \"approxsign\" or \"ste\" (training backward of sign)"),
     PrimSpec("bn", (_p("eps", "num", 1e-5),), 1, "batch normalisation"),
     PrimSpec("relu", (), 1, "max(x, 0)"),
     PrimSpec("tanh", (), 1, "tanh(x)"),
@@ -67,7 +68,7 @@ def make_op(name: str, a: dict) -> ir.Op | None:
         p = k // 2 if a["p"] is None else a["p"]
         if name == "conv":
             return ir.Conv(a["out"], k, a["s"], p, a["groups"], a["bias"])
-        return ir.BinaryConv(a["out"], k, a["s"], p, a["pad"])
+        return ir.BinaryConv(a["out"], k, a["s"], p, a["pad"], a["grad"])
     if name == "bn":
         return ir.BatchNorm(float(a["eps"]))
     if name in ("relu", "tanh", "sign"):
