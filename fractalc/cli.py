@@ -21,7 +21,7 @@ _COMMON = [
                  help="Override a spec parameter (repeatable): --set width=41 --set dataset=cifar100."),
     click.option("--network", default=None, help="Which network of the spec file (default: the first)."),
     click.option("--max-nodes", default=100_000, show_default=True, type=click.IntRange(min=1),
-                 help="Size guard: refuse expansions with more IR nodes than this."),
+                 help="Size guard: refuse specs whose expansion (before collapsing joins) has more IR nodes than this."),
 ]
 
 

@@ -95,7 +95,7 @@ def load(path: str | Path) -> Spec:
     visit(p, True)
     spec.sha256 = digest.hexdigest()
     if not spec.networks:
-        raise SpecError(f"{main} defines no network; add `network NAME {{ input [c, h, w] ... }}`")
+        raise SpecError(f"{main} defines no network; add `network mynet {{ input [3, 32, 32]  body = ... }}`")
     check(spec)
     return spec
 
