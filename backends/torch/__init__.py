@@ -1,0 +1,106 @@
+"""The PyTorch backend: trainable binary fractal networks from any spec.
+
+Library API:
+- `build_torch(spec, seed=0, max_nodes=..., **params)`: compile a spec and build the network;
+- `from_graph(graph, seed=0, **options)`: the network of an IR graph;
+- `emit_source` / `emit_state`: the ``torch`` and ``torch-state`` compile targets.
+
+Module paths equal IR ids (state_dict key of node ``a.b.conv1``: ``a.b.conv1.weight``); see
+plan.py, build.py, source.py, and binarize.py / drop_path.py / runtime.py for the semantics.
+Importing this package does not import torch; building a network does.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _expr(value: Any) -> str:
+    """A Python value as spec expression text for an override."""
+    if isinstance(value, bool):
+        raise TypeError("boolean spec parameters are not supported")
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_expr(v) for v in value) + "]"
+    return repr(value)
+
+
+def build_torch(spec, *, seed: int = 0, max_nodes: int | None = None, **params):
+    """Compile `spec` (a .fr path) with `params` overriding its parameters, and build the
+    network (a `GraphNetwork`, mode "binary", seeded with `seed`)."""
+    from fractalc.compiler import compile_spec
+
+    kw = {} if max_nodes is None else {"max_nodes": max_nodes}
+    compiled = compile_spec(spec, {k: _expr(v) for k, v in params.items()}, **kw)
+    return from_graph(compiled.graph, seed=seed)
+
+
+def from_graph(graph, *, seed: int = 0, **options):
+    """The network of a verified IR graph; `options` go to `GraphNetwork` (mode, drop_path,
+    drop_prob, global_ratio)."""
+    from .build import GraphNetwork
+    from .plan import make_plan
+
+    return GraphNetwork(make_plan(graph), seed=seed, **options)
+
+
+def _graph(compiled, options: dict, target: str):
+    from fractalc.passes.extract_column import extract_column
+
+    known = {"seed", "weights", "column"}
+    extra = sorted(k for k, v in options.items() if v is not None and k not in known)
+    if extra:
+        from fractalc.errors import FractalcError
+        raise FractalcError(f"target {target!r} does not take option(s) {', '.join(extra)}")
+    g = compiled.graph
+    if options.get("column") is not None:
+        g = extract_column(g, options["column"])
+    return g
+
+
+def emit_source(compiled, output, options: dict):
+    """Target ``torch``: the standalone Python source (text)."""
+    from fractalc.errors import FractalcError
+
+    from .source import source
+
+    if options.get("weights"):
+        raise FractalcError("target 'torch' writes source only and takes no --weights",
+                            hint="use --target torch-state to write a state_dict")
+    g = _graph(compiled, options, "torch")
+    return source(g, compiled, seed=options.get("seed") or 0, column=options.get("column"))
+
+
+def emit_state(compiled, output, options: dict):
+    """Target ``torch-state``: the initialised state_dict (torch.save format) written to
+    `output`. With ``--weights FILE`` the state is FILE's (a full model's checkpoint loads
+    into a ``--column`` model: its extra keys are ignored, missing ones are an error)."""
+    import io
+
+    import torch
+
+    from fractalc.errors import FractalcError, ModelError
+    from fractalc.fileio import atomic_write
+
+    if not output:
+        raise FractalcError("target 'torch-state' writes a binary file: give -o FILE.pt")
+    g = _graph(compiled, options, "torch-state")
+    model = from_graph(g, seed=options.get("seed") or 0)
+    if options.get("weights"):
+        try:
+            sd = torch.load(options["weights"], map_location="cpu", weights_only=True)
+        except Exception as exc:  # any unreadable file is the user's input problem
+            raise ModelError(f"cannot read weights {options['weights']!r}: {exc}") from None
+        if not isinstance(sd, dict):
+            raise ModelError(f"weights {options['weights']!r} are not a state_dict")
+        try:
+            missing, _ = model.load_state_dict(sd, strict=False)
+        except RuntimeError as exc:
+            raise ModelError(f"weights {options['weights']!r} do not fit {g.name}: {exc}") from None
+        if missing:
+            raise ModelError(f"weights {options['weights']!r} lack {len(missing)} key(s) of {g.name}, "
+                             f"e.g. {missing[0]!r}")
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    atomic_write(output, buf.getvalue())
+    return None

@@ -1,0 +1,82 @@
+"""IR -> nn.Module: the library-built network, an interpreter of the plan.
+
+`GraphNetwork` registers one torch layer per IR node with parameters at the module path equal
+to the node id (nested nn.ModuleDicts keyed by id segments), initialises them with
+`runtime.init_parameters` in the plan's order, and precomputes the forward as a tuple of
+steps, so the forward has no dict lookups and no data-dependent Python control flow.
+The emitted source (source.py) performs the same calls in the same order.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .binarize import binary_conv2d
+from .drop_path import join
+from .plan import Plan
+from .runtime import NetworkControls, activation, add, attach, init_parameters, new_layer, pool2d
+
+
+class GraphNetwork(NetworkControls, nn.Module):
+    """A network built from a `Plan`.
+
+    Args: ``seed`` (initial weights), ``mode`` ("fp" | "tanh" | "binary"), ``drop_path``
+    (None: on only for networks without binary convs), ``drop_prob`` (local drop probability),
+    ``global_ratio`` (share of batches using global drop-path).
+    """
+
+    def __init__(self, plan: Plan, *, seed: int = 0, mode: str = "binary",
+                 drop_path: bool | None = None, drop_prob: float = 0.15, global_ratio: float = 0.5):
+        nn.Module.__init__(self)
+        layers = []
+        for st in plan.layers:
+            cls, args, kwargs = st.layer
+            layer = new_layer(getattr(nn, cls), *args, **dict(kwargs))
+            attach(self, st.id, layer)
+            layers.append((st.id, layer))
+        init_parameters(layers, seed)
+        self.network_name = plan.name
+        self.input_shape = plan.input_shape
+        self._fc_columns = plan.columns
+        self._fc_output = plan.output
+        self._fc_steps = tuple((st.kind, self.get_submodule(st.id) if st.layer else None,
+                                st.inputs, st.args) for st in plan.steps)
+        self._fc_setup(mode, drop_path, drop_prob, global_ratio, plan.has_binary)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dp = self._fc_drop_state(x)
+        mode = self._fc_mode
+        vals: list[torch.Tensor] = []
+        for kind, layer, ins, args in self._fc_steps:
+            vals.append(run_step(kind, layer, [vals[i] for i in ins], args, x, dp, mode, self.training))
+        return vals[self._fc_output]
+
+
+def run_step(kind, layer, xs, args, x, dp, mode, training):
+    """One node's forward; the emitted source inlines exactly these calls."""
+    if kind == "input":
+        return x
+    if kind in ("conv", "bn"):
+        return layer(xs[0])
+    if kind == "bconv":
+        return binary_conv2d(xs[0], layer.weight, *args, mode)
+    if kind == "act":
+        return activation(xs[0], *args)
+    if kind == "pool":
+        return pool2d(xs[0], *args)
+    if kind == "linear":
+        return layer(torch.flatten(xs[0], 1))
+    if kind == "join":
+        return join(xs, args[0], dp)
+    if kind == "add":
+        return add(xs)
+    if kind == "concat":
+        return torch.cat(xs, 1)
+    if kind == "slice":
+        return xs[0][:, args[0]:args[1]]
+    if kind == "dropout":
+        return F.dropout(xs[0], args[0], training)
+    if kind == "output":
+        return xs[0]
+    raise AssertionError(f"unknown step kind {kind!r}")

@@ -1,0 +1,123 @@
+"""What a built network needs at run time, besides binarize.py and drop_path.py.
+
+Torch-only (copied verbatim into the emitted standalone source): layer construction without
+touching the global RNG, the seeded initialisation, the module tree whose paths equal IR ids,
+the parameterless node kinds, and `NetworkControls`, the mode / drop-path switches shared by
+the library-built network and the emitted class.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .binarize import MODES, SignSTE  # inline: drop
+from .drop_path import DropPathState, draw_drop_path  # inline: drop
+
+
+def new_layer(cls: type, *args, **kwargs) -> nn.Module:
+    """Construct a layer without running torch's default (global-RNG) initialisation."""
+    return nn.utils.skip_init(cls, *args, **kwargs)
+
+
+def attach(root: nn.Module, path: str, layer: nn.Module) -> None:
+    """Register `layer` at dotted `path` below `root`, creating nested ModuleDicts on the way."""
+    *parents, leaf = path.split(".")
+    node = root
+    for name in parents:
+        if name not in node._modules:
+            node.add_module(name, nn.ModuleDict())
+        node = node._modules[name]
+    node.add_module(leaf, layer)
+
+
+@torch.no_grad()
+def init_parameters(layers: Sequence[tuple[str, nn.Module]], seed: int) -> None:
+    """Seeded, order-defined initialisation (the order is the IR's topological order).
+
+    Conv, binary conv and linear weights (and biases) ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+    torch's default bound, drawn from one generator seeded with `seed`; batch norms start at
+    scale 1, shift 0, mean 0, variance 1.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    for _, layer in layers:
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.reset_parameters()
+            continue
+        w = layer.weight
+        bound = 1.0 / math.sqrt(w[0].numel())
+        w.copy_(torch.empty(w.shape, dtype=w.dtype).uniform_(-bound, bound, generator=gen))
+        if getattr(layer, "bias", None) is not None:
+            b = layer.bias
+            b.copy_(torch.empty(b.shape, dtype=b.dtype).uniform_(-bound, bound, generator=gen))
+
+
+def activation(x: torch.Tensor, fn: str) -> torch.Tensor:
+    if fn == "relu":
+        return F.relu(x)
+    if fn == "tanh":
+        return torch.tanh(x)
+    if fn == "sign":
+        return SignSTE.apply(x)
+    return x
+
+
+def pool2d(x: torch.Tensor, kind: str, kernel: int, stride: int, padding: int,
+           global_: bool) -> torch.Tensor:
+    """max / avg pooling (avg counts zero padding, torch's default); global: over all of HxW."""
+    if global_:
+        return x.amax(dim=(2, 3), keepdim=True) if kind == "max" else x.mean(dim=(2, 3), keepdim=True)
+    if kind == "max":
+        return F.max_pool2d(x, kernel, stride, padding)
+    return F.avg_pool2d(x, kernel, stride, padding)
+
+
+def add(xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out
+
+
+class NetworkControls:
+    """Mode and drop-path switches (a mixin for the network's nn.Module class).
+
+    ``set_mode("fp" | "tanh" | "binary")`` changes how every binary conv treats its input and
+    weights, without rebuilding or changing any parameter. Full-precision layers are the same
+    in every mode. ``set_drop_path(enabled, p, global_ratio)`` configures FractalNet drop-path
+    for the joins; it acts only in ``train()`` mode.
+    """
+
+    _fc_columns: tuple[int, ...] = ()
+
+    def _fc_setup(self, mode: str, drop_path: bool | None, drop_prob: float,
+                  global_ratio: float, has_binary: bool) -> None:
+        self.set_mode(mode)
+        # Off by default for binary networks: the binary recipes of the paper train without it.
+        self.set_drop_path(not has_binary if drop_path is None else drop_path, drop_prob, global_ratio)
+
+    @property
+    def mode(self) -> str:
+        return self._fc_mode
+
+    def set_mode(self, mode: str):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self._fc_mode = mode
+        return self
+
+    def set_drop_path(self, enabled: bool = True, p: float = 0.15, global_ratio: float = 0.5):
+        if not 0.0 <= p <= 1.0 or not 0.0 <= global_ratio <= 1.0:
+            raise ValueError(f"drop-path p and global_ratio must lie in [0, 1], got {p}, {global_ratio}")
+        self._fc_drop_path = bool(enabled)
+        self._fc_drop_prob = float(p)
+        self._fc_global_ratio = float(global_ratio)
+        return self
+
+    def _fc_drop_state(self, x: torch.Tensor) -> DropPathState | None:
+        if not (self.training and self._fc_drop_path):
+            return None
+        return draw_drop_path(self._fc_columns, self._fc_drop_prob, self._fc_global_ratio, x.device)
