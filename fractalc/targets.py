@@ -16,6 +16,8 @@ from .errors import FractalcError
 TARGETS: dict[str, tuple[str, str]] = {
     "ir": ("fractalc.printer:emit_ir", "readable IR listing (one line per node)"),
     "json": ("fractalc.printer:emit_json", "the IR as JSON"),
+    "onnx": ("fractalc.backends.onnx.emit:emit_onnx", "ONNX, standard ops (opset 17; needs -o)"),
+    "onnx-xnor": ("fractalc.backends.onnx.emit:emit_onnx_xnor", "ONNX with binary convs lowered to ai.fractalc XNOR ops (needs -o)"),
     "torch": ("fractalc.backends.torch:emit_source", "standalone PyTorch source (.py), needs only torch"),
     "torch-state": ("fractalc.backends.torch:emit_state", "initialised torch state_dict (.pt; -o required)"),
 }

@@ -1,0 +1,179 @@
+"""Shared ONNX graph building for both flavours: names, initializers, value_info, metadata.
+
+Naming (docs/onnx-ops.md): the value an IR node outputs is named by its id; the ONNX node that
+computes it is named by the id too; helper nodes and their values get a suffix of the id
+(``stage1.conv1.sign``, ``input.pack``); a node's initializers are ``<id>.<what>``; the packed
+form of a float value X is ``X.bits``. Shared scalar constants are ``fractalc.<name>``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fractalc import __version__, ir
+
+OPSET = 17  # the standard ONNX opset both flavours pin
+
+
+class Builder:
+    """Accumulates nodes, initializers and value shapes in a deterministic order."""
+
+    def __init__(self, batch: str = "N"):
+        from onnx import TensorProto
+        self.TP = TensorProto
+        self.batch = batch
+        self.nodes = []
+        self.inits = []
+        self.init_names: set[str] = set()
+        self.node_names: set[str] = set()
+        self.types: dict[str, tuple[int, list]] = {}  # value name -> (elem type, dims)
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+
+    # --- values
+    def typed(self, name: str, elem: int, dims) -> str:
+        self.types[name] = (elem, list(dims))
+        return name
+
+    def float_value(self, name: str, shape) -> str:
+        """Register a float activation value of IR shape (C, H, W) or (F,) (batch prepended)."""
+        return self.typed(name, self.TP.FLOAT, [self.batch, *shape])
+
+    def init(self, name: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+        if name in self.init_names:
+            raise AssertionError(f"duplicate initializer {name}")  # a builder bug
+        self.init_names.add(name)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def const(self, key: str, array) -> str:
+        """A shared constant initializer ``fractalc.<key>`` (created once)."""
+        name = f"fractalc.{key}"
+        if name not in self.init_names:
+            self.init(name, np.asarray(array))
+        return name
+
+    def node(self, op_type: str, inputs, output: str, name: str, /, domain: str = "", **attrs) -> str:
+        from onnx import helper
+        if name in self.node_names:
+            raise AssertionError(f"duplicate node name {name}")  # a builder bug
+        self.node_names.add(name)
+        self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=name,
+                                           domain=domain, **attrs))
+        return output
+
+    # --- the model
+    def model(self, graph_name: str, metadata: dict[str, str], domains=()):
+        from onnx import helper
+        vi = lambda n: helper.make_tensor_value_info(n, *self.types[n])
+        io = set(self.inputs) | set(self.outputs)
+        value_info = [vi(n) for n in self.types if n not in io and n not in self.init_names]
+        graph = helper.make_graph(self.nodes, graph_name, [vi(n) for n in self.inputs],
+                                  [vi(n) for n in self.outputs], self.inits, value_info=value_info)
+        opsets = [helper.make_opsetid("", OPSET), *domains]
+        m = helper.make_model(graph, opset_imports=opsets, producer_name="fractalc",
+                              producer_version=__version__)
+        m.ir_version = 8  # the IR version of opset 17 (ONNX 1.12): readable by older runtimes
+        helper.set_model_props(m, metadata)
+        return m
+
+
+def metadata(compiled, flavour: str, weights_source: str, extra: dict | None = None) -> dict:
+    """The metadata_props every fractalc ONNX file carries (all values strings, sorted keys)."""
+    md = {
+        "fractalc.version": __version__,
+        "fractalc.flavour": flavour,
+        "fractalc.network": compiled.name,
+        "fractalc.spec": Path(compiled.spec.main).name,
+        "fractalc.spec_sha256": compiled.spec.sha256,
+        "fractalc.overrides": json.dumps(compiled.overrides, sort_keys=True),
+        "fractalc.opset": str(OPSET),
+        "fractalc.weights": weights_source,
+    }
+    md.update(extra or {})
+    return dict(sorted(md.items()))
+
+
+def alpha_of(w: np.ndarray) -> np.ndarray:
+    """Per-output-channel alpha = mean |W|, computed in float64 and rounded once to float32."""
+    w64 = np.asarray(w, np.float64)
+    return np.abs(w64).reshape(w64.shape[0], -1).mean(axis=1).astype(np.float32)
+
+
+def emit_common(b: Builder, g: ir.Graph, n: str, state: dict, val: dict[str, str]) -> bool:
+    """Emit the standard ONNX nodes of IR node `n` (every kind except Input and BinaryConv).
+
+    `val` maps IR ids to the value names holding their outputs (Dropout aliases its input).
+    Returns False for kinds this function does not handle.
+    """
+    op = g.op(n)
+    shape = g.shape(n)
+    ins = [val[s] for s in g.inputs(n)]
+    if isinstance(op, ir.Conv):
+        args = [ins[0], b.init(f"{n}.weight", state[f"{n}.weight"])]
+        if op.bias:
+            args.append(b.init(f"{n}.bias", state[f"{n}.bias"]))
+        b.node("Conv", args, b.float_value(n, shape), n, kernel_shape=[op.kernel] * 2,
+               strides=[op.stride] * 2, pads=[op.padding] * 4, group=op.groups)
+    elif isinstance(op, ir.BatchNorm):
+        args = [ins[0]] + [b.init(f"{n}.{k}", state[f"{n}.{k}"])
+                           for k in ("weight", "bias", "running_mean", "running_var")]
+        b.node("BatchNormalization", args, b.float_value(n, shape), n, epsilon=float(op.eps))
+    elif isinstance(op, ir.Activation):
+        if op.fn == "sign":
+            sign(b, ins[0], n, g.shape(g.inputs(n)[0]), out=n)
+            b.float_value(n, shape)
+        else:
+            kind = {"relu": "Relu", "tanh": "Tanh", "identity": "Identity"}[op.fn]
+            b.node(kind, ins, b.float_value(n, shape), n)
+    elif isinstance(op, ir.Pool):
+        out = b.float_value(n, shape)
+        if op.global_:
+            b.node("GlobalMaxPool" if op.kind == "max" else "GlobalAveragePool", ins, out, n)
+        elif op.kind == "max":
+            b.node("MaxPool", ins, out, n, kernel_shape=[op.kernel] * 2, strides=[op.stride] * 2,
+                   pads=[op.padding] * 4)
+        else:  # torch's avg_pool2d default counts the zero padding
+            b.node("AveragePool", ins, out, n, kernel_shape=[op.kernel] * 2,
+                   strides=[op.stride] * 2, pads=[op.padding] * 4, count_include_pad=1)
+    elif isinstance(op, ir.Linear):
+        flat = b.typed(f"{n}.flatten", b.TP.FLOAT, [b.batch, int(np.prod(g.shape(g.inputs(n)[0])))])
+        b.node("Flatten", ins, flat, f"{n}.flatten", axis=1)
+        args = [flat, b.init(f"{n}.weight", state[f"{n}.weight"])]
+        if op.bias:
+            args.append(b.init(f"{n}.bias", state[f"{n}.bias"]))
+        b.node("Gemm", args, b.float_value(n, shape), n, transB=1)
+    elif isinstance(op, ir.Join):
+        b.node("Mean", ins, b.float_value(n, shape), n)
+    elif isinstance(op, ir.Add):
+        b.node("Add" if len(ins) == 2 else "Sum", ins, b.float_value(n, shape), n)
+    elif isinstance(op, ir.Concat):
+        b.node("Concat", ins, b.float_value(n, shape), n, axis=1)
+    elif isinstance(op, ir.Slice):
+        args = [ins[0], b.init(f"{n}.starts", np.array([op.start], np.int64)),
+                b.init(f"{n}.ends", np.array([op.stop], np.int64)),
+                b.const("channel_axis", np.array([1], np.int64))]
+        b.node("Slice", args, b.float_value(n, shape), n)
+    elif isinstance(op, ir.Dropout):
+        val[n] = ins[0]  # inference: identity, no node
+        return True
+    elif isinstance(op, ir.Output):
+        b.node("Identity", ins, b.float_value(n, shape), n)
+        b.outputs.append(n)
+    else:
+        return False
+    val[n] = n
+    return True
+
+
+def sign(b: Builder, x: str, owner: str, shape, out: str | None = None) -> str:
+    """sign(x) with sign(0) = +1 (and NaN -> +1, as the torch backend): Where(x < 0, -1, 1)."""
+    neg = b.typed(f"{owner}.negative", b.TP.BOOL, [b.batch, *shape])
+    b.node("Less", [x, b.const("zero", np.float32(0))], neg, f"{owner}.negative")
+    out = out or b.float_value(f"{owner}.sign", shape)
+    b.node("Where", [neg, b.const("minus_one", np.float32(-1)), b.const("one", np.float32(1))],
+           out, out)
+    return out

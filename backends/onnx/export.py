@@ -1,0 +1,59 @@
+"""The ``onnx`` flavour: standard operators only (opset 17), runnable by stock onnxruntime.
+
+Lowering of each IR kind (everything but BinaryConv is shared with the xnor flavour, see
+`builder.emit_common`):
+
+- BinaryConv ``b``: ``b.negative = Less(x, 0)``, ``b.sign = Where(b.negative, -1, 1)`` (so
+  sign(0) = +1), for padding_mode "one" ``b.pad = Pad(b.sign, +1)``, then ``Conv`` with the
+  weights stored as the floats alpha * sign(W) (initializer ``b.binary_weight``; alpha = mean |W|
+  per output channel, see `builder.alpha_of`) and the IR's zero padding ("zero" mode) or none.
+- BatchNorm: BatchNormalization with the running statistics (not folded, so the file keeps the
+  trained values readable); Join: Mean; Add: Add (Sum for more than two); Concat; Slice;
+  pools (avg counts padding, as torch); Linear: Flatten + Gemm; Dropout: omitted; Output:
+  Identity named ``output``.
+- The batch dimension is the symbolic ``N``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fractalc import ir
+
+from .builder import Builder, alpha_of, emit_common, metadata, sign
+
+
+def binary_weight(w: np.ndarray) -> np.ndarray:
+    """alpha * sign(W) as float32, sign(0) = +1."""
+    alpha = alpha_of(w)[:, None, None, None]
+    return np.where(np.asarray(w) < 0, -alpha, alpha).astype(np.float32)
+
+
+def to_onnx(compiled, state: dict[str, np.ndarray], weights_source: str = "", extra_meta=None):
+    """Build the standard-ops ModelProto of `compiled.graph` with weights `state`."""
+    g = compiled.graph
+    b = Builder()
+    val: dict[str, str] = {}
+    for n in g.order():
+        op = g.op(n)
+        if isinstance(op, ir.Input):
+            b.inputs.append(b.float_value(n, g.shape(n)))
+            val[n] = n
+        elif isinstance(op, ir.BinaryConv):
+            src = g.inputs(n)[0]
+            x = sign(b, val[src], n, g.shape(src))
+            pads = [op.padding] * 4
+            if op.padding_mode == "one" and op.padding:
+                c, h, w = g.shape(src)
+                p = op.padding
+                x = b.node("Pad", [x, b.init(f"{n}.pads", np.array([0, 0, p, p, 0, 0, p, p], np.int64)),
+                                   b.const("one", np.float32(1))],
+                           b.float_value(f"{n}.pad", (c, h + 2 * p, w + 2 * p)), f"{n}.pad",
+                           mode="constant")
+                pads = [0] * 4
+            wb = b.init(f"{n}.binary_weight", binary_weight(state[f"{n}.weight"]))
+            b.node("Conv", [x, wb], b.float_value(n, g.shape(n)), n,
+                   kernel_shape=[op.kernel] * 2, strides=[op.stride] * 2, pads=pads)
+            val[n] = n
+        elif not emit_common(b, g, n, state, val):
+            raise AssertionError(f"no ONNX lowering for {ir.op_name(op)}")  # the IR is closed
+    return b.model(g.name, metadata(compiled, "onnx", weights_source, extra_meta))
