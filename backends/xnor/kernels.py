@@ -1,0 +1,277 @@
+"""Python API of the XNOR/popcount kernels: numpy in, numpy out, no torch.
+
+Layout (pinned in docs/packing.md): 64-bit words, bit ``j`` of word ``w`` is channel ``64*w + j``;
+bit 1 means -1 (``x < 0``), bit 0 means +1 (``x >= 0``, so sign(0) = +1); unused high bits of the
+last word are 0. Activations are packed NHWC: ``(N, H, W, ceil(C/64))`` uint64; weights
+``(C_out, kh, kw, ceil(C_in/64))`` uint64. Over ``n`` real channels, ``dot = n - 2*popcount(a ^ b)``.
+
+ISA: every call takes ``isa=None|"portable"|"avx2"|"avx512"``; ``None`` means the environment
+variable ``FRACTALC_ISA`` if set, else the best path this CPU runs. All paths give identical
+results. Threads: ``threads=None`` means ``FRACTALC_THREADS`` if set, else the CPUs this process
+may use; results are identical for any thread count.
+"""
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import numpy as np
+
+from fractalc.errors import BackendUnavailable, ModelError
+
+try:
+    from . import _xnor
+except ImportError as e:  # pragma: no cover - only without a built extension
+    raise BackendUnavailable(
+        f"the native XNOR runtime is not built ({e})",
+        hint='reinstall the package: pip install --no-build-isolation -e ".[all]"',
+    ) from e
+
+ISAS = ("portable", "avx2", "avx512")
+OutputKind = Literal["int32", "float", "bits"]
+
+
+def available_isas() -> list[str]:
+    """The kernel paths this CPU can run, slowest first (``portable`` is always there)."""
+    return list(_xnor.available_isas())
+
+
+def resolve_isa(isa: str | None = None) -> str:
+    """The path a call will use: ``isa``, else ``$FRACTALC_ISA``, else the best available.
+
+    Raises BackendUnavailable for an unknown name or a path this CPU lacks.
+    """
+    name = isa if isa is not None else os.environ.get("FRACTALC_ISA") or _xnor.best_isa()
+    if name not in ISAS:
+        raise BackendUnavailable(f"unknown ISA {name!r}: expected one of {', '.join(ISAS)}")
+    if name not in available_isas():
+        raise BackendUnavailable(
+            f"this CPU cannot run the {name} kernels (it supports {', '.join(available_isas())})")
+    return name
+
+
+def default_threads() -> int:
+    """``$FRACTALC_THREADS`` if set, else the number of CPUs this process may run on."""
+    env = os.environ.get("FRACTALC_THREADS")
+    if env:
+        return _threads(int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _threads(threads: int | None) -> int:
+    if threads is None:
+        return default_threads()
+    if not isinstance(threads, (int, np.integer)) or not 1 <= threads <= 1024:
+        raise ModelError(f"threads must be an integer in 1..1024, got {threads!r}")
+    return int(threads)
+
+
+def _words(c: int) -> int:
+    return (c + 63) // 64
+
+
+def _sign_float32(x: np.ndarray) -> np.ndarray:
+    # Converting float64 to float32 could turn a tiny negative into -0.0 (which packs as +1):
+    # take the sign in the input's own precision first.
+    if x.dtype == np.float32:
+        return np.ascontiguousarray(x)
+    if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
+        raise ModelError(f"cannot pack an array of dtype {x.dtype}: expected a real number type")
+    return np.where(x < 0, np.float32(-1), np.float32(1))
+
+
+def pack_activations(x: np.ndarray, layout: Literal["nchw", "nhwc"] = "nchw",
+                     threads: int | None = None, isa: str | None = None) -> np.ndarray:
+    """Pack a 4-D activation tensor into NHWC words ``(N, H, W, ceil(C/64))`` uint64.
+
+    ``x`` is ``(N, C, H, W)`` (``layout="nchw"``) or ``(N, H, W, C)`` (``"nhwc"``), any real
+    dtype (float32 is packed without a copy when contiguous). Bit 1 where ``x < 0``.
+    """
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ModelError(f"pack_activations needs a 4-D array, got shape {x.shape}")
+    if layout not in ("nchw", "nhwc"):
+        raise ModelError(f"layout must be 'nchw' or 'nhwc', got {layout!r}")
+    if min(x.shape) <= 0:
+        raise ModelError(f"cannot pack an empty array of shape {x.shape}")
+    xs = _sign_float32(x)
+    t = _threads(threads)
+    if layout == "nhwc":
+        n, h, w, c = xs.shape
+        out = np.empty((n, h, w, _words(c)), np.uint64)
+        _xnor.pack_nhwc(xs.reshape(n * h * w, c), out.reshape(n * h * w, _words(c)), t, resolve_isa(isa))
+    else:
+        n, c, h, w = xs.shape
+        out = np.empty((n, h, w, _words(c)), np.uint64)
+        _xnor.pack_nchw(xs.reshape(n, c, h * w), out.reshape(n, h * w, _words(c)), t)
+    return out
+
+
+def unpack_activations(packed: np.ndarray, channels: int,
+                       layout: Literal["nchw", "nhwc"] = "nchw") -> np.ndarray:
+    """Inverse of :func:`pack_activations` up to sign: float32 +1/-1 in the requested layout."""
+    packed = _check_packed(packed, channels, "packed activations")
+    n, h, w, cw = packed.shape
+    bits = np.unpackbits(packed.astype("<u8").view(np.uint8).reshape(n, h, w, cw * 8),
+                         axis=-1, bitorder="little")[..., :channels]
+    vals = (1 - 2 * bits.astype(np.int8)).astype(np.float32)
+    return np.ascontiguousarray(vals.transpose(0, 3, 1, 2)) if layout == "nchw" else vals
+
+
+def pack_weights(w: np.ndarray) -> np.ndarray:
+    """Pack float weights ``(C_out, C_in, kh, kw)`` into ``(C_out, kh, kw, ceil(C_in/64))`` uint64.
+
+    Bit 1 where ``w < 0`` (sign(0) = +1, as for activations).
+    """
+    w = np.asarray(w)
+    if w.ndim != 4 or min(w.shape) <= 0:
+        raise ModelError(f"pack_weights needs a non-empty (C_out, C_in, kh, kw) array, got {w.shape}")
+    co, ci, kh, kw = w.shape
+    neg = np.zeros((co, kh, kw, _words(ci) * 64), np.uint8)
+    neg[..., :ci] = (w < 0).transpose(0, 2, 3, 1)
+    by = np.packbits(neg, axis=-1, bitorder="little")
+    return np.ascontiguousarray(by).view("<u8").astype(np.uint64).reshape(co, kh, kw, _words(ci))
+
+
+def _check_packed(a: np.ndarray, channels: int, what: str) -> np.ndarray:
+    if not isinstance(a, np.ndarray) or a.dtype != np.uint64 or a.ndim != 4:
+        raise ModelError(f"{what} must be a 4-D uint64 array, got "
+                         f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
+    if channels <= 0 or a.shape[-1] != _words(channels):
+        raise ModelError(f"{what} have {a.shape[-1]} words per pixel; {channels} channels need "
+                         f"{_words(channels)}")
+    if min(a.shape) <= 0:
+        raise ModelError(f"{what} are empty: shape {a.shape}")
+    if channels % 64 and (a[..., -1] >> np.uint64(channels % 64)).any():
+        raise ModelError(f"{what} have bits set above channel {channels - 1} in the last word "
+                         "(unused bits must be 0, see docs/packing.md)")
+    return np.ascontiguousarray(a)
+
+
+def thresholds_from_affine(mul: np.ndarray, bias: np.ndarray,
+                           max_abs_dot: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer ``(threshold, flip)`` equal to the float32 sign of ``dot * mul + bias``.
+
+    For every integer ``|dot| <= max_abs_dot`` and channel ``c``, with ``y`` computed in float32
+    as ``fl(fl(dot * mul[c]) + bias[c])``: ``(dot < threshold[c]) != flip[c]`` is exactly
+    ``y < 0`` (output bit 1, i.e. -1; ``y == 0`` gives +1). Found by evaluating all dot values, so
+    float rounding near the tie is matched, not approximated. ``flip[c] = 1`` where ``mul[c] < 0``.
+    """
+    mul = np.asarray(mul, np.float32).reshape(-1)
+    bias = np.asarray(bias, np.float32).reshape(-1)
+    if mul.shape != bias.shape:
+        raise ModelError(f"mul and bias differ in length: {mul.size} vs {bias.size}")
+    k = int(max_abs_dot)
+    if not 0 <= k < 2 ** 24:
+        raise ModelError(f"max_abs_dot must be in [0, 2^24), got {max_abs_dot}")
+    d = np.arange(-k, k + 1, dtype=np.float32)
+    count = np.empty(mul.size, np.int64)
+    step = max(1, (1 << 22) // d.size)
+    for s in range(0, mul.size, step):
+        y = d[None, :] * mul[s:s + step, None] + bias[s:s + step, None]
+        neg = y < 0
+        count[s:s + step] = neg.sum(axis=1)
+        # y is monotonic in dot (rounding is monotonic), so the negative set is a prefix
+        # (mul >= 0) or a suffix (mul < 0) of the dot range.
+        flip_s = mul[s:s + step] < 0
+        expect = np.where(flip_s[:, None], np.arange(d.size)[None, :] >= d.size - count[s:s + step, None],
+                          np.arange(d.size)[None, :] < count[s:s + step, None])
+        if not np.array_equal(neg, expect):  # pragma: no cover - would be a float anomaly
+            raise ModelError("mul/bias give a non-monotonic sign (NaN?); cannot derive thresholds")
+    flip = (mul < 0).astype(np.int32)
+    thr = np.where(flip == 1, k + 1 - count, -k + count).astype(np.int32)
+    return thr, flip
+
+
+class BinaryConv2d:
+    """A binary convolution with its weights prepared once (re-laid out for the kernels).
+
+    Computes, for packed input ``x`` ``(N, H, W, ceil(C_in/64))``, the integer
+    ``dot = conv(sign(x), sign(w))`` with stride ``stride`` and ``padding`` pixels per side:
+    ``padding_mode="zero"`` pads sign(x) with 0 (exactly torch's ``F.conv2d`` of ``sign(x)``),
+    ``"one"`` pads it with +1. Output (NHWC, ``Ho = (H + 2p - kh)//stride + 1``):
+
+    - ``"int32"``: ``dot`` as int32 ``(N, Ho, Wo, C_out)``;
+    - ``"float"``: float32 ``fl(fl(dot * mul[c]) + bias[c])`` ``(N, Ho, Wo, C_out)``;
+    - ``"bits"``: packed ``(N, Ho, Wo, ceil(C_out/64))`` uint64 with bit 1 (-1) where
+      ``(dot < threshold[c]) != flip[c]`` (see :func:`thresholds_from_affine`).
+    """
+
+    def __init__(self, weights: np.ndarray, in_channels: int, *, stride: int = 1, padding: int = 0,
+                 padding_mode: Literal["zero", "one"] = "zero", output: OutputKind = "int32",
+                 mul=None, bias=None, threshold=None, flip=None,
+                 threads: int | None = None, isa: str | None = None):
+        weights = _check_packed(weights, in_channels, "packed weights")
+        for name, v in (("stride", stride), ("padding", padding)):
+            if not isinstance(v, (int, np.integer)) or v < (1 if name == "stride" else 0) or v > 4096:
+                raise ModelError(f"{name} must be an integer in {'1' if name == 'stride' else '0'}..4096, "
+                                 f"got {v!r}")
+        if padding_mode not in ("zero", "one"):
+            raise ModelError(f"padding_mode must be 'zero' or 'one', got {padding_mode!r}")
+        self.out_channels, self.kh, self.kw, _ = weights.shape
+        self.in_channels, self.stride, self.padding = int(in_channels), int(stride), int(padding)
+        self.padding_mode, self.output = padding_mode, output
+        self.threads = _threads(threads)
+        self.isa = resolve_isa(isa)
+        co = self.out_channels
+        if output == "float":
+            if mul is None or bias is None:
+                raise ModelError("output='float' needs mul and bias")
+            self._mul = self._per_channel(mul, np.float32, "mul")
+            self._bias = self._per_channel(bias, np.float32, "bias")
+        elif output == "bits":
+            if threshold is None or flip is None:
+                raise ModelError("output='bits' needs threshold and flip (see thresholds_from_affine)")
+            self._thr = self._per_channel(threshold, np.int32, "threshold")
+            self._flip = (self._per_channel(flip, np.int32, "flip") != 0).astype(np.int32)
+        elif output != "int32":
+            raise ModelError(f"output must be 'int32', 'float' or 'bits', got {output!r}")
+        self._plan = _xnor.ConvPlan(weights, self.in_channels, self.stride, self.padding,
+                                    padding_mode == "zero")
+        del co
+
+    def _per_channel(self, v, dtype, name) -> np.ndarray:
+        a = np.asarray(v)
+        if a.shape != (self.out_channels,):
+            raise ModelError(f"{name} needs shape ({self.out_channels},), got {a.shape}")
+        if np.issubdtype(dtype, np.integer) and not np.issubdtype(a.dtype, np.integer):
+            raise ModelError(f"{name} must be integers, got {a.dtype}")
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    def out_shape(self, n: int, h: int, w: int) -> tuple[int, int, int, int]:
+        """Shape of the result for an input of ``n`` images of ``h x w`` pixels."""
+        p = self.padding
+        if h + 2 * p < self.kh or w + 2 * p < self.kw:
+            raise ModelError(f"input {h}x{w} is smaller than the {self.kh}x{self.kw} kernel "
+                             f"after padding {p}")
+        ho, wo = (h + 2 * p - self.kh) // self.stride + 1, (w + 2 * p - self.kw) // self.stride + 1
+        c = _words(self.out_channels) if self.output == "bits" else self.out_channels
+        return n, ho, wo, c
+
+    def __call__(self, x: np.ndarray, *, check: bool = True) -> np.ndarray:
+        """Run on packed input ``x``; ``check=False`` skips the unused-bit scan (trusted input)."""
+        if check:
+            x = _check_packed(x, self.in_channels, "packed input")
+        elif not (isinstance(x, np.ndarray) and x.dtype == np.uint64 and x.ndim == 4
+                  and x.shape[-1] == _words(self.in_channels) and min(x.shape) > 0):
+            raise ModelError(f"packed input must be (N, H, W, {_words(self.in_channels)}) uint64")
+        x = np.ascontiguousarray(x)
+        shape = self.out_shape(*x.shape[:3])
+        if self.output == "int32":
+            out = np.empty(shape, np.int32)
+            self._plan.run_int32(x, out, self.threads, self.isa)
+        elif self.output == "float":
+            out = np.empty(shape, np.float32)
+            self._plan.run_affine(x, out, self._mul, self._bias, self.threads, self.isa)
+        else:
+            out = np.zeros(shape, np.uint64)
+            self._plan.run_bits(x, out, self._thr, self._flip, self.threads, self.isa)
+        return out
+
+
+def binary_conv2d(x: np.ndarray, weights: np.ndarray, in_channels: int, **kwargs) -> np.ndarray:
+    """One-shot :class:`BinaryConv2d` (prepares the weights on every call); same arguments."""
+    return BinaryConv2d(weights, in_channels, **kwargs)(x)

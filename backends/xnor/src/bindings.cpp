@@ -1,0 +1,149 @@
+// nanobind module fractalc.backends.xnor._xnor. The Python wrapper (../kernels.py) validates
+// arguments with clear messages and allocates outputs; checks here only guard memory safety.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "conv.h"
+#include "xnor.h"
+
+namespace nb = nanobind;
+using namespace xnor;
+
+template <typename T, int D>
+using Arr = nb::ndarray<T, nb::ndim<D>, nb::c_contig, nb::device::cpu>;
+
+namespace {
+
+void require(bool ok, const std::string& msg) {
+    if (!ok) throw std::invalid_argument(msg);
+}
+
+struct PackNhwcJob {
+    const float* x;
+    std::size_t pixels;
+    int C;
+    uint64_t* out;
+    Isa isa;
+};
+
+void pack_nhwc_work(void* ctx, int tid, int T) {
+    auto& j = *static_cast<PackNhwcJob*>(ctx);
+    pack_nhwc_rows(j.x, j.pixels * tid / T, j.pixels * (tid + 1) / T, j.C, j.out, j.isa);
+}
+
+struct PackNchwJob {
+    const float* x;
+    std::size_t N, HW;
+    int C;
+    uint64_t* out;
+};
+
+void pack_nchw_work(void* ctx, int tid, int T) {
+    auto& j = *static_cast<PackNchwJob*>(ctx);
+    const int Cw = (j.C + 63) / 64;
+    for (std::size_t n = 0; n < j.N; ++n)
+        pack_nchw_image(j.x + n * j.C * j.HW, j.C, j.HW, j.HW * tid / T, j.HW * (tid + 1) / T,
+                        j.out + n * j.HW * Cw);
+}
+
+int words(int c) { return (c + 63) / 64; }
+
+void run_checked(const ConvPlan& p, Arr<const uint64_t, 4> x, const Output& o, std::size_t out_size,
+                 std::size_t out_elems, int threads, const std::string& isa) {
+    require(static_cast<int>(x.shape(3)) == p.cw, "input words per pixel do not match the plan");
+    const int N = static_cast<int>(x.shape(0)), H = static_cast<int>(x.shape(1)),
+              W = static_cast<int>(x.shape(2));
+    require(N > 0 && H > 0 && W > 0, "empty input");
+    const std::size_t need = static_cast<std::size_t>(N) * p.out_size(H, p.kh) * p.out_size(W, p.kw) * out_elems;
+    require(out_size == need, "output buffer has the wrong size");
+    require(threads >= 1 && threads <= 1024, "threads must be in 1..1024");
+    const Isa i = parse_isa(isa);
+    nb::gil_scoped_release release;
+    p.run(x.data(), N, H, W, o, threads, i);
+}
+
+}  // namespace
+
+NB_MODULE(_xnor, m) {
+    m.doc() = "Native XNOR/popcount kernels (see fractalc.backends.xnor for the documented API).";
+
+    m.def("available_isas", [] {
+        std::vector<std::string> r;
+        for (Isa i : {Isa::portable, Isa::avx2, Isa::avx512})
+            if (cpu_supports(i)) r.push_back(isa_name(i));
+        return r;
+    });
+    m.def("best_isa", [] { return std::string(isa_name(best_isa())); });
+
+    m.def("pack_nhwc", [](Arr<const float, 2> x, Arr<uint64_t, 2> out, int threads, const std::string& isa) {
+        const int C = static_cast<int>(x.shape(1));
+        require(C > 0 && out.shape(0) == x.shape(0) && static_cast<int>(out.shape(1)) == words(C),
+                "pack_nhwc: output shape mismatch");
+        require(threads >= 1 && threads <= 1024, "threads must be in 1..1024");
+        PackNhwcJob j{x.data(), x.shape(0), C, out.data(), parse_isa(isa)};
+        nb::gil_scoped_release release;
+        parallel_run(static_cast<int>(std::min<std::size_t>(threads, std::max<std::size_t>(1, j.pixels))),
+                     pack_nhwc_work, &j);
+    });
+
+    m.def("pack_nchw", [](Arr<const float, 3> x, Arr<uint64_t, 3> out, int threads) {
+        const int C = static_cast<int>(x.shape(1));
+        require(C > 0 && out.shape(0) == x.shape(0) && out.shape(1) == x.shape(2) &&
+                    static_cast<int>(out.shape(2)) == words(C),
+                "pack_nchw: output shape mismatch");
+        require(threads >= 1 && threads <= 1024, "threads must be in 1..1024");
+        PackNchwJob j{x.data(), x.shape(0), x.shape(2), C, out.data()};
+        nb::gil_scoped_release release;
+        parallel_run(static_cast<int>(std::min<std::size_t>(threads, std::max<std::size_t>(1, j.HW))),
+                     pack_nchw_work, &j);
+    });
+
+    nb::class_<ConvPlan>(m, "ConvPlan")
+        .def("__init__",
+             [](ConvPlan* self, Arr<const uint64_t, 4> w, int c_in, int stride, int pad, bool zero) {
+                 require(words(c_in) == static_cast<int>(w.shape(3)),
+                         "weight words per position do not match in_channels");
+                 new (self) ConvPlan(w.data(), static_cast<int>(w.shape(0)), static_cast<int>(w.shape(1)),
+                                     static_cast<int>(w.shape(2)), c_in, stride, pad, zero);
+             })
+        .def("out_hw", [](const ConvPlan& p, int H, int W) {
+            return std::make_pair(p.out_size(H, p.kh), p.out_size(W, p.kw));
+        })
+        .def("run_int32", [](const ConvPlan& p, Arr<const uint64_t, 4> x, Arr<int32_t, 4> out, int threads,
+                             const std::string& isa) {
+            Output o;
+            o.kind = OutKind::int32;
+            o.data = out.data();
+            require(static_cast<int>(out.shape(3)) == p.c_out, "output channels mismatch");
+            run_checked(p, x, o, out.size(), p.c_out, threads, isa);
+        })
+        .def("run_affine", [](const ConvPlan& p, Arr<const uint64_t, 4> x, Arr<float, 4> out,
+                              Arr<const float, 1> mul, Arr<const float, 1> bias, int threads, const std::string& isa) {
+            require(static_cast<int>(out.shape(3)) == p.c_out, "output channels mismatch");
+            require(static_cast<int>(mul.shape(0)) == p.c_out && static_cast<int>(bias.shape(0)) == p.c_out,
+                    "mul and bias need one value per output channel");
+            Output o;
+            o.kind = OutKind::affine;
+            o.data = out.data();
+            o.mul = mul.data();
+            o.bias = bias.data();
+            run_checked(p, x, o, out.size(), p.c_out, threads, isa);
+        })
+        .def("run_bits", [](const ConvPlan& p, Arr<const uint64_t, 4> x, Arr<uint64_t, 4> out,
+                            Arr<const int32_t, 1> thr, Arr<const int32_t, 1> flip, int threads, const std::string& isa) {
+            require(static_cast<int>(out.shape(3)) == words(p.c_out), "output words mismatch");
+            require(static_cast<int>(thr.shape(0)) == p.c_out && static_cast<int>(flip.shape(0)) == p.c_out,
+                    "threshold and flip need one value per output channel");
+            Output o;
+            o.kind = OutKind::bits;
+            o.data = out.data();
+            o.thr = thr.data();
+            o.flip = flip.data();
+            run_checked(p, x, o, out.size(), words(p.c_out), threads, isa);
+        });
+}

@@ -1,0 +1,45 @@
+// Binary convolution on packed activations and packed weights (layouts in xnor.h).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "xnor.h"
+
+namespace xnor {
+
+enum class OutKind : int { int32 = 0, affine = 1, bits = 2 };
+
+// Where and how a convolution writes its result; output is NHWC (N, Ho, Wo, C_out) for int32
+// and affine, (N, Ho, Wo, ceil(C_out/64)) uint64 for bits (must be zero-initialised).
+struct Output {
+    OutKind kind = OutKind::int32;
+    void* data = nullptr;
+    const float* mul = nullptr;     // affine: y = float(dot) * mul[c] + bias[c] (two roundings)
+    const float* bias = nullptr;
+    const int32_t* thr = nullptr;   // bits: bit = (dot < thr[c]) != flip[c]
+    const int32_t* flip = nullptr;
+};
+
+// Weights re-laid out once for the micro-kernels, plus the per-position weight sums that the
+// exact zero-padding correction needs.
+class ConvPlan {
+public:
+    ConvPlan(const uint64_t* w, int c_out, int kh, int kw, int c_in, int stride, int pad,
+             bool zero_padding);
+
+    int out_size(int in, int k) const { return (in + 2 * pad_ - k) / stride_ + 1; }
+    // x: (N, H, W, Cw) words. Throws std::invalid_argument when the input is too small.
+    void run(const uint64_t* x, int N, int H, int W, const Output& out, int threads, Isa isa) const;
+
+    int c_out, kh, kw, c_in, cw;
+
+private:
+    int stride_, pad_;
+    bool zero_;
+    int nct_;
+    std::vector<uint64_t> wt_;   // [ct][ky][kx*cw + w][kCoTile]
+    std::vector<int32_t> wsum_;  // [c_out][kh][kw]: sum over input channels of sign(w)
+};
+
+}  // namespace xnor

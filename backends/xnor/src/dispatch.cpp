@@ -1,0 +1,151 @@
+// Run-time CPU dispatch and the persistent worker pool.
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "xnor.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define XNOR_X86 1
+#endif
+
+namespace xnor {
+
+bool cpu_supports(Isa isa) {
+    switch (isa) {
+        case Isa::portable: return true;
+#ifdef XNOR_X86
+        case Isa::avx2: return __builtin_cpu_supports("avx2");
+        case Isa::avx512:
+            return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512vpopcntdq");
+#endif
+        default: return false;
+    }
+}
+
+Isa best_isa() {
+    if (cpu_supports(Isa::avx512)) return Isa::avx512;
+    if (cpu_supports(Isa::avx2)) return Isa::avx2;
+    return Isa::portable;
+}
+
+const char* isa_name(Isa isa) {
+    switch (isa) {
+        case Isa::avx512: return "avx512";
+        case Isa::avx2: return "avx2";
+        default: return "portable";
+    }
+}
+
+Isa parse_isa(const std::string& name) {
+    Isa isa;
+    if (name == "portable") isa = Isa::portable;
+    else if (name == "avx2") isa = Isa::avx2;
+    else if (name == "avx512") isa = Isa::avx512;
+    else throw std::invalid_argument("unknown ISA '" + name + "' (expected portable, avx2 or avx512)");
+    if (!cpu_supports(isa))
+        throw std::invalid_argument(std::string("this CPU cannot run the ") + isa_name(isa) + " path");
+    return isa;
+}
+
+MicroKernel micro_kernel(Isa isa) {
+#ifdef XNOR_X86
+    if (isa == Isa::avx512) return mk_avx512;
+    if (isa == Isa::avx2) return mk_avx2;
+#endif
+    return mk_portable;
+}
+
+int pixel_tile(Isa isa) {
+    if (isa == Isa::avx512) return 6;
+    if (isa == Isa::avx2) return 3;
+    return 4;
+}
+
+namespace {
+
+inline void cpu_relax() {
+#ifdef XNOR_X86
+    _mm_pause();
+#endif
+}
+
+// Workers spin briefly after a job (layers of a network arrive microseconds apart) and then
+// sleep on a futex, so an idle pool costs nothing.
+class Pool {
+public:
+    void run(int nthreads, void (*f)(void*, int, int), void* ctx) {
+        std::lock_guard<std::mutex> lock(call_mu_);
+        grow(nthreads - 1);
+        fn_ = f;
+        ctx_ = ctx;
+        active_ = nthreads;
+        // Every worker acknowledges every job (idle ones too), so none can lag a generation.
+        remaining_.store(static_cast<int>(workers_), std::memory_order_relaxed);
+        gen_.fetch_add(1, std::memory_order_release);
+        gen_.notify_all();
+        f(ctx, 0, nthreads);
+        int spins = 0;
+        while (remaining_.load(std::memory_order_acquire) != 0) {
+            if (++spins < 4096) cpu_relax();
+            else std::this_thread::yield();
+        }
+    }
+
+private:
+    void grow(int n) {
+        while (static_cast<int>(workers_) < n) {
+            const int id = static_cast<int>(++workers_);
+            const uint64_t seen = gen_.load(std::memory_order_relaxed);
+            // Detached on purpose: the pool lives for the whole process and joining at
+            // interpreter exit could block.
+            std::thread([this, id, seen] { loop(id, seen); }).detach();
+        }
+    }
+
+    void loop(int id, uint64_t seen) {
+        for (;;) {
+            uint64_t g = gen_.load(std::memory_order_acquire);
+            if (g == seen) {
+                const auto t0 = std::chrono::steady_clock::now();
+                int spins = 0;
+                while ((g = gen_.load(std::memory_order_acquire)) == seen) {
+                    cpu_relax();
+                    if ((++spins & 255) == 0 &&
+                        std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(200)) {
+                        gen_.wait(seen, std::memory_order_acquire);
+                    }
+                }
+            }
+            seen = g;
+            if (id < active_) fn_(ctx_, id, active_);
+            remaining_.fetch_sub(1, std::memory_order_release);
+        }
+    }
+
+    std::mutex call_mu_;
+    std::atomic<uint64_t> gen_{0};
+    std::atomic<int> remaining_{0};
+    unsigned workers_ = 0;
+    void (*fn_)(void*, int, int) = nullptr;
+    void* ctx_ = nullptr;
+    int active_ = 1;
+};
+
+}  // namespace
+
+void parallel_run(int nthreads, void (*f)(void* ctx, int tid, int nthreads), void* ctx) {
+    if (nthreads <= 1) {
+        f(ctx, 0, 1);
+        return;
+    }
+    static Pool* pool = new Pool();  // never destroyed: see Pool::grow
+    pool->run(nthreads, f, ctx);
+}
+
+}  // namespace xnor

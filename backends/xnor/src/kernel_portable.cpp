@@ -1,0 +1,24 @@
+// Scalar micro-kernel: the reference path every other ISA must match bit for bit.
+#include <bit>
+
+#include "xnor.h"
+
+namespace xnor {
+
+void mk_portable(const uint64_t* const* xs, int np, const uint64_t* wt, int kh, int L,
+                 std::size_t row_stride, int32_t* cnt) {
+    for (int p = 0; p < np; ++p) {
+        int32_t acc[kCoTile] = {0};
+        for (int ky = 0; ky < kh; ++ky) {
+            const uint64_t* x = xs[p] + ky * row_stride;
+            const uint64_t* w = wt + static_cast<std::size_t>(ky) * L * kCoTile;
+            for (int k = 0; k < L; ++k) {
+                const uint64_t a = x[k];
+                for (int j = 0; j < kCoTile; ++j) acc[j] += std::popcount(a ^ w[k * kCoTile + j]);
+            }
+        }
+        for (int j = 0; j < kCoTile; ++j) cnt[p * kCoTile + j] = acc[j];
+    }
+}
+
+}  // namespace xnor

@@ -1,0 +1,86 @@
+// Float -> bit packing. Bit 1 means x < 0, so +0.0, -0.0 and NaN all pack as +1 (sign(0) = +1).
+#include <cstring>
+
+#include "xnor.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace xnor {
+namespace {
+
+void pack_nhwc_portable(const float* x, std::size_t p0, std::size_t p1, int C, uint64_t* out) {
+    const int Cw = (C + 63) / 64;
+    for (std::size_t p = p0; p < p1; ++p) {
+        const float* xp = x + p * C;
+        uint64_t* op = out + p * Cw;
+        for (int w = 0; w < Cw; ++w) {
+            const int c0 = w * 64;
+            const int n = C - c0 < 64 ? C - c0 : 64;
+            uint64_t word = 0;
+            for (int j = 0; j < n; ++j) word |= static_cast<uint64_t>(xp[c0 + j] < 0.0f) << j;
+            op[w] = word;
+        }
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) void pack_nhwc_avx512(const float* x, std::size_t p0,
+                                                          std::size_t p1, int C, uint64_t* out) {
+    const int Cw = (C + 63) / 64;
+    const __m512 zero = _mm512_setzero_ps();
+    for (std::size_t p = p0; p < p1; ++p) {
+        const float* xp = x + p * C;
+        uint64_t* op = out + p * Cw;
+        for (int w = 0; w < Cw; ++w) {
+            uint64_t word = 0;
+            for (int q = 0; q < 4; ++q) {
+                const int c0 = w * 64 + q * 16;
+                const int n = C - c0;
+                if (n <= 0) break;
+                // Masked load past the end of the channels: lanes read as 0.0 -> bit 0.
+                const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xffff)
+                                            : static_cast<__mmask16>((1u << n) - 1);
+                const __m512 v = _mm512_maskz_loadu_ps(m, xp + c0);
+                word |= static_cast<uint64_t>(_mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ)) << (q * 16);
+            }
+            op[w] = word;
+        }
+    }
+}
+#endif
+
+}  // namespace
+
+void pack_nhwc_rows(const float* x, std::size_t p0, std::size_t p1, int C, uint64_t* out, Isa isa) {
+#if defined(__x86_64__)
+    if (isa == Isa::avx512) return pack_nhwc_avx512(x, p0, p1, C, out);
+#endif
+    (void)isa;
+    pack_nhwc_portable(x, p0, p1, C, out);
+}
+
+// Walks each channel plane contiguously and ORs its bit into a row of pixel words, so the read
+// of the float plane is sequential (NCHW is channel-major).
+void pack_nchw_image(const float* x, int C, std::size_t HW, std::size_t h0, std::size_t h1,
+                     uint64_t* out) {
+    const int Cw = (C + 63) / 64;
+    constexpr std::size_t kChunk = 256;
+    uint64_t buf[kChunk];
+    for (std::size_t s = h0; s < h1; s += kChunk) {
+        const std::size_t n = h1 - s < kChunk ? h1 - s : kChunk;
+        for (int w = 0; w < Cw; ++w) {
+            std::memset(buf, 0, sizeof(buf));
+            const int cend = C < (w + 1) * 64 ? C : (w + 1) * 64;
+            for (int c = w * 64; c < cend; ++c) {
+                const float* plane = x + static_cast<std::size_t>(c) * HW + s;
+                const int j = c - w * 64;
+                for (std::size_t i = 0; i < n; ++i) buf[i] |= static_cast<uint64_t>(plane[i] < 0.0f) << j;
+            }
+            for (std::size_t i = 0; i < n; ++i) out[(s + i) * Cw + w] = buf[i];
+        }
+    }
+}
+
+}  // namespace xnor
