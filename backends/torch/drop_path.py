@@ -38,9 +38,10 @@ def draw_drop_path(columns: Sequence[int], p: float, global_ratio: float,
                    device: torch.device) -> DropPathState:
     """One draw per forward pass: local or global for this batch, and the global column."""
     cols = torch.tensor(list(columns) or [0], dtype=torch.int64, device=device)
-    pick = torch.randint(0, cols.numel(), (), device=device)
+    pick = torch.randint(0, cols.numel(), (1,), device=device)
     is_global = torch.rand((), device=device) < global_ratio
-    return DropPathState(is_global, cols[pick], float(p))
+    # gather, not cols[pick]: indexing by a 0-d tensor would be data-dependent for tracers.
+    return DropPathState(is_global, cols.gather(0, pick).squeeze(0), float(p))
 
 
 def mean(xs: Sequence[torch.Tensor]) -> torch.Tensor:
