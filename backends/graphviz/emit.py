@@ -85,8 +85,8 @@ def to_dot(scene: Scene, cost_of=None) -> str:
         subs[it.parent].node(it.id, _label(label),
                              _attributes={"class": it.kind, "tooltip": _label(it.tooltip), **attrs})
     # A subgraph is copied into its parent when added: add inner clusters first, siblings in order.
-    ids = list(scene.clusters)
-    for cid in sorted(ids, key=lambda c: (-c.count("."), ids.index(c))):
+    pos = {c: i for i, c in enumerate(scene.clusters)}
+    for cid in sorted(pos, key=lambda c: (-c.count("."), pos[c])):
         cl = scene.clusters[cid]
         subs[cl.parent].subgraph(subs[cid])
 

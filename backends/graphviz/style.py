@@ -16,7 +16,7 @@ NODE_STYLES: dict[str, dict[str, str]] = {
     "Conv": {"shape": "box3d", "fillcolor": "#f4a24c"},
     "BatchNorm": {"shape": "ellipse", "fillcolor": "#b9e3ae"},
     "Activation": {"shape": "hexagon", "fillcolor": "#fff09a"},
-    "Pool": {"shape": "invtrapezium", "fillcolor": "#d5c3ef"},
+    "Pool": {"shape": "polygon", "sides": "4", "distortion": "-0.15", "fillcolor": "#d5c3ef"},
     "Linear": {"shape": "component", "fillcolor": "#f08c8c"},
     "Join": {"shape": "invtriangle", "fillcolor": "#d9455f", "fontcolor": "white"},
     "Add": {"shape": "circle", "fillcolor": "#ffffff"},
