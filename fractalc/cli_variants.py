@@ -1,0 +1,148 @@
+"""`fractalc scale`, `fractalc generate` and `fractalc fmt`: thin wiring to variants.py and
+formatter.py (registered by cli.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .cli import parse_sets, spec_options
+from .errors import FractalcError
+
+
+@click.command()
+@spec_options
+@click.option("--budget-of", "baseline", required=True, type=click.Path(dir_okay=False),
+              help="Baseline spec whose cost is the budget.")
+@click.option("--budget-set", "budget_sets", multiple=True, metavar="NAME=VALUE",
+              help="Override a parameter of the baseline (repeatable); --set applies to SPEC only.")
+@click.option("--metric", type=click.Choice(["params", "flops", "both"]), default="params", show_default=True,
+              help="params: parameter bits; flops: FLOPs; both: both must fit.")
+@click.option("--param", default=None, help="Integer parameter to scale (default: width, else growth).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--write", "write", type=click.Path(dir_okay=False), default=None,
+              help="Write SPEC, formatted, with the found value (and every --set) as parameter defaults.")
+def scale(spec, sets, network, max_nodes, baseline, budget_sets, metric, param, as_json, write):
+    """Largest value of a parameter (width/growth) whose cost fits BASELINE's on the metric."""
+    from .variants import METRICS, budget_of, rewrite_spec, solve
+    overrides = parse_sets(sets)
+    budget = budget_of(baseline, parse_sets(budget_sets), max_nodes=max_nodes)
+    res = solve(spec, budget, metric=metric, param=param, overrides=overrides, network=network,
+                max_nodes=max_nodes, baseline=str(baseline))
+    if write:
+        from .fileio import atomic_write
+        from .resolve import load
+        what = {"params": "parameter bits", "flops": "FLOPs", "both": "parameter bits and FLOPs"}[metric]
+        sets_text = "".join(f" --set {k}={v}" for k, v in overrides.items())
+        header = [f"# Scaled by fractalc {__version__}: {res.param} = {res.value} is the largest value whose "
+                  f"{what}",
+                  f"# fit the budget of {Path(baseline).name} ({budget.bits:,} bits, {budget.flops:.4e} FLOPs).",
+                  f"# From {Path(spec).name} (sha256 {load(spec).sha256}){sets_text}.",
+                  ""]
+        text = rewrite_spec(spec, write, {**overrides, res.param: str(res.value)}, header)
+        atomic_write(write, text)
+    if as_json:
+        doc = res.to_json()
+        if write:
+            doc["written"] = str(write)
+        click.echo(json.dumps(doc, indent=1))
+        return
+    keys = METRICS[metric]
+    p = res.param
+    rows = [(f"{p}={res.value}", res.cost, "fits"),
+            (f"{p}={res.value + 1}", res.next, "exceeds: " + ", ".join(
+                {"bits": "params", "flops": "flops"}[k] for k in res.exceeded(res.next))),
+            ("budget", budget, Path(baseline).name)]
+    w = max(len(r[0]) for r in rows)
+    click.echo(f"{Path(spec).name}: {p} = {res.value}, the largest value within the budget of "
+               f"{Path(baseline).name} (metric: {metric})")
+    click.echo(f"  {'':<{w}}  {'bits':>14}  {'Mbit':>9}  {'FLOPs':>11}  {'depth':>5}")
+    for label, m, note in rows:
+        marks = [("*" if k in keys else " ") for k in ("bits", "flops")]
+        click.echo(f"  {label:<{w}}  {m.bits:>13,}{marks[0]}  {m.mbit:>9.3f}  {m.flops:>10.4e}{marks[1]}  "
+                   f"{m.depth:>5}  {note}")
+    click.echo(f"  (* = compared; {len(res.visited)} compiles: {p} = "
+               + ", ".join(map(str, res.visited)) + ")")
+    if write:
+        click.echo(f"wrote {write}", err=True)
+
+
+@click.command()
+@click.argument("space", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out", type=click.Path(file_okay=False), default=None,
+              help="Directory for the generated specs (default: generated/<space name>).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the table as CSV ('-' for standard output).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the table, skipped points and baselines as JSON ('-' for standard output).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Draw Mbit against FLOPs for every variant, baselines marked (PNG, needs matplotlib).")
+@click.option("--max-nodes", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="Size guard for every variant (IR nodes before collapsing joins).")
+def generate(space, out, csv_path, json_path, plot_path, max_nodes):
+    """Write one width-scaled spec per point of the TOML SPACE; print their costs."""
+    from . import variants as V
+    from .fileio import atomic_write
+    out = out or str(Path("generated") / Path(space).stem)
+    gen = V.generate(space, out, max_nodes=max_nodes, log=lambda m: click.echo(m, err=True))
+    quiet = "-" in (csv_path, json_path)
+    if not quiet:
+        click.echo(V.table(gen), nl=False)
+    for path, text in ((csv_path, lambda: V.csv_text(gen)),
+                       (json_path, lambda: json.dumps(gen.to_json(), indent=1) + "\n")):
+        if path == "-":
+            click.echo(text(), nl=False)
+        elif path:
+            atomic_write(path, text())
+    if plot_path:
+        V.plot(gen, plot_path)
+        click.echo(f"wrote {plot_path}", err=True)
+
+
+def _spec_files(paths) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(p.rglob("*.fr"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FractalcError(f"no such file or directory: {str(p)!r}")
+    return files
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--check", is_flag=True,
+              help="Change nothing; list the files that would change and exit 1 if there are any.")
+def fmt(paths, check):
+    """Format .fr specs canonically, in place (directories: every .fr below them)."""
+    from .fileio import atomic_write
+    from .formatter import check_round_trip, format_source
+    changed = []
+    files = _spec_files(paths)
+    for f in files:
+        text = f.read_text()
+        new = format_source(text, str(f))
+        if new == text:
+            continue
+        check_round_trip(text, new, str(f))
+        changed.append(f)
+        if check:
+            click.echo(f"would reformat {f}")
+        else:
+            atomic_write(f, new)
+            click.echo(f"reformatted {f}")
+    left = len(files) - len(changed)
+    click.echo(f"{len(changed)} file{'s' if len(changed) != 1 else ''} "
+               f"{'would be ' if check else ''}reformatted, {left} unchanged", err=True)
+    if check and changed:
+        raise click.exceptions.Exit(1)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(scale)
+    cli.add_command(generate)
+    cli.add_command(fmt)
