@@ -1,0 +1,162 @@
+"""The standalone source (`--target torch`) and state (`--target torch-state`) artifacts."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from click.testing import CliRunner  # noqa: E402
+
+from fractalc.backends.torch import from_graph  # noqa: E402
+from fractalc.backends.torch.plan import TorchBuildError, class_name, make_plan  # noqa: E402
+from fractalc.cli import cli, main  # noqa: E402
+from fractalc.compiler import compile_spec  # noqa: E402
+from fractalc import ir  # noqa: E402
+from fractalc.passes import run_default  # noqa: E402
+
+from conftest import SPECS  # noqa: E402
+
+
+def compile_cli(*args):
+    r = CliRunner().invoke(cli, ["compile", *map(str, args)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return r
+
+
+def load_module(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+CASES = [
+    ("rf_c3d4.fr", ["channels=4", "size=6"]),
+    ("drf_c2d2_densenet51.fr", ["dataset=cifar10"]),
+    ("fractalnet_cifar.fr", ["filters=[4,4,8,8,8]"]),  # full precision: dropout + drop-path
+]
+
+
+@pytest.mark.parametrize("spec,sets", CASES, ids=[c[0] for c in CASES])
+def test_emitted_source_matches_library_module(tmp_path, spec, sets):
+    set_args = [a for s in sets for a in ("--set", s)]
+    out = tmp_path / "model.py"
+    compile_cli(SPECS / spec, "--target", "torch", "--seed", "7", "-o", out, *set_args)
+    mod = load_module(out, f"emitted_{out.stem}_{spec[:4]}")
+    c = compile_spec(SPECS / spec, dict(s.split("=", 1) for s in sets))
+    lib = from_graph(c.graph, seed=7)
+    cls = getattr(mod, class_name(c.name))
+    emitted = cls(seed=7)
+    assert isinstance(emitted, torch.nn.Module)
+    assert list(emitted.state_dict()) == list(lib.state_dict())
+    for k, v in lib.state_dict().items():
+        assert torch.equal(v, emitted.state_dict()[k]), k
+    x = torch.randn(2, *c.graph.shape(c.graph.input_id))
+    for mode in ("fp", "tanh", "binary"):
+        lib.set_mode(mode).eval()
+        emitted.set_mode(mode).eval()
+        assert torch.equal(lib(x), emitted(x)), mode
+    # training (batch statistics; with drop-path and dropout where the network has them)
+    lib.train()
+    emitted.train()
+    torch.manual_seed(11)
+    a = lib(x)
+    torch.manual_seed(11)
+    b = emitted(x)
+    assert torch.equal(a, b)
+    a.square().mean().backward()
+    b.square().mean().backward()
+    for (n, p), (_, q) in zip(lib.named_parameters(), emitted.named_parameters()):
+        assert torch.equal(p.grad, q.grad), n
+
+
+def test_source_needs_only_torch_and_is_deterministic(tmp_path):
+    a, b, c = tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"
+    compile_cli(SPECS / "rf_c3d4.fr", "--target", "torch", "-o", a)
+    compile_cli(SPECS / "rf_c3d4.fr", "--target", "torch", "-o", b)
+    compile_cli(SPECS / "rf_c3d4.fr", "--target", "torch", "--seed", "1", "-o", c)
+    assert a.read_bytes() == b.read_bytes()
+    assert a.read_bytes() != c.read_bytes()  # the seed is the class's default
+    stdout = CliRunner().invoke(cli, ["compile", str(SPECS / "rf_c3d4.fr"), "-t", "torch"]).output
+    assert stdout == a.read_text()
+    text = a.read_text()
+    assert "fractalc" not in "".join(l for l in text.splitlines() if l.startswith(("import", "from")))
+    probe = ("import sys, importlib.util as u; s = u.spec_from_file_location('m', sys.argv[1]); "
+             "m = u.module_from_spec(s); s.loader.exec_module(m); "
+             "import torch; net = m.RfC3d4(); y = net(torch.zeros(1, 64, 8, 8)); "
+             "assert 'fractalc' not in sys.modules, 'imports fractalc'; print(tuple(y.shape))")
+    r = subprocess.run([sys.executable, "-c", probe, str(a)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(1, 64, 8, 8)"
+    r = subprocess.run([sys.executable, str(a)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr  # `python model.py` runs (defines, does nothing)
+
+
+def test_torch_state_target(tmp_path):
+    pt, pt2 = tmp_path / "m.pt", tmp_path / "m2.pt"
+    compile_cli(SPECS / "rf_c3d4.fr", "--target", "torch-state", "--seed", "3", "-o", pt, "--set", "channels=4")
+    compile_cli(SPECS / "rf_c3d4.fr", "--target", "torch-state", "--seed", "3", "-o", pt2, "--set", "channels=4")
+    assert pt.read_bytes() == pt2.read_bytes()
+    sd = torch.load(pt, weights_only=True)
+    lib = from_graph(compile_spec(SPECS / "rf_c3d4.fr", {"channels": "4"}).graph, seed=3)
+    assert list(sd) == list(lib.state_dict())
+    assert all(torch.equal(v, lib.state_dict()[k]) for k, v in sd.items())
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, no leftovers
+
+
+def test_torch_state_column_from_full_weights(tmp_path):
+    full, col = tmp_path / "full.pt", tmp_path / "col.pt"
+    compile_cli(SPECS / "rf_c3d4.fr", "-t", "torch-state", "--seed", "5", "-o", full, "--set", "channels=4")
+    compile_cli(SPECS / "rf_c3d4.fr", "-t", "torch-state", "--column", "2", "--weights", full,
+                "-o", col, "--set", "channels=4")
+    f, c = torch.load(full, weights_only=True), torch.load(col, weights_only=True)
+    assert set(c) < set(f) and all(k.startswith("block.col2.") for k in c)
+    assert all(torch.equal(v, f[k]) for k, v in c.items())
+
+
+def test_cli_errors_are_clean(tmp_path, capsys):
+    for args, needle in (
+        (["-t", "torch-state"], "give -o FILE.pt"),
+        (["-t", "torch", "--weights", "x.pt"], "takes no --weights"),
+        (["-t", "torch", "--column", "9"], "has no column 9"),
+        (["-t", "torch-state", "-o", str(tmp_path / "o.pt"), "--weights", str(tmp_path / "nope.pt")],
+         "cannot read weights"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(["compile", str(SPECS / "rf_c3d4.fr"), *args])
+        assert e.value.code == 1
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err
+
+
+def test_class_names():
+    assert class_name("rf_c3d4") == "RfC3d4"
+    assert class_name("bireal_resnet18") == "BirealResnet18"
+    assert class_name("3net") == "Net3net"
+    assert class_name("none") == "NoneNet"
+    for n in ("a-b_c", "x", "__", "drf_c2d2_densenet51"):
+        assert class_name(n).isidentifier() and class_name(n)[0].isupper()
+
+
+def _tiny_graph(ids):
+    g = ir.Graph("tiny")
+    prev = g.add("input", ir.Input((2, 4, 4)))
+    for i in ids:
+        prev = g.add(i, ir.Conv(2, 1), (prev,))
+    g.add("output", ir.Output(), (prev,))
+    return run_default(g)
+
+
+def test_module_path_collisions_are_clear_errors():
+    with pytest.raises(TorchBuildError, match="'a' would also have to contain layer 'a.b'"):
+        make_plan(_tiny_graph(["a", "a.b"]))
+    with pytest.raises(TorchBuildError, match="reserved"):
+        make_plan(_tiny_graph(["training"]))
+    with pytest.raises(TorchBuildError, match="reserved"):
+        make_plan(_tiny_graph(["blk.keys"]))
+    model = from_graph(_tiny_graph(["a.b", "a.c", "z"]))
+    assert sorted(model.state_dict()) == ["a.b.weight", "a.c.weight", "z.weight"]
