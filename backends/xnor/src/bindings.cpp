@@ -87,8 +87,7 @@ NB_MODULE(_xnor, m) {
         require(threads >= 1 && threads <= 1024, "threads must be in 1..1024");
         PackNhwcJob j{x.data(), x.shape(0), C, out.data(), parse_isa(isa)};
         nb::gil_scoped_release release;
-        parallel_run(static_cast<int>(std::min<std::size_t>(threads, std::max<std::size_t>(1, j.pixels))),
-                     pack_nhwc_work, &j);
+        parallel_run(threads, parts_for(j.pixels, threads), pack_nhwc_work, &j);
     });
 
     m.def("pack_nchw", [](Arr<const float, 3> x, Arr<uint64_t, 3> out, int threads) {
@@ -99,8 +98,7 @@ NB_MODULE(_xnor, m) {
         require(threads >= 1 && threads <= 1024, "threads must be in 1..1024");
         PackNchwJob j{x.data(), x.shape(0), x.shape(2), C, out.data()};
         nb::gil_scoped_release release;
-        parallel_run(static_cast<int>(std::min<std::size_t>(threads, std::max<std::size_t>(1, j.HW))),
-                     pack_nchw_work, &j);
+        parallel_run(threads, parts_for(j.HW / 64 + 1, threads), pack_nchw_work, &j);
     });
 
     nb::class_<ConvPlan>(m, "ConvPlan")

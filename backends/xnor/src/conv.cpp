@@ -2,6 +2,7 @@
 // micro-kernel over (pixel tile x 32 output channels) items split across threads, and a fused
 // store that applies the zero-padding correction and the requested output transform.
 #include "conv.h"
+#include "conv_impl.h"
 
 #include <algorithm>
 #include <cstring>
@@ -55,92 +56,6 @@ std::vector<int> border_classes(int out, int in, int k, int stride, int pad,
         cls[o] = it->second;
     }
     return cls;
-}
-
-struct Job {
-    const ConvPlan* plan;
-    const uint64_t* x;         // padded input
-    std::size_t img_words, row_stride;
-    int Ho, Wo, stride, nct, np_tile;
-    std::size_t items, pixels;
-    const uint64_t* wt;
-    std::size_t wt_tile;       // words per output-channel tile
-    MicroKernel mk;
-    const std::vector<int>* row_cls;
-    const std::vector<int>* col_cls;
-    int ncc;
-    const int32_t* corr;       // [rc][cc][c_out], null when no zero-padding correction
-    Output out;
-};
-
-void store(const Job& j, std::size_t m0, int np, int ct, const int32_t* cnt) {
-    const ConvPlan& P = *j.plan;
-    const int K = P.kh * P.kw * P.c_in;
-    const int c0 = ct * kCoTile;
-    const int cn = std::min(kCoTile, P.c_out - c0);
-    const std::size_t hw = static_cast<std::size_t>(j.Ho) * j.Wo;
-    for (int p = 0; p < np; ++p) {
-        const std::size_t m = m0 + p;
-        const std::size_t r = m % hw;
-        const int oy = static_cast<int>(r / j.Wo), ox = static_cast<int>(r % j.Wo);
-        const int32_t* corr = nullptr;
-        if (j.corr) {
-            const int rc = (*j.row_cls)[oy], cc = (*j.col_cls)[ox];
-            if (rc != 0 || cc != 0)
-                corr = j.corr + (static_cast<std::size_t>(rc) * j.ncc + cc) * P.c_out + c0;
-        }
-        int32_t dot[kCoTile];
-        for (int q = 0; q < cn; ++q) dot[q] = K - 2 * cnt[p * kCoTile + q] - (corr ? corr[q] : 0);
-        switch (j.out.kind) {
-            case OutKind::int32: {
-                int32_t* o = static_cast<int32_t*>(j.out.data) + m * P.c_out + c0;
-                std::memcpy(o, dot, sizeof(int32_t) * cn);
-                break;
-            }
-            case OutKind::affine: {
-                float* o = static_cast<float*>(j.out.data) + m * P.c_out + c0;
-                for (int q = 0; q < cn; ++q) {
-                    const float prod = static_cast<float>(dot[q]) * j.out.mul[c0 + q];
-                    o[q] = prod + j.out.bias[c0 + q];
-                }
-                break;
-            }
-            case OutKind::bits: {
-                // A 32-channel tile is exactly one little-endian half of an output word, so
-                // threads never share a store target.
-                uint32_t bits = 0;
-                for (int q = 0; q < cn; ++q)
-                    bits |= static_cast<uint32_t>((dot[q] < j.out.thr[c0 + q]) != (j.out.flip[c0 + q] != 0)) << q;
-                const std::size_t half_words = 2 * static_cast<std::size_t>((P.c_out + 63) / 64);
-                static_cast<uint32_t*>(j.out.data)[m * half_words + ct] = bits;
-                break;
-            }
-        }
-    }
-}
-
-void work(void* ctx, int tid, int nthreads) {
-    const Job& j = *static_cast<const Job*>(ctx);
-    const std::size_t b = j.items * tid / nthreads, e = j.items * (tid + 1) / nthreads;
-    const std::size_t hw = static_cast<std::size_t>(j.Ho) * j.Wo;
-    const int cw = j.plan->cw;
-    const int L = j.plan->kw * cw;
-    alignas(64) int32_t cnt[kMaxPixTile * kCoTile];
-    const uint64_t* xs[kMaxPixTile];
-    for (std::size_t it = b; it < e; ++it) {
-        const std::size_t pt = it / j.nct;
-        const int ct = static_cast<int>(it % j.nct);
-        const std::size_t m0 = pt * j.np_tile;
-        const int np = static_cast<int>(std::min<std::size_t>(j.np_tile, j.pixels - m0));
-        for (int p = 0; p < np; ++p) {
-            const std::size_t m = m0 + p;
-            const std::size_t n = m / hw, r = m % hw;
-            const std::size_t oy = r / j.Wo, ox = r % j.Wo;
-            xs[p] = j.x + n * j.img_words + oy * j.stride * j.row_stride + ox * j.stride * cw;
-        }
-        j.mk(xs, np, j.wt + ct * j.wt_tile, j.plan->kh, L, j.row_stride, cnt);
-        store(j, m0, np, ct, cnt);
-    }
 }
 
 // Reused per calling thread so a padded copy costs no allocation or page faults per call.
@@ -201,11 +116,16 @@ void ConvPlan::run(const uint64_t* x, int N, int H, int W, const Output& out, in
                 }
     }
 
-    Job j;
-    j.plan = this;
+    ConvJob j;
     j.x = xp;
     j.row_stride = static_cast<std::size_t>(Wp) * cw;
     j.img_words = static_cast<std::size_t>(Hp) * j.row_stride;
+    j.cw = cw;
+    j.kh = kh;
+    j.L = kw * cw;
+    j.c_out = c_out;
+    j.c_in = c_in;
+    j.K = kh * kw * c_in;
     j.Ho = Ho;
     j.Wo = Wo;
     j.stride = stride_;
@@ -215,14 +135,12 @@ void ConvPlan::run(const uint64_t* x, int N, int H, int W, const Output& out, in
     j.items = (j.pixels + j.np_tile - 1) / j.np_tile * nct_;
     j.wt = wt_.data();
     j.wt_tile = static_cast<std::size_t>(kh) * kw * cw * kCoTile;
-    j.mk = micro_kernel(isa);
-    j.row_cls = &row_cls;
-    j.col_cls = &col_cls;
+    j.row_cls = row_cls.data();
+    j.col_cls = col_cls.data();
     j.ncc = static_cast<int>(cr.size());
     j.corr = need_corr ? corr.data() : nullptr;
     j.out = out;
-    const int T = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(threads, j.items)));
-    parallel_run(T, work, &j);
+    parallel_run(threads, parts_for(j.items, threads), work_fn(isa), &j);
 }
 
 }  // namespace xnor

@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "conv_impl.h"
 #include "xnor.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -53,12 +54,12 @@ Isa parse_isa(const std::string& name) {
     return isa;
 }
 
-MicroKernel micro_kernel(Isa isa) {
+WorkFn work_fn(Isa isa) {
 #ifdef XNOR_X86
-    if (isa == Isa::avx512) return mk_avx512;
-    if (isa == Isa::avx2) return mk_avx2;
+    if (isa == Isa::avx512) return work_avx512;
+    if (isa == Isa::avx2) return work_avx2;
 #endif
-    return mk_portable;
+    return work_portable;
 }
 
 int pixel_tile(Isa isa) {
@@ -75,33 +76,52 @@ inline void cpu_relax() {
 #endif
 }
 
-// Workers spin briefly after a job (layers of a network arrive microseconds apart) and then
-// sleep on a futex, so an idle pool costs nothing.
+struct Task {
+    void (*fn)(void*, int, int);
+    void* ctx;
+    int nparts;
+    int nthreads;
+    std::atomic<int> next{0};
+};
+
+// Runs parts of a task on whichever threads show up: on a shared machine a worker may be
+// descheduled for milliseconds, and then the caller simply takes its parts. Which thread runs
+// a part never changes the result. Workers spin briefly after a task (layers of a network arrive
+// microseconds apart) and then sleep on a futex, so an idle pool costs nothing.
 class Pool {
 public:
-    void run(int nthreads, void (*f)(void*, int, int), void* ctx) {
+    void run(int nthreads, int nparts, void (*f)(void*, int, int), void* ctx) {
         std::lock_guard<std::mutex> lock(call_mu_);
         grow(nthreads - 1);
-        fn_ = f;
-        ctx_ = ctx;
-        active_ = nthreads;
-        // Every worker acknowledges every job (idle ones too), so none can lag a generation.
-        remaining_.store(static_cast<int>(workers_), std::memory_order_relaxed);
-        gen_.fetch_add(1, std::memory_order_release);
+        Task t;
+        t.fn = f;
+        t.ctx = ctx;
+        t.nparts = nparts;
+        t.nthreads = nthreads;
+        task_.store(&t);
+        gen_.fetch_add(1);
         gen_.notify_all();
-        f(ctx, 0, nthreads);
+        drain(t);
+        // Dekker-style handshake (all seq_cst): after this store no worker can newly pick up
+        // the task, and any worker that already did is counted in inside_.
+        task_.store(nullptr);
         int spins = 0;
-        while (remaining_.load(std::memory_order_acquire) != 0) {
+        while (inside_.load() != 0) {
             if (++spins < 4096) cpu_relax();
             else std::this_thread::yield();
         }
     }
 
 private:
+    static void drain(Task& t) {
+        for (int i; (i = t.next.fetch_add(1, std::memory_order_relaxed)) < t.nparts;)
+            t.fn(t.ctx, i, t.nparts);
+    }
+
     void grow(int n) {
         while (static_cast<int>(workers_) < n) {
             const int id = static_cast<int>(++workers_);
-            const uint64_t seen = gen_.load(std::memory_order_relaxed);
+            const uint64_t seen = gen_.load();
             // Detached on purpose: the pool lives for the whole process and joining at
             // interpreter exit could block.
             std::thread([this, id, seen] { loop(id, seen); }).detach();
@@ -110,42 +130,39 @@ private:
 
     void loop(int id, uint64_t seen) {
         for (;;) {
-            uint64_t g = gen_.load(std::memory_order_acquire);
-            if (g == seen) {
-                const auto t0 = std::chrono::steady_clock::now();
-                int spins = 0;
-                while ((g = gen_.load(std::memory_order_acquire)) == seen) {
-                    cpu_relax();
-                    if ((++spins & 255) == 0 &&
-                        std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(200)) {
-                        gen_.wait(seen, std::memory_order_acquire);
-                    }
-                }
+            uint64_t g;
+            const auto t0 = std::chrono::steady_clock::now();
+            int spins = 0;
+            while ((g = gen_.load(std::memory_order_acquire)) == seen) {
+                cpu_relax();
+                if ((++spins & 255) == 0 &&
+                    std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(200))
+                    gen_.wait(seen, std::memory_order_acquire);
             }
             seen = g;
-            if (id < active_) fn_(ctx_, id, active_);
-            remaining_.fetch_sub(1, std::memory_order_release);
+            inside_.fetch_add(1);
+            Task* t = task_.load();
+            if (t != nullptr && id < t->nthreads) drain(*t);
+            inside_.fetch_sub(1);
         }
     }
 
     std::mutex call_mu_;
     std::atomic<uint64_t> gen_{0};
-    std::atomic<int> remaining_{0};
+    std::atomic<Task*> task_{nullptr};
+    std::atomic<int> inside_{0};
     unsigned workers_ = 0;
-    void (*fn_)(void*, int, int) = nullptr;
-    void* ctx_ = nullptr;
-    int active_ = 1;
 };
 
 }  // namespace
 
-void parallel_run(int nthreads, void (*f)(void* ctx, int tid, int nthreads), void* ctx) {
-    if (nthreads <= 1) {
+void parallel_run(int nthreads, int nparts, void (*f)(void* ctx, int part, int nparts), void* ctx) {
+    if (nthreads <= 1 || nparts <= 1) {
         f(ctx, 0, 1);
         return;
     }
     static Pool* pool = new Pool();  // never destroyed: see Pool::grow
-    pool->run(nthreads, f, ctx);
+    pool->run(nthreads, nparts, f, ctx);
 }
 
 }  // namespace xnor

@@ -2,7 +2,7 @@
 // (vpshufb) and summed into 64-bit lanes with vpsadbw before the byte counters can overflow.
 #include <immintrin.h>
 
-#include "xnor.h"
+#include "conv_impl.h"
 
 #define XNOR_AVX2 __attribute__((target("avx2")))
 
@@ -60,7 +60,7 @@ XNOR_AVX2 void tile(const uint64_t* const* xs, const uint64_t* wt, int kh, int L
 
 }  // namespace
 
-XNOR_AVX2 void mk_avx2(const uint64_t* const* xs, int np, const uint64_t* wt, int kh, int L,
+XNOR_AVX2 inline void mk_avx2(const uint64_t* const* xs, int np, const uint64_t* wt, int kh, int L,
                        std::size_t rs, int32_t* cnt) {
     switch (np) {
         case 1: tile<1>(xs, wt, kh, L, rs, cnt); break;
@@ -74,6 +74,10 @@ XNOR_AVX2 void mk_avx2(const uint64_t* const* xs, int np, const uint64_t* wt, in
                 else tile<1>(xs + p, wt, kh, L, rs, cnt + p * kCoTile);
             }
     }
+}
+
+XNOR_AVX2 void work_avx2(void* job, int tid, int nthreads) {
+    work_loop<mk_avx2>(job, tid, nthreads);
 }
 
 }  // namespace xnor

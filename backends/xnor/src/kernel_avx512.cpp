@@ -3,7 +3,7 @@
 // xor/popcount/add triples (see docs in ../shared xnor-performance-notes).
 #include <immintrin.h>
 
-#include "xnor.h"
+#include "conv_impl.h"
 
 #define XNOR_AVX512 __attribute__((target("avx512f,avx512bw,avx512vpopcntdq")))
 
@@ -48,7 +48,7 @@ XNOR_AVX512 inline void tile(const uint64_t* const* xs, const uint64_t* wt, int 
 
 }  // namespace
 
-XNOR_AVX512 void mk_avx512(const uint64_t* const* xs, int np, const uint64_t* wt, int kh, int L,
+XNOR_AVX512 inline void mk_avx512(const uint64_t* const* xs, int np, const uint64_t* wt, int kh, int L,
                            std::size_t rs, int32_t* cnt) {
     switch (np) {
         case 6: tile<6>(xs, wt, kh, L, rs, cnt); break;
@@ -58,6 +58,10 @@ XNOR_AVX512 void mk_avx512(const uint64_t* const* xs, int np, const uint64_t* wt
         case 2: tile<2>(xs, wt, kh, L, rs, cnt); break;
         default: tile<1>(xs, wt, kh, L, rs, cnt); break;
     }
+}
+
+XNOR_AVX512 void work_avx512(void* job, int tid, int nthreads) {
+    work_loop<mk_avx512>(job, tid, nthreads);
 }
 
 }  // namespace xnor

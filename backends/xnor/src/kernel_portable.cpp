@@ -1,11 +1,11 @@
 // Scalar micro-kernel: the reference path every other ISA must match bit for bit.
 #include <bit>
 
-#include "xnor.h"
+#include "conv_impl.h"
 
 namespace xnor {
 
-void mk_portable(const uint64_t* const* xs, int np, const uint64_t* wt, int kh, int L,
+inline void mk_portable(const uint64_t* const* xs, int np, const uint64_t* wt, int kh, int L,
                  std::size_t row_stride, int32_t* cnt) {
     for (int p = 0; p < np; ++p) {
         int32_t acc[kCoTile] = {0};
@@ -19,6 +19,10 @@ void mk_portable(const uint64_t* const* xs, int np, const uint64_t* wt, int kh, 
         }
         for (int j = 0; j < kCoTile; ++j) cnt[p * kCoTile + j] = acc[j];
     }
+}
+
+void work_portable(void* job, int tid, int nthreads) {
+    work_loop<mk_portable>(job, tid, nthreads);
 }
 
 }  // namespace xnor

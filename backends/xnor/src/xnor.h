@@ -25,21 +25,8 @@ constexpr int kCoTile = 32;
 // Largest pixel tile any micro-kernel uses.
 constexpr int kMaxPixTile = 6;
 
-// A micro-kernel: for `np` output pixels whose receptive fields start at xs[p] (row ky of pixel p
-// is at xs[p] + ky*row_stride, L contiguous words), and one tile of 32 output channels whose
-// weights are wt[ky][k][32], write cnt[p][j] = sum over ky, k of popcount(x ^ w).
-using MicroKernel = void (*)(const uint64_t* const* xs, int np, const uint64_t* wt, int kh,
-                             int L, std::size_t row_stride, int32_t* cnt);
-
-MicroKernel micro_kernel(Isa isa);
+// Pixels per register tile of each ISA's micro-kernel.
 int pixel_tile(Isa isa);
-
-void mk_portable(const uint64_t* const* xs, int np, const uint64_t* wt, int kh, int L,
-                 std::size_t row_stride, int32_t* cnt);
-void mk_avx2(const uint64_t* const* xs, int np, const uint64_t* wt, int kh, int L,
-             std::size_t row_stride, int32_t* cnt);
-void mk_avx512(const uint64_t* const* xs, int np, const uint64_t* wt, int kh, int L,
-               std::size_t row_stride, int32_t* cnt);
 
 // Packing (row ranges so callers can split work over threads).
 // NHWC float (pixels x C) -> (pixels x Cw) words, for pixels [p0, p1).
@@ -48,7 +35,15 @@ void pack_nhwc_rows(const float* x, std::size_t p0, std::size_t p1, int C, uint6
 void pack_nchw_image(const float* x, int C, std::size_t HW, std::size_t h0, std::size_t h1,
                      uint64_t* out);
 
-// Runs f(tid) for tid in [0, nthreads) on a persistent pool; the caller is tid 0.
-void parallel_run(int nthreads, void (*f)(void* ctx, int tid, int nthreads), void* ctx);
+// Runs f(ctx, part, nparts) once for every part in [0, nparts) on up to nthreads threads of a
+// persistent pool (the caller included). Parts must write disjoint outputs; which thread runs a
+// part is unspecified, so results cannot depend on it.
+void parallel_run(int nthreads, int nparts, void (*f)(void* ctx, int part, int nparts), void* ctx);
+// How many parts to cut n units of work into for nthreads threads.
+inline int parts_for(std::size_t n, int nthreads) {
+    if (nthreads <= 1) return 1;
+    const std::size_t p = static_cast<std::size_t>(nthreads) * 8;
+    return static_cast<int>(n < p ? (n == 0 ? 1 : n) : p);
+}
 
 }  // namespace xnor

@@ -1,0 +1,122 @@
+// The per-thread work loop of the binary convolution, shared by every ISA. Each kernel file
+// instantiates work_loop with its micro-kernel inside a function carrying its target attribute,
+// so the micro-kernel inlines and the store code is vectorised for that ISA too.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "conv.h"
+
+namespace xnor {
+
+struct ConvJob {
+    const uint64_t* x;         // +1-padded input (N, Hp, Wp, cw)
+    std::size_t img_words, row_stride;
+    int cw, kh, L, c_out, c_in, K;
+    int Ho, Wo, stride, nct, np_tile;
+    std::size_t items, pixels;
+    const uint64_t* wt;
+    std::size_t wt_tile;       // words per output-channel tile
+    const int* row_cls;
+    const int* col_cls;
+    int ncc;
+    const int32_t* corr;       // [rc][cc][c_out], null when no zero-padding correction
+    Output out;
+};
+
+using WorkFn = void (*)(void* job, int tid, int nthreads);
+WorkFn work_fn(Isa isa);
+void work_portable(void* job, int tid, int nthreads);
+void work_avx2(void* job, int tid, int nthreads);
+void work_avx512(void* job, int tid, int nthreads);
+
+// Applies the border correction and the output transform to one (pixel, 32-channel) result.
+inline void store_one(const ConvJob& j, std::size_t m, int ct, const int32_t* corr,
+                      const int32_t* __restrict cnt) {
+    const int c0 = ct * kCoTile;
+    const int cn = std::min(kCoTile, j.c_out - c0);
+    int32_t dot[kCoTile];
+    if (corr) {
+        for (int q = 0; q < kCoTile; ++q) dot[q] = j.K - 2 * cnt[q] - corr[c0 + q];
+    } else {
+        for (int q = 0; q < kCoTile; ++q) dot[q] = j.K - 2 * cnt[q];
+    }
+    switch (j.out.kind) {
+        case OutKind::int32: {
+            int32_t* __restrict o = static_cast<int32_t*>(j.out.data) + m * j.c_out + c0;
+            for (int q = 0; q < cn; ++q) o[q] = dot[q];
+            break;
+        }
+        case OutKind::affine: {
+            float* __restrict o = static_cast<float*>(j.out.data) + m * j.c_out + c0;
+            const float* __restrict mul = j.out.mul + c0;
+            const float* __restrict bias = j.out.bias + c0;
+            for (int q = 0; q < cn; ++q) {
+                const float prod = static_cast<float>(dot[q]) * mul[q];
+                o[q] = prod + bias[q];
+            }
+            break;
+        }
+        case OutKind::bits: {
+            // A 32-channel tile is exactly one little-endian half of an output word, so
+            // threads never share a store target.
+            uint32_t bits = 0;
+            const int32_t* thr = j.out.thr + c0;
+            const int32_t* flip = j.out.flip + c0;
+            for (int q = 0; q < cn; ++q)
+                bits |= static_cast<uint32_t>((dot[q] < thr[q]) != (flip[q] != 0)) << q;
+            const std::size_t half_words = 2 * static_cast<std::size_t>((j.c_out + 63) / 64);
+            static_cast<uint32_t*>(j.out.data)[m * half_words + ct] = bits;
+            break;
+        }
+    }
+}
+
+// Items are (pixel tile, channel tile) pairs, channel tile fastest; part `tid` of `nthreads`
+// is a contiguous share, so each output element has one writer and its value does not depend
+// on the split.
+template <auto tile>
+inline void work_loop(void* ctx, int tid, int nthreads) {
+    const ConvJob& j = *static_cast<const ConvJob*>(ctx);
+    const std::size_t b = j.items * tid / nthreads, e = j.items * (tid + 1) / nthreads;
+    const std::size_t hw = static_cast<std::size_t>(j.Ho) * j.Wo;
+    alignas(64) int32_t cnt[kMaxPixTile * kCoTile];
+    const uint64_t* xs[kMaxPixTile];
+    const int32_t* corr[kMaxPixTile];
+    std::size_t it = b;
+    while (it < e) {
+        const std::size_t pt = it / j.nct;
+        const int ct0 = static_cast<int>(it % j.nct);
+        const int ct1 = static_cast<int>(std::min<std::size_t>(j.nct, ct0 + (e - it)));
+        const std::size_t m0 = pt * j.np_tile;
+        const int np = static_cast<int>(std::min<std::size_t>(j.np_tile, j.pixels - m0));
+        std::size_t n = m0 / hw, r = m0 % hw;
+        int oy = static_cast<int>(r / j.Wo), ox = static_cast<int>(r % j.Wo);
+        for (int p = 0; p < np; ++p) {
+            xs[p] = j.x + n * j.img_words + static_cast<std::size_t>(oy) * j.stride * j.row_stride +
+                    static_cast<std::size_t>(ox) * j.stride * j.cw;
+            corr[p] = nullptr;
+            if (j.corr) {
+                const int rc = j.row_cls[oy], cc = j.col_cls[ox];
+                if (rc != 0 || cc != 0) corr[p] = j.corr + (static_cast<std::size_t>(rc) * j.ncc + cc) * j.c_out;
+            }
+            if (++ox == j.Wo) {
+                ox = 0;
+                if (++oy == j.Ho) {
+                    oy = 0;
+                    ++n;
+                }
+            }
+        }
+        for (int ct = ct0; ct < ct1; ++ct) {
+            tile(xs, np, j.wt + ct * j.wt_tile, j.kh, j.L, j.row_stride, cnt);
+            for (int p = 0; p < np; ++p) store_one(j, m0 + p, ct, corr[p], cnt + p * kCoTile);
+        }
+        it += ct1 - ct0;
+    }
+}
+
+}  // namespace xnor
