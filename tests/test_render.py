@@ -17,8 +17,8 @@ def _unquote(s: str) -> str:
 
 
 def _unescape_label(s: str) -> str:
-    """An escString: backslash-n is a line break, backslash-x is x."""
-    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), s)
+    """An escString: backslash n, l or r ends a line (centred, left, right), backslash-x is x."""
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) in "nlr" else m.group(1), s)
 
 
 def attrs(text: str | None) -> dict[str, str]:
@@ -263,7 +263,7 @@ def test_annotate_cost_gives_closed_form_block_cost():
     bits = 7*64*64*9 + 32*7*2*64 = 286720; FLOPs = 7*64*64*9*56*56/64 = 12644352."""
     d = dot_of(SPECS / "rf_c3d4.fr", Options(annotate=("cost",)))
     text = to_dot(graph(SPECS / "rf_c3d4.fr"), Options(annotate=("cost",)))
-    assert 'label="block\\n0.287 Mbit, 12.6M FLOPs"' in text
+    assert 'label="block\\l0.287 Mbit, 12.6M FLOPs\\l"' in text
     assert "0.287 Mbit, 12.6M FLOPs total" in text
     net = dot_of(SPECS / "bireal_resnet18.fr", Options(annotate=("cost",)))
     # stage1's 4 folded blocks: 4 x (64*64*9 binary bits + 32*2*64 BN bits) = 163840 bits
@@ -340,3 +340,12 @@ def test_cli_options_and_sets(tmp_path):
     d = parse(out.read_text())
     assert d.count("BinaryConv") == 2 ** 4 - 1
     assert "rf_c3d4 (columns=4)" in out.read_text() and "rankdir=LR" in out.read_text()
+
+
+def test_a_block_is_a_box_or_drawn_with_all_its_columns():
+    """At depth 3 the cut would fall on colN scopes; columns are expanded with their block."""
+    g = graph(SPECS / "rf_c3d4_resnet21.fr")
+    d3 = dot_of(SPECS / "rf_c3d4_resnet21.fr", Options(depth=3))
+    assert d3.count("scope") == 0 and d3.count("BinaryConv") == g.count(ir.BinaryConv) == 28
+    d2 = dot_of(SPECS / "rf_c3d4_resnet21.fr", Options(depth=2))
+    assert d2.count("BinaryConv") == 0 and d2.count("scope") == 4

@@ -24,6 +24,11 @@ def _label(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
+def _left_label(text: str) -> str:
+    """Like `_label`, with every line left-justified (multi-line cluster titles)."""
+    return text.replace("\\", "\\\\").replace("\n", "\\l") + "\\l"
+
+
 def _digraph_class():
     try:
         import graphviz
@@ -70,7 +75,7 @@ def to_dot(scene: Scene, cost_of=None) -> str:
         if cost_of is not None and not cl.label.startswith("col"):
             label += "\n" + _cost_text(cl.members, cost_of)
         sub = Digraph("cluster_" + cid)
-        sub.attr("graph", label=_label(label), id="scope/" + cid, style="rounded,filled",
+        sub.attr("graph", label=_left_label(label), id="scope/" + cid, style="rounded,filled",
                  fillcolor="#fafafa" if cl.parent is None else "#f2f2f2", color="#999999",
                  fontsize="11", labeljust="l")
         subs[cid] = sub

@@ -5,7 +5,9 @@ Scopes are the dotted prefixes of node ids (``stage2``, ``stage2.block1``,
 ``stage2.block1.col3``); each becomes a cluster. Three rewrites make a network readable:
 
 - ``depth``: a node whose id has more than ``depth`` segments is drawn as the box of its scope
-  at that depth (``stage2.block1.col3.conv1`` -> box ``stage2.block1`` at depth 2).
+  at that depth (``stage2.block1.col3.conv1`` -> box ``stage2.block1`` at depth 2). A fractal
+  column is never a box of its own: a collapsed column would feed itself through the joins
+  between its layers, so once a block is expanded its columns are drawn in full.
 - ``fold``: consecutive sibling scopes named ``<stem><k>``, ``<stem><k+1>``, ... with identical
   structure (same relative ids, same ops, same internal wiring) are drawn once, as the first of
   the run, labelled "x N"; edges out of the run leave from the representative.
@@ -240,7 +242,9 @@ def build(g: ir.Graph, opts: Options, title: str | None = None) -> Scene:
 
     def item_id(n: str) -> str:
         s = segs(n)
-        return ".".join(s[:depth]) if depth is not None and len(s) > depth else n
+        if depth is None or len(s) <= depth or any(_COLUMN.match(x) for x in s[:depth]):
+            return n
+        return ".".join(s[:depth])
 
     def members_of(scope: tuple[str, ...]) -> list[str]:
         return run_label[scope][2] if scope in run_label else by_scope[scope]

@@ -3,7 +3,7 @@
 Every kind the paper's figures distinguish gets its own fill colour *and* shape, so a diagram
 stays readable in grey scale: binary convs are blue boxes, full-precision convs orange 3-D
 boxes, joins red funnels (fan-in), residual adds white circles, concats green cylinders (the
-feature stack). Collapsed scopes (``--depth``) are grey rounded boxes.
+feature stack), pooling lilac folders. Collapsed scopes (``--depth``) are grey rounded boxes.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ NODE_STYLES: dict[str, dict[str, str]] = {
     "Conv": {"shape": "box3d", "fillcolor": "#f4a24c"},
     "BatchNorm": {"shape": "ellipse", "fillcolor": "#b9e3ae"},
     "Activation": {"shape": "hexagon", "fillcolor": "#fff09a"},
-    "Pool": {"shape": "polygon", "sides": "4", "distortion": "-0.15", "fillcolor": "#d5c3ef"},
+    "Pool": {"shape": "folder", "fillcolor": "#d5c3ef"},
     "Linear": {"shape": "component", "fillcolor": "#f08c8c"},
     "Join": {"shape": "invtriangle", "fillcolor": "#d9455f", "fontcolor": "white"},
     "Add": {"shape": "circle", "fillcolor": "#ffffff"},
