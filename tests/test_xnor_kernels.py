@@ -1,0 +1,239 @@
+"""XNOR/popcount kernels: bit-exact against torch's conv of sign(x) and sign(w), on every ISA.
+
+The ISAs under test are every path this CPU runs, or only the default one when FRACTALC_ISA is
+set (so `FRACTALC_ISA=portable pytest tests/test_xnor_kernels.py` checks the portable build).
+"""
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+import pytest
+
+from fractalc.errors import BackendUnavailable, ModelError
+
+xnor = pytest.importorskip("fractalc.backends.xnor")
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+ISAS = [None] if os.environ.get("FRACTALC_ISA") else xnor.available_isas()
+
+
+def isa_id(isa):
+    return isa or f"env-{os.environ.get('FRACTALC_ISA')}"
+
+
+def sign(a: np.ndarray) -> np.ndarray:
+    """sign with sign(0) = +1, in float64."""
+    return np.where(a < 0, -1.0, 1.0)
+
+
+def torch_dot(x, w, stride, padding, mode):
+    """Reference: F.conv2d(sign(x), sign(w)) in float64, NHWC int."""
+    sx, sw = torch.from_numpy(sign(x)), torch.from_numpy(sign(w))
+    if mode == "one":
+        sx = F.pad(sx, (padding,) * 4, value=1.0)
+        padding = 0
+    y = F.conv2d(sx, sw, stride=stride, padding=padding).numpy()
+    assert np.all(y == np.round(y))
+    return y.transpose(0, 2, 3, 1).astype(np.int64)
+
+
+def ref_pack_last_axis(bits: np.ndarray) -> np.ndarray:
+    """Independent packer: bool (..., C) with True = -1 -> (..., ceil(C/64)) uint64, LSB first."""
+    c = bits.shape[-1]
+    cw = (c + 63) // 64
+    words = np.zeros(bits.shape[:-1] + (cw,), np.uint64)
+    for ch in range(c):
+        words[..., ch // 64] |= bits[..., ch].astype(np.uint64) << np.uint64(ch % 64)
+    return words
+
+
+# (batch, C_in, C_out, H, W, k, stride, padding): strides 1/2, paddings 0/1/2, k = 1/3/5,
+# channel counts off multiples of 64, batch 1..8.
+CASES = [
+    (1, 3, 8, 7, 7, 3, 1, 1),
+    (2, 63, 65, 6, 5, 3, 1, 1),
+    (3, 65, 33, 9, 8, 3, 2, 1),
+    (1, 130, 64, 5, 6, 3, 1, 0),
+    (8, 64, 32, 4, 4, 3, 2, 0),
+    (2, 65, 130, 5, 5, 1, 1, 0),
+    (4, 3, 63, 6, 7, 1, 2, 0),
+    (1, 200, 40, 7, 6, 5, 1, 2),
+    (5, 128, 96, 3, 3, 3, 1, 1),
+    (2, 63, 17, 2, 3, 3, 2, 2),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS, ids=isa_id)
+@pytest.mark.parametrize("mode", ["zero", "one"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "n{}-ci{}-co{}-{}x{}-k{}-s{}-p{}".format(*c))
+def test_binary_conv_matches_torch_sign_conv(case, mode, isa):
+    n, ci, co, h, w, k, s, p = case
+    rng = np.random.default_rng(zlib.crc32(repr((case, mode)).encode()))
+    x = rng.standard_normal((n, ci, h, w)).astype(np.float32)
+    x[rng.random(x.shape) < 0.05] = 0.0  # sign(0) = +1 must hold through packing
+    wt = rng.standard_normal((co, ci, k, k)).astype(np.float32)
+    xp, wp = xnor.pack_activations(x, isa=isa), xnor.pack_weights(wt)
+    got = [xnor.binary_conv2d(xp, wp, ci, stride=s, padding=p, padding_mode=mode, isa=isa, threads=t)
+           for t in (1, 2)]
+    assert got[0].dtype == np.int32 and got[0].shape == (n, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1, co)
+    np.testing.assert_array_equal(got[0], torch_dot(x, wt, s, p, mode))
+    assert got[0].tobytes() == got[1].tobytes()
+
+
+def test_non_square_kernel_and_wide_image():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 70, 5, 40)).astype(np.float32)
+    wt = rng.standard_normal((37, 70, 1, 3)).astype(np.float32)
+    got = xnor.binary_conv2d(xnor.pack_activations(x), xnor.pack_weights(wt), 70, padding=1)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(sign(x)), torch.from_numpy(sign(wt)), padding=1)
+    np.testing.assert_array_equal(got, ref.numpy().transpose(0, 2, 3, 1))
+
+
+def test_all_isas_agree_on_every_output_kind():
+    rng = np.random.default_rng(3)
+    ci, co = 130, 70
+    x = xnor.pack_activations(rng.standard_normal((3, ci, 8, 9)).astype(np.float32))
+    wp = xnor.pack_weights(rng.standard_normal((co, ci, 3, 3)))
+    mul, bias = rng.standard_normal(co).astype(np.float32), rng.standard_normal(co).astype(np.float32)
+    thr, flip = xnor.thresholds_from_affine(mul, bias * 20, 9 * ci)
+    outs = {}
+    for isa in xnor.available_isas():
+        for t in (1, 2, 3):
+            for kind, kw in (("int32", {}), ("float", dict(mul=mul, bias=bias)),
+                             ("bits", dict(threshold=thr, flip=flip))):
+                y = xnor.BinaryConv2d(wp, ci, padding=1, output=kind, isa=isa, threads=t, **kw)(x)
+                outs.setdefault(kind, set()).add(y.tobytes())
+    assert all(len(v) == 1 for v in outs.values())
+
+
+@pytest.mark.parametrize("isa", ISAS, ids=isa_id)
+def test_fused_float_and_bit_outputs_match_numpy_on_the_raw_dot(isa):
+    rng = np.random.default_rng(11)
+    n, ci, co = 2, 65, 97
+    x = xnor.pack_activations(rng.standard_normal((n, ci, 6, 7)).astype(np.float32))
+    wp = xnor.pack_weights(rng.standard_normal((co, ci, 3, 3)))
+    conv = dict(stride=1, padding=1, isa=isa)
+    dot = xnor.binary_conv2d(x, wp, ci, **conv)
+    mul = rng.standard_normal(co).astype(np.float32) / 7
+    mul[:5] = 0.0
+    bias = (rng.standard_normal(co) * 10).astype(np.float32)
+    bias[5:10] = 0.0  # y == 0 exactly at dot == 0 must give +1
+    y = xnor.binary_conv2d(x, wp, ci, output="float", mul=mul, bias=bias, **conv)
+    expect = dot.astype(np.float32) * mul + bias  # numpy: float32 multiply, then add
+    assert y.dtype == np.float32
+    assert y.tobytes() == expect.tobytes()
+
+    thr = rng.integers(-60, 60, co).astype(np.int32)
+    flip = rng.integers(0, 2, co).astype(np.int32)
+    bits = xnor.binary_conv2d(x, wp, ci, output="bits", threshold=thr, flip=flip, **conv)
+    np.testing.assert_array_equal(bits, ref_pack_last_axis((dot < thr) != (flip != 0)))
+
+    t2, f2 = xnor.thresholds_from_affine(mul, bias, 9 * ci)
+    bits = xnor.binary_conv2d(x, wp, ci, output="bits", threshold=t2, flip=f2, **conv)
+    np.testing.assert_array_equal(bits, ref_pack_last_axis(expect < 0))
+    assert bits.shape == (n, 6, 7, 2) and not (bits[..., -1] >> np.uint64(co - 64)).any()
+
+
+def test_thresholds_reproduce_float32_sign_for_every_dot():
+    rng = np.random.default_rng(5)
+    k = 300
+    mul = np.concatenate([rng.standard_normal(40), [0.0, 0.0, -0.0, 1e-30, -1e-30, 0.1, -0.1, 3.0]]).astype(np.float32)
+    bias = np.concatenate([rng.standard_normal(40) * 50, [1.0, -1.0, 0.0, 0.0, 0.0, 1.5, 1.5, -3.0]]).astype(np.float32)
+    thr, flip = xnor.thresholds_from_affine(mul, bias, k)
+    d = np.arange(-k, k + 1)
+    neg = (d[None, :].astype(np.float32) * mul[:, None] + bias[:, None]) < 0
+    np.testing.assert_array_equal((d[None, :] < thr[:, None]) != (flip[:, None] != 0), neg)
+    # Closed forms: 0.1*d + 1.5 < 0 iff d < -15 (fl32(0.1*-15) == -1.5, so d = -15 gives +1);
+    # -0.1*d + 1.5 < 0 iff d >= 16; 3*d - 3 < 0 iff d < 1; mul = 0: constant sign of bias.
+    assert (thr[45], flip[45]) == (-15, 0) and (thr[46], flip[46]) == (16, 1)
+    assert (thr[47], flip[47]) == (1, 0)
+    assert (thr[40], flip[40]) == (-k, 0) and (thr[41], flip[41]) == (k + 1, 0)
+
+
+def test_pack_bit_order_by_hand():
+    # One pixel, 70 channels; negatives at channels 0, 5, 63, 64, 69; zeros and NaN pack as +1.
+    v = np.ones(70, np.float32)
+    v[[0, 5, 63, 64, 69]] = -0.5
+    v[[1, 2, 3]] = [0.0, -0.0, np.nan]
+    expect = np.array([0x8000000000000021, 0x21], np.uint64)
+    for isa in xnor.available_isas():
+        nhwc = xnor.pack_activations(v.reshape(1, 1, 1, 70), layout="nhwc", isa=isa)
+        nchw = xnor.pack_activations(v.reshape(1, 70, 1, 1), layout="nchw", isa=isa)
+        assert nhwc.shape == nchw.shape == (1, 1, 1, 2) and nhwc.dtype == np.uint64
+        np.testing.assert_array_equal(nhwc[0, 0, 0], expect)
+        np.testing.assert_array_equal(nchw[0, 0, 0], expect)
+    # Weights: (C_out=1, C_in=70, 1, 1) packs to the same words.
+    np.testing.assert_array_equal(xnor.pack_weights(v.reshape(1, 70, 1, 1))[0, 0, 0], expect)
+
+
+@pytest.mark.parametrize("c", [1, 3, 63, 64, 65, 130])
+def test_pack_unpack_round_trip_and_zero_high_bits(c):
+    rng = np.random.default_rng(c)
+    x = rng.standard_normal((3, c, 4, 5))
+    for isa in xnor.available_isas():
+        p = xnor.pack_activations(x, isa=isa)  # float64 input: sign taken before any narrowing
+        q = xnor.pack_activations(np.ascontiguousarray(x.transpose(0, 2, 3, 1)).astype(np.float32),
+                                  layout="nhwc", isa=isa, threads=2)
+        np.testing.assert_array_equal(p, q)
+        np.testing.assert_array_equal(p, ref_pack_last_axis(x.transpose(0, 2, 3, 1) < 0))
+        np.testing.assert_array_equal(xnor.unpack_activations(p, c), sign(x).astype(np.float32))
+        np.testing.assert_array_equal(xnor.unpack_activations(p, c, layout="nhwc"),
+                                      sign(x).transpose(0, 2, 3, 1))
+    w = rng.standard_normal((7, c, 3, 2))
+    np.testing.assert_array_equal(xnor.pack_weights(w), ref_pack_last_axis(w.transpose(0, 2, 3, 1) < 0))
+
+
+def test_tiny_negative_float64_packs_as_minus_one():
+    x = np.full((1, 2, 1, 1), -1e-60)  # would become -0.0 (+1) if narrowed to float32 first
+    assert xnor.pack_activations(x)[0, 0, 0, 0] == 0b11
+
+
+def test_threads_identical_on_a_larger_layer():
+    rng = np.random.default_rng(1)
+    x = xnor.pack_activations(rng.standard_normal((2, 64, 28, 28)).astype(np.float32))
+    wp = xnor.pack_weights(rng.standard_normal((64, 64, 3, 3)))
+    ys = {xnor.BinaryConv2d(wp, 64, padding=1, threads=t)(x).tobytes() for t in (1, 2, 4, 7)}
+    assert len(ys) == 1
+
+
+def test_validation_errors_are_model_errors():
+    wp = xnor.pack_weights(np.ones((4, 65, 3, 3)))
+    x = xnor.pack_activations(np.ones((1, 65, 4, 4)))
+    with pytest.raises(ModelError, match="uint64"):
+        xnor.binary_conv2d(x.astype(np.int64), wp, 65)
+    with pytest.raises(ModelError, match="words per pixel"):
+        xnor.binary_conv2d(x, wp, 130)
+    bad = x.copy()
+    bad[0, 0, 0, 1] |= np.uint64(1) << np.uint64(63)
+    with pytest.raises(ModelError, match="unused bits"):
+        xnor.binary_conv2d(bad, wp, 65)
+    with pytest.raises(ModelError, match="smaller than"):
+        xnor.binary_conv2d(x[:, :2, :2], wp, 65)
+    with pytest.raises(ModelError, match="padding_mode"):
+        xnor.binary_conv2d(x, wp, 65, padding_mode="reflect")
+    with pytest.raises(ModelError, match="stride"):
+        xnor.binary_conv2d(x, wp, 65, stride=0)
+    with pytest.raises(ModelError, match="mul"):
+        xnor.binary_conv2d(x, wp, 65, output="float", mul=np.ones(3), bias=np.ones(4))
+    with pytest.raises(ModelError, match="threshold"):
+        xnor.binary_conv2d(x, wp, 65, output="bits")
+    with pytest.raises(ModelError, match="threads"):
+        xnor.binary_conv2d(x, wp, 65, threads=0)
+    with pytest.raises(ModelError, match="4-D"):
+        xnor.pack_activations(np.ones((3, 4)))
+    with pytest.raises(BackendUnavailable, match="unknown ISA"):
+        xnor.binary_conv2d(x, wp, 65, isa="sse9")
+
+
+def test_isa_environment_variable(monkeypatch):
+    monkeypatch.setenv("FRACTALC_ISA", "portable")
+    assert xnor.resolve_isa() == "portable"
+    assert xnor.BinaryConv2d(xnor.pack_weights(np.ones((1, 1, 1, 1))), 1).isa == "portable"
+    monkeypatch.setenv("FRACTALC_ISA", "neon")
+    with pytest.raises(BackendUnavailable, match="unknown ISA"):
+        xnor.resolve_isa()
+    monkeypatch.delenv("FRACTALC_ISA")
+    assert xnor.resolve_isa() == xnor.available_isas()[-1]
