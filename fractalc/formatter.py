@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -282,6 +283,24 @@ def _render_lines(lines: list[_Line | None]) -> str:
 # ----------------------------------------------------------------------------- documents
 
 
+@functools.cache
+def _full_lexer():
+    """The grammar's own lexer, keeping the ignored tokens (comments, whitespace); built once,
+    since building it costs far more than lexing a spec."""
+    return S._parser()._build_lexer(dont_ignore=True)
+
+
+def _tokens(text: str) -> list:
+    """Every token of `text` but whitespace, comments included, in order."""
+    try:
+        from lark.lexer import LexerThread
+        stream = LexerThread.from_text(_full_lexer(), text).lex(None)
+    except (ImportError, AttributeError):  # an older lark: the public (uncached) way
+        stream = S._parser().lex(text, dont_ignore=True)
+    return [t for t in stream if t.type != "WS"]
+
+
+
 def _source_order(module: S.Module) -> list:
     items = [*module.imports, *module.params, *module.rules, *module.networks]
     return sorted(items, key=lambda n: (n.loc.line, n.loc.column))  # stable for equal locs
@@ -324,7 +343,7 @@ class Document:
     @classmethod
     def parse(cls, text: str, file: str = "<string>") -> "Document":
         module = S.parse(text, file)
-        tokens = [t for t in S._parser().lex(text, dont_ignore=True) if t.type != "WS"]
+        tokens = _tokens(text)
         code = [t for t in tokens if t.type != "COMMENT"]
         at = {(t.line, t.column): k for k, t in enumerate(code)}
         keywords = {"IMPORT", "PARAM", "RULE", "NETWORK"}
@@ -438,7 +457,7 @@ def format_module(module: S.Module) -> str:
 
 def comments_of(text: str) -> list[str]:
     """The comments of spec text, in order (what `fmt` must keep)."""
-    return [str(t).rstrip() for t in S._parser().lex(text, dont_ignore=True) if t.type == "COMMENT"]
+    return [str(t).rstrip() for t in _tokens(text) if t.type == "COMMENT"]
 
 
 def normalize(x):
