@@ -1,0 +1,63 @@
+"""`fractalc train` and `fractalc eval` (torch is imported only when they run)."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .cli import _compile, parse_sets, spec_options
+
+
+@click.command()
+@spec_options
+@click.option("--data", required=True, help="digits, a CIFAR pickle directory, or an image folder.")
+@click.option("--config", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Training config (TOML); see fractalc/training/config.py for keys and defaults.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default runs/<network>).")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt exactly where it stopped.")
+@click.option("--resume-from", type=click.Path(dir_okay=False), default=None, help="Continue from this checkpoint.")
+@click.option("--epochs", type=int, default=None, help="Override every stage's epoch count.")
+@click.option("--seed", type=int, default=None, help="Override the config's seed.")
+@click.option("--stop-after", type=int, default=None,
+              help="Stop after this many epochs in this run (as an interruption would; --resume continues).")
+@click.option("--plot", is_flag=True, help="Write learning curves to OUT/curves.png after every epoch.")
+@click.option("--no-export", is_flag=True, help="Skip the final onnx / onnx-xnor export.")
+@click.option("--save-all-ranks", is_flag=True, help="Under torchrun, every rank writes its final weights.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train(spec, sets, network, max_nodes, data, config, out, resume, resume_from, epochs, seed,
+          stop_after, plot, no_export, save_all_ranks, quiet):
+    """Train SPEC on DATA with the paper's recipes; checkpoints, metrics, curves and exports in OUT."""
+    from .training.loop import train as run
+
+    over = {"seed": seed, "epochs": epochs}
+    c = _compile(spec, sets, network, max_nodes)
+    summary = run(spec, data, out or f"runs/{c.name}", config=config, sets=parse_sets(sets), resume=resume,
+                  resume_from=resume_from, stop_after=stop_after, plot=plot, export=not no_export,
+                  save_all_ranks=save_all_ranks, progress=not quiet, config_overrides=over)
+    click.echo(json.dumps(summary["final"], sort_keys=True))
+
+
+@click.command("eval")
+@spec_options
+@click.option("--weights", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="A checkpoint or state_dict (.pt).")
+@click.option("--data", required=True, help="digits, a CIFAR pickle directory, or an image folder.")
+@click.option("--engine", type=click.Choice(["torch", "onnxruntime", "xnor"]), default="torch", show_default=True)
+@click.option("--mode", type=click.Choice(["fp", "tanh", "binary"]), default="binary", show_default=True,
+              help="Torch engine's mode (ONNX engines are binary).")
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(spec, sets, network, max_nodes, weights, data, engine, mode, as_json):
+    """Top-1 / top-5 of SPEC with WEIGHTS on DATA's test split."""
+    from .training.evaluate import evaluate_engine
+    c = _compile(spec, sets, network, max_nodes)
+    r = evaluate_engine(c, weights, data, engine, mode)
+    if as_json:
+        click.echo(json.dumps(r, sort_keys=True))
+    else:
+        click.echo(f"{engine}: top-1 {100 * r['top1']:.2f} %  top-5 {100 * r['top5']:.2f} %  ({r['n']} images)")
+
+
+def register(cli):
+    cli.add_command(train)
+    cli.add_command(eval_cmd)

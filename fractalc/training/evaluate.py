@@ -1,0 +1,67 @@
+"""Top-1 / top-5 on a data set's test split with torch, onnxruntime or the XNOR runtime.
+
+All engines get the same normalised test tensors; ONNX engines run a model exported from the
+same weights (`fractalc.targets.emit`), so their predictions can be compared with torch's.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import FractalcError
+from .checkpoint import load_state_dict
+from .data import load_data
+
+ENGINES = ("torch", "onnxruntime", "xnor")
+
+
+def _topk(logits: np.ndarray, y: np.ndarray) -> dict:
+    k = min(5, logits.shape[1])
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return {"top1": float((top[:, 0] == y).mean()), "top5": float((top == y[:, None]).any(1).mean()),
+            "n": int(len(y))}
+
+
+def predict(compiled, weights: str, x: torch.Tensor, engine: str, mode: str = "binary",
+            batch: int = 256) -> np.ndarray:
+    """Logits of `x` (N x C x H x W) from `engine` with `weights` (checkpoint or state_dict)."""
+    if engine == "torch":
+        from .loop import build_model
+        model = build_model(compiled, seed=0)
+        sd = load_state_dict(weights)
+        try:
+            model.load_state_dict(sd)
+        except RuntimeError as exc:
+            raise FractalcError(f"{weights} does not fit this spec: {str(exc).splitlines()[0]}") from None
+        model.set_mode(mode)
+        model.eval()
+        with torch.no_grad():
+            return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
+    if engine not in ENGINES:
+        raise FractalcError(f"engine must be one of {', '.join(ENGINES)}")
+    from ..targets import emit
+    with tempfile.TemporaryDirectory() as tmp:
+        sd_path = Path(tmp) / "weights.pt"
+        torch.save(load_state_dict(weights), sd_path)
+        target = "onnx" if engine == "onnxruntime" else "onnx-xnor"
+        model_path = str(Path(tmp) / "model.onnx")
+        emit(target, compiled, model_path, {"weights": str(sd_path), "seed": None, "column": None})
+        xs = x.numpy().astype(np.float32)
+        if engine == "onnxruntime":
+            import onnxruntime as ort
+            sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+            name = sess.get_inputs()[0].name
+            return np.concatenate([sess.run(None, {name: xs[i:i + batch]})[0] for i in range(0, len(xs), batch)])
+        from ..runtime import Session
+        sess = Session(model_path)
+        return np.concatenate([sess.run(xs[i:i + batch]) for i in range(0, len(xs), batch)])
+
+
+def evaluate_engine(compiled, weights: str, data: str, engine: str, mode: str = "binary") -> dict:
+    g = compiled.graph
+    ds = load_data(data, tuple(g.shape(g.input_id)))
+    logits = predict(compiled, weights, ds.test_x, engine, mode)
+    return {"engine": engine, **_topk(logits, ds.test_y.numpy())}

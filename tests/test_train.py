@@ -1,0 +1,148 @@
+"""Training and evaluation: loss goes down, exact resume, DDP ranks in sync, engines agree,
+corrupt checkpoints refused. Small spec, digits data (offline), a few steps each."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fractalc.compiler import compile_spec
+from fractalc.errors import ModelError
+
+from conftest import SPECS
+
+TINY = """import "{lib}"
+param width = 8
+network tiny {{
+    input [1, 16, 16]
+    stem   = conv[width] >> bn
+    stage1 = RF[2, width]
+    trans1 = down[2 * width]
+    stage2 = RF[2, 2 * width]
+    head   = gap >> linear[10]
+}}
+"""
+
+CONFIG = """recipe = "two-stage"
+batch_size = 32
+max_steps_per_epoch = {steps}
+[[stages]]
+epochs = {e1}
+lr = 0.003
+[[stages]]
+epochs = {e2}
+lr = 0.001
+"""
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    p = tmp_path / "tiny.fr"
+    p.write_text(TINY.format(lib=SPECS / "lib" / "sofar.fr"))
+    return p
+
+
+def cfg(tmp_path, steps=5, e1=1, e2=1, name="train.toml"):
+    p = tmp_path / name
+    p.write_text(CONFIG.format(steps=steps, e1=e1, e2=e2))
+    return p
+
+
+def run_train(spec, out, config, *extra):
+    from fractalc.training.loop import train
+    return train(str(spec), "digits", out, config=str(config), progress=False, export=False, **dict(extra))
+
+
+def test_thirty_steps_lower_the_loss(tiny, tmp_path):
+    from fractalc.training.data import load_data
+    from fractalc.training.loop import build_model, evaluate
+    c = compile_spec(tiny)
+    ds = load_data("digits", (1, 16, 16))
+    before = evaluate(build_model(c, seed=0), ds.test_x, ds.test_y)["loss"]
+    s = run_train(tiny, tmp_path / "run", cfg(tmp_path, steps=30, e1=1, e2=0))
+    after = s["final"]["test_loss"]
+    assert after < before * 0.8, (before, after)
+    assert s["final"]["loss"] < before
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)
+
+
+def test_resume_gives_the_same_weights(tiny, tmp_path):
+    config = cfg(tmp_path, steps=4, e1=2, e2=1)
+    run_train(tiny, tmp_path / "full", config)
+    s = run_train(tiny, tmp_path / "cut", config, ("stop_after", 2))
+    assert s["stopped_early"] and s["epochs"] == 2
+    from fractalc.training.loop import train
+    train(str(tiny), "digits", tmp_path / "cut", config=str(config), resume=True, progress=False, export=False)
+    a, b = _weights(tmp_path / "full" / "model.pt"), _weights(tmp_path / "cut" / "model.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    lines_full = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    lines_cut = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines_full) == len(lines_cut) == 3
+
+
+def test_corrupt_checkpoint_is_refused_and_kept(tiny, tmp_path):
+    config = cfg(tmp_path, steps=2, e1=2, e2=0)
+    run_train(tiny, tmp_path / "run", config, ("stop_after", 2))
+    ck = tmp_path / "run" / "checkpoint.pt"
+    assert (tmp_path / "run" / "checkpoint.prev.pt").exists()
+    data = ck.read_bytes()
+    ck.write_bytes(data[: len(data) // 2])
+    from fractalc.training.loop import train
+    with pytest.raises(ModelError, match="corrupt or truncated"):
+        train(str(tiny), "digits", tmp_path / "run", config=str(config), resume=True, progress=False, export=False)
+    assert ck.read_bytes() == data[: len(data) // 2]  # the refusal wrote nothing
+    prev = tmp_path / "run" / "checkpoint.prev.pt"
+    train(str(tiny), "digits", tmp_path / "run", config=str(config), resume_from=str(prev),
+          progress=False, export=False)
+    assert ck.stat().st_size > len(data) // 2
+
+
+def test_torchrun_two_ranks_stay_in_sync(tiny, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                        "--master_port=29731", "-m", "fractalc", "train", str(tiny), "--data", "digits",
+                        "--config", str(cfg(tmp_path, steps=3, e1=1, e2=1)), "--out", str(out),
+                        "--no-export", "--save-all-ranks", "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = _weights(out / "weights.rank0.pt"), _weights(out / "weights.rank1.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert (out / "metrics.jsonl").read_text().count("\n") == 2  # rank 0 alone logs
+
+
+def test_eval_engines_agree(tiny, tmp_path):
+    run_train(tiny, tmp_path / "run", cfg(tmp_path, steps=5, e1=1, e2=1))
+    from fractalc.targets import TARGETS
+    from fractalc.training.data import load_data
+    from fractalc.training.evaluate import predict
+    c = compile_spec(tiny)
+    x = load_data("digits", (1, 16, 16)).test_x[:64]
+    ref = predict(c, str(tmp_path / "run" / "model.pt"), x, "torch").argmax(1)
+    engines = [e for e, t in (("onnxruntime", "onnx"), ("xnor", "onnx-xnor")) if t in TARGETS]
+    assert engines, "no ONNX target registered"
+    for engine in engines:
+        if engine == "xnor":
+            pytest.importorskip("fractalc.runtime")
+        got = predict(c, str(tmp_path / "run" / "model.pt"), x, engine).argmax(1)
+        assert (got == ref).all(), engine
+
+
+def test_config_errors(tmp_path):
+    from fractalc.errors import FractalcError
+    from fractalc.training.config import load_config
+    bad = tmp_path / "bad.toml"
+    bad.write_text("recipe = 'two-stage'\nbatchsize = 3\n")
+    with pytest.raises(FractalcError, match="unknown key 'batchsize'"):
+        load_config(bad, has_dense=False)
+    assert load_config(None, has_dense=True).init == "glorot"
+    assert [s.mode for s in load_config(None, has_dense=False).stages] == ["tanh", "binary"]
