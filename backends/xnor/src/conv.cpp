@@ -5,6 +5,8 @@
 #include "conv_impl.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <stdexcept>
@@ -97,11 +99,12 @@ void ConvPlan::run(const uint64_t* x, int N, int H, int W, const Output& out, in
     std::vector<std::pair<int, int>> rr, cr;
     const std::vector<int> row_cls = border_classes(Ho, H, kh, stride_, pad_, rr);
     const std::vector<int> col_cls = border_classes(Wo, W, kw, stride_, pad_, cr);
+    const std::size_t cpad = static_cast<std::size_t>(nct_) * kCoTile;
     std::vector<int32_t> corr;
     const bool need_corr = zero_ && (rr.size() > 1 || cr.size() > 1);
     if (need_corr) {
         // corr[rc][cc][co]: sum of sign(w) over the taps that fall on padding.
-        corr.assign(rr.size() * cr.size() * c_out, 0);
+        corr.assign(rr.size() * cr.size() * cpad, 0);
         for (std::size_t rc = 0; rc < rr.size(); ++rc)
             for (std::size_t cc = 0; cc < cr.size(); ++cc)
                 for (int co = 0; co < c_out; ++co) {
@@ -112,7 +115,7 @@ void ConvPlan::run(const uint64_t* x, int N, int H, int W, const Output& out, in
                                                 kx >= cr[cc].first && kx < cr[cc].second;
                             if (!inside) s += wsum_[(static_cast<std::size_t>(co) * kh + ky) * kw + kx];
                         }
-                    corr[(rc * cr.size() + cc) * c_out + co] = s;
+                    corr[(rc * cr.size() + cc) * cpad + co] = s;
                 }
     }
 
@@ -139,7 +142,26 @@ void ConvPlan::run(const uint64_t* x, int N, int H, int W, const Output& out, in
     j.col_cls = col_cls.data();
     j.ncc = static_cast<int>(cr.size());
     j.corr = need_corr ? corr.data() : nullptr;
+    j.corr_stride = cpad;
+    // Per-channel parameters padded to whole tiles (see store_one).
+    std::vector<float> mul, bias;
+    std::vector<int32_t> thr, flip;
     j.out = out;
+    if (out.kind == OutKind::affine) {
+        mul.assign(out.mul, out.mul + c_out);
+        bias.assign(out.bias, out.bias + c_out);
+        mul.resize(cpad, 0.0f);
+        bias.resize(cpad, 0.0f);
+        j.out.mul = mul.data();
+        j.out.bias = bias.data();
+    } else if (out.kind == OutKind::bits) {
+        thr.assign(out.thr, out.thr + c_out);
+        flip.resize(cpad, 0);
+        for (int c = 0; c < c_out; ++c) flip[c] = out.flip[c] != 0;
+        thr.resize(cpad, INT32_MIN);
+        j.out.thr = thr.data();
+        j.out.flip = flip.data();
+    }
     parallel_run(threads, parts_for(j.items, threads), work_fn(isa), &j);
 }
 

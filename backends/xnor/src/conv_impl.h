@@ -23,7 +23,8 @@ struct ConvJob {
     const int* row_cls;
     const int* col_cls;
     int ncc;
-    const int32_t* corr;       // [rc][cc][c_out], null when no zero-padding correction
+    const int32_t* corr;       // [rc][cc][c_pad], null when no zero-padding correction
+    std::size_t corr_stride;   // c_pad = output channels rounded up to whole tiles
     Output out;
 };
 
@@ -34,40 +35,60 @@ void work_avx2(void* job, int tid, int nthreads);
 void work_avx512(void* job, int tid, int nthreads);
 
 // Applies the border correction and the output transform to one (pixel, 32-channel) result.
+// Every per-channel array (corr rows, mul, bias, thr, flip) is padded to whole 32-channel tiles,
+// so the loops have a fixed trip count and vectorise; only the real channels are stored.
+// Bit q of the result is (dot[q] < thr[q]) != flip[q] (flip is 0 or 1).
+inline uint32_t threshold_bits_generic(const int32_t* dot, const int32_t* thr, const int32_t* flip) {
+    uint32_t bits = 0;
+    for (int q = 0; q < kCoTile; ++q) bits |= static_cast<uint32_t>((dot[q] < thr[q]) ^ flip[q]) << q;
+    return bits;
+}
+
+template <auto threshold_bits>
 inline void store_one(const ConvJob& j, std::size_t m, int ct, const int32_t* corr,
                       const int32_t* __restrict cnt) {
     const int c0 = ct * kCoTile;
     const int cn = std::min(kCoTile, j.c_out - c0);
-    int32_t dot[kCoTile];
+    alignas(64) int32_t dot[kCoTile];
     if (corr) {
-        for (int q = 0; q < kCoTile; ++q) dot[q] = j.K - 2 * cnt[q] - corr[c0 + q];
+        const int32_t* __restrict cr = corr + c0;
+        for (int q = 0; q < kCoTile; ++q) dot[q] = j.K - 2 * cnt[q] - cr[q];
     } else {
         for (int q = 0; q < kCoTile; ++q) dot[q] = j.K - 2 * cnt[q];
     }
     switch (j.out.kind) {
         case OutKind::int32: {
             int32_t* __restrict o = static_cast<int32_t*>(j.out.data) + m * j.c_out + c0;
-            for (int q = 0; q < cn; ++q) o[q] = dot[q];
+            if (cn == kCoTile) {
+                for (int q = 0; q < kCoTile; ++q) o[q] = dot[q];
+            } else {
+                for (int q = 0; q < cn; ++q) o[q] = dot[q];
+            }
             break;
         }
         case OutKind::affine: {
-            float* __restrict o = static_cast<float*>(j.out.data) + m * j.c_out + c0;
+            alignas(64) float y[kCoTile];
             const float* __restrict mul = j.out.mul + c0;
             const float* __restrict bias = j.out.bias + c0;
-            for (int q = 0; q < cn; ++q) {
+            for (int q = 0; q < kCoTile; ++q) {
                 const float prod = static_cast<float>(dot[q]) * mul[q];
-                o[q] = prod + bias[q];
+                y[q] = prod + bias[q];
+            }
+            float* __restrict o = static_cast<float*>(j.out.data) + m * j.c_out + c0;
+            if (cn == kCoTile) {
+                for (int q = 0; q < kCoTile; ++q) o[q] = y[q];
+            } else {
+                for (int q = 0; q < cn; ++q) o[q] = y[q];
             }
             break;
         }
         case OutKind::bits: {
-            // A 32-channel tile is exactly one little-endian half of an output word, so
-            // threads never share a store target.
-            uint32_t bits = 0;
-            const int32_t* thr = j.out.thr + c0;
-            const int32_t* flip = j.out.flip + c0;
-            for (int q = 0; q < cn; ++q)
-                bits |= static_cast<uint32_t>((dot[q] < thr[q]) != (flip[q] != 0)) << q;
+            // Padded channels have thr = INT32_MIN and flip = 0, so their bits are 0. A 32-channel
+            // tile is exactly one little-endian half of an output word, so threads never share a
+            // store target.
+            const int32_t* __restrict thr = j.out.thr + c0;
+            const int32_t* __restrict flip = j.out.flip + c0;
+            const uint32_t bits = threshold_bits(dot, thr, flip);
             const std::size_t half_words = 2 * static_cast<std::size_t>((j.c_out + 63) / 64);
             static_cast<uint32_t*>(j.out.data)[m * half_words + ct] = bits;
             break;
@@ -78,7 +99,7 @@ inline void store_one(const ConvJob& j, std::size_t m, int ct, const int32_t* co
 // Items are (pixel tile, channel tile) pairs, channel tile fastest; part `tid` of `nthreads`
 // is a contiguous share, so each output element has one writer and its value does not depend
 // on the split.
-template <auto tile>
+template <auto tile, auto threshold_bits = threshold_bits_generic>
 inline void work_loop(void* ctx, int tid, int nthreads) {
     const ConvJob& j = *static_cast<const ConvJob*>(ctx);
     const std::size_t b = j.items * tid / nthreads, e = j.items * (tid + 1) / nthreads;
@@ -101,7 +122,7 @@ inline void work_loop(void* ctx, int tid, int nthreads) {
             corr[p] = nullptr;
             if (j.corr) {
                 const int rc = j.row_cls[oy], cc = j.col_cls[ox];
-                if (rc != 0 || cc != 0) corr[p] = j.corr + (static_cast<std::size_t>(rc) * j.ncc + cc) * j.c_out;
+                if (rc != 0 || cc != 0) corr[p] = j.corr + (static_cast<std::size_t>(rc) * j.ncc + cc) * j.corr_stride;
             }
             if (++ox == j.Wo) {
                 ox = 0;
@@ -113,7 +134,7 @@ inline void work_loop(void* ctx, int tid, int nthreads) {
         }
         for (int ct = ct0; ct < ct1; ++ct) {
             tile(xs, np, j.wt + ct * j.wt_tile, j.kh, j.L, j.row_stride, cnt);
-            for (int p = 0; p < np; ++p) store_one(j, m0 + p, ct, corr[p], cnt + p * kCoTile);
+            for (int p = 0; p < np; ++p) store_one<threshold_bits>(j, m0 + p, ct, corr[p], cnt + p * kCoTile);
         }
         it += ct1 - ct0;
     }

@@ -60,8 +60,21 @@ XNOR_AVX512 inline void mk_avx512(const uint64_t* const* xs, int np, const uint6
     }
 }
 
+XNOR_AVX512 inline uint32_t threshold_bits_avx512(const int32_t* dot, const int32_t* thr,
+                                                  const int32_t* flip) {
+    const __m512i one = _mm512_set1_epi32(1);
+    uint32_t r = 0;
+    for (int h = 0; h < 2; ++h) {
+        const __mmask16 lt = _mm512_cmplt_epi32_mask(_mm512_loadu_si512(dot + 16 * h),
+                                                     _mm512_loadu_si512(thr + 16 * h));
+        const __mmask16 fl = _mm512_test_epi32_mask(_mm512_loadu_si512(flip + 16 * h), one);
+        r |= static_cast<uint32_t>(static_cast<uint16_t>(lt ^ fl)) << (16 * h);
+    }
+    return r;
+}
+
 XNOR_AVX512 void work_avx512(void* job, int tid, int nthreads) {
-    work_loop<mk_avx512>(job, tid, nthreads);
+    work_loop<mk_avx512, threshold_bits_avx512>(job, tid, nthreads);
 }
 
 }  // namespace xnor
