@@ -167,6 +167,9 @@ def test_pack_bit_order_by_hand():
         np.testing.assert_array_equal(nchw[0, 0, 0], expect)
     # Weights: (C_out=1, C_in=70, 1, 1) packs to the same words.
     np.testing.assert_array_equal(xnor.pack_weights(v.reshape(1, 70, 1, 1))[0, 0, 0], expect)
+    # docs/packing.md: against an all-(+1) 1x1 weight, dot = 70 - 2 * popcount = 65 - 5 = 60.
+    ones = xnor.pack_weights(np.ones((1, 70, 1, 1)))
+    assert xnor.binary_conv2d(nhwc, ones, 70)[0, 0, 0, 0] == 60
 
 
 @pytest.mark.parametrize("c", [1, 3, 63, 64, 65, 130])
