@@ -175,9 +175,10 @@ def test_pack_bit_order_by_hand():
 @pytest.mark.parametrize("c", [1, 3, 63, 64, 65, 130])
 def test_pack_unpack_round_trip_and_zero_high_bits(c):
     rng = np.random.default_rng(c)
-    x = rng.standard_normal((3, c, 4, 5))
+    x = rng.standard_normal((3, c, 5, 7))  # 35 pixels: two 16-pixel blocks and a tail
     for isa in xnor.available_isas():
         p = xnor.pack_activations(x, isa=isa)  # float64 input: sign taken before any narrowing
+        assert p.tobytes() == xnor.pack_activations(x, isa=isa, threads=3).tobytes()
         q = xnor.pack_activations(np.ascontiguousarray(x.transpose(0, 2, 3, 1)).astype(np.float32),
                                   layout="nhwc", isa=isa, threads=2)
         np.testing.assert_array_equal(p, q)

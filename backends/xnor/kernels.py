@@ -106,7 +106,7 @@ def pack_activations(x: np.ndarray, layout: Literal["nchw", "nhwc"] = "nchw",
     else:
         n, c, h, w = xs.shape
         out = np.empty((n, h, w, _words(c)), np.uint64)
-        _xnor.pack_nchw(xs.reshape(n, c, h * w), out.reshape(n, h * w, _words(c)), t)
+        _xnor.pack_nchw(xs.reshape(n, c, h * w), out.reshape(n, h * w, _words(c)), t, resolve_isa(isa))
     return out
 
 

@@ -41,6 +41,7 @@ struct PackNchwJob {
     std::size_t N, HW;
     int C;
     uint64_t* out;
+    Isa isa;
 };
 
 void pack_nchw_work(void* ctx, int tid, int T) {
@@ -48,7 +49,7 @@ void pack_nchw_work(void* ctx, int tid, int T) {
     const int Cw = (j.C + 63) / 64;
     for (std::size_t n = 0; n < j.N; ++n)
         pack_nchw_image(j.x + n * j.C * j.HW, j.C, j.HW, j.HW * tid / T, j.HW * (tid + 1) / T,
-                        j.out + n * j.HW * Cw);
+                        j.out + n * j.HW * Cw, j.isa);
 }
 
 int words(int c) { return (c + 63) / 64; }
@@ -90,13 +91,13 @@ NB_MODULE(_xnor, m) {
         parallel_run(threads, parts_for(j.pixels, threads), pack_nhwc_work, &j);
     });
 
-    m.def("pack_nchw", [](Arr<const float, 3> x, Arr<uint64_t, 3> out, int threads) {
+    m.def("pack_nchw", [](Arr<const float, 3> x, Arr<uint64_t, 3> out, int threads, const std::string& isa) {
         const int C = static_cast<int>(x.shape(1));
         require(C > 0 && out.shape(0) == x.shape(0) && out.shape(1) == x.shape(2) &&
                     static_cast<int>(out.shape(2)) == words(C),
                 "pack_nchw: output shape mismatch");
         require(threads >= 1 && threads <= 1024, "threads must be in 1..1024");
-        PackNchwJob j{x.data(), x.shape(0), x.shape(2), C, out.data()};
+        PackNchwJob j{x.data(), x.shape(0), x.shape(2), C, out.data(), parse_isa(isa)};
         nb::gil_scoped_release release;
         parallel_run(threads, parts_for(j.HW / 64 + 1, threads), pack_nchw_work, &j);
     });

@@ -49,6 +49,39 @@ __attribute__((target("avx512f"))) void pack_nhwc_avx512(const float* x, std::si
         }
     }
 }
+
+// NCHW: for 16 pixels at a time, one compare per channel gives a 16-bit mask (one bit per
+// pixel); masked ORs of the channel's bit into 16 pixel words transpose it into place.
+__attribute__((target("avx512f"))) void pack_nchw_avx512(const float* x, int C, std::size_t HW,
+                                                          std::size_t h0, std::size_t h1,
+                                                          uint64_t* out) {
+    const int Cw = (C + 63) / 64;
+    const __m512 zero = _mm512_setzero_ps();
+    alignas(64) uint64_t tmp[16];
+    for (std::size_t s = h0; s < h1; s += 16) {
+        const std::size_t n = h1 - s < 16 ? h1 - s : 16;
+        const __mmask16 tail = static_cast<__mmask16>(n == 16 ? 0xffff : (1u << n) - 1);
+        for (int w = 0; w < Cw; ++w) {
+            __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+            const int cend = C < (w + 1) * 64 ? C : (w + 1) * 64;
+            for (int c = w * 64; c < cend; ++c) {
+                const __m512 v = _mm512_maskz_loadu_ps(tail, x + static_cast<std::size_t>(c) * HW + s);
+                const __mmask16 m = _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ);
+                const __m512i bit = _mm512_set1_epi64(static_cast<long long>(uint64_t{1} << (c - w * 64)));
+                lo = _mm512_mask_or_epi64(lo, static_cast<__mmask8>(m), lo, bit);
+                hi = _mm512_mask_or_epi64(hi, static_cast<__mmask8>(m >> 8), hi, bit);
+            }
+            if (Cw == 1 && n == 16) {
+                _mm512_storeu_si512(out + s, lo);
+                _mm512_storeu_si512(out + s + 8, hi);
+            } else {
+                _mm512_store_si512(tmp, lo);
+                _mm512_store_si512(tmp + 8, hi);
+                for (std::size_t i = 0; i < n; ++i) out[(s + i) * Cw + w] = tmp[i];
+            }
+        }
+    }
+}
 #endif
 
 }  // namespace
@@ -64,7 +97,11 @@ void pack_nhwc_rows(const float* x, std::size_t p0, std::size_t p1, int C, uint6
 // Walks each channel plane contiguously and ORs its bit into a row of pixel words, so the read
 // of the float plane is sequential (NCHW is channel-major).
 void pack_nchw_image(const float* x, int C, std::size_t HW, std::size_t h0, std::size_t h1,
-                     uint64_t* out) {
+                     uint64_t* out, Isa isa) {
+#if defined(__x86_64__)
+    if (isa == Isa::avx512) return pack_nchw_avx512(x, C, HW, h0, h1, out);
+#endif
+    (void)isa;
     const int Cw = (C + 63) / 64;
     constexpr std::size_t kChunk = 256;
     uint64_t buf[kChunk];

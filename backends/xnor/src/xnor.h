@@ -33,7 +33,7 @@ int pixel_tile(Isa isa);
 void pack_nhwc_rows(const float* x, std::size_t p0, std::size_t p1, int C, uint64_t* out, Isa isa);
 // NCHW float for one image plane set: x is (C, HW); writes (HW, Cw) words for hw in [h0, h1).
 void pack_nchw_image(const float* x, int C, std::size_t HW, std::size_t h0, std::size_t h1,
-                     uint64_t* out);
+                     uint64_t* out, Isa isa);
 
 // Runs f(ctx, part, nparts) once for every part in [0, nparts) on up to nthreads threads of a
 // persistent pool (the caller included). Parts must write disjoint outputs; which thread runs a
