@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import math
 import os
 import tempfile
 import tomllib
@@ -31,8 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import __version__
-from . import syntax as S
-from .errors import FractalcError, ShapeError, SizeGuardError
+from .errors import FractalcError
 
 METRICS = {"params": ("bits",), "flops": ("flops",), "both": ("bits", "flops")}
 _UNIT = {"bits": "bits", "flops": "FLOPs"}
@@ -81,6 +79,24 @@ def measure(graph) -> Measure:
 def _compile(path, overrides, network, max_nodes):
     from .compiler import compile_spec
     return compile_spec(path, overrides, network=network, max_nodes=max_nodes)
+
+
+class _Recompiler:
+    """`compile_spec` of one spec under many overrides, parsing and resolving its files once.
+
+    Parsing is about two thirds of a compile, and a search compiles the same files ten times
+    or more. The steps after `load` are exactly those of `compiler.compile_spec` (the tests
+    compare the two on every scaled spec)."""
+
+    def __init__(self, path):
+        from .resolve import load
+        self.spec = load(path)
+
+    def graph(self, overrides, network, max_nodes):
+        from . import expand, passes
+        params = expand.eval_params(self.spec, overrides)
+        raw = expand.expand(self.spec, params, self.spec.select(network), max_nodes=max_nodes)
+        return passes.run_default(raw)
 
 
 def budget_of(baseline: str | Path, overrides: Mapping[str, str] | None = None, *,
@@ -147,14 +163,13 @@ def solve(spec: str | Path, budget: Measure | Mapping[str, float], *, metric: st
     increasing at the visited values, or when `limit` still fits.
     """
     from .expand import eval_params
-    from .resolve import load
     if metric not in METRICS:
         raise ScaleError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     keys = METRICS[metric]
     overrides = dict(overrides or {})
     spec_str = str(spec)
-    s = load(spec)
-    values = eval_params(s, overrides)
+    compiler = _Recompiler(spec)
+    values = eval_params(compiler.spec, overrides)
     param = param or default_param(values)
     if param not in values:
         raise ScaleError(f"{spec_str} has no parameter {param!r}; it has: {', '.join(sorted(values))}")
@@ -174,7 +189,7 @@ def solve(spec: str | Path, budget: Measure | Mapping[str, float], *, metric: st
     def probe(v: int) -> bool:
         if v not in seen:
             try:
-                seen[v] = measure(_compile(spec, {**overrides, param: str(v)}, network, max_nodes).graph)
+                seen[v] = measure(compiler.graph({**overrides, param: str(v)}, network, max_nodes))
             except FractalcError as exc:
                 raise _relabel(exc, f"with {param}={v}: ") from None
             order = sorted(seen)
@@ -561,17 +576,31 @@ def generate(space_path: str | Path, out: str | Path, *, max_nodes: int = 100_00
             check_round_trip(raw, text, str(final))
             atomic_write(final, text)
             res.spec = str(final)
-        except (ScaleError, ShapeError, SizeGuardError, SpaceError, FractalcError) as exc:
+        except FractalcError as exc:  # shape clash, size guard, budget: skip the point
             if final.exists():  # a stale variant from an earlier run would mislead
                 final.unlink()
-            skipped.append((name, p.describe(), exc.format().splitlines()[0]))
+            reason = _short_reason(exc, lib_dir)
+            skipped.append((name, p.describe(), reason))
             if log:
-                log(f"skipped {name}: {exc.format().splitlines()[0]}")
+                log(f"skipped {name}: {reason}")
             continue
         variants.append(Variant(name, p, final, res, p.baseline.name))
         if log:
             log(f"wrote {final} ({res.param} = {res.value})")
     return Generated(space, out, variants, skipped, baselines)
+
+
+def _short_reason(exc: FractalcError, lib_dir: Path) -> str:
+    """The first line of the error, a library file named `lib/x.fr` (not by a path that
+    depends on the output directory), so reports are the same wherever they are made."""
+    if exc.loc is not None:
+        f = Path(os.path.normpath(os.path.abspath(exc.loc.file)))
+        try:
+            short = (Path("lib") / f.relative_to(lib_dir.resolve())).as_posix()
+        except ValueError:
+            short = f.name
+        exc = _relabel(exc, "", {exc.loc.file: short})
+    return exc.format().splitlines()[0]
 
 
 def _header(space: Space, name: str, p: Point, budget: Measure, lib_files) -> list[str]:
