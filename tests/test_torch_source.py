@@ -19,6 +19,7 @@ from fractalc import ir  # noqa: E402
 from fractalc.passes import run_default  # noqa: E402
 
 from conftest import SPECS  # noqa: E402
+from test_torch_specs import one_thread  # noqa: E402,F401  (autouse: one intra-op thread)
 
 
 def compile_cli(*args):
@@ -36,7 +37,9 @@ def load_module(path, name):
 
 CASES = [
     ("rf_c3d4.fr", ["channels=4", "size=6"]),
-    ("drf_c2d2_densenet51.fr", ["dataset=cifar10"]),
+    # dense, with slices (reads=last) and concats; small so the sweep of modes stays cheap
+    ("drf_c2d2_densenet51.fr", ["dataset=cifar10", "growth=16", "stem_width=32", "blocks=[2,2,2,2]",
+                                "reads=last", "act_grad=ste"]),
     ("fractalnet_cifar.fr", ["filters=[4,4,8,8,8]"]),  # full precision: dropout + drop-path
 ]
 
@@ -48,6 +51,8 @@ def test_emitted_source_matches_library_module(tmp_path, spec, sets):
     compile_cli(SPECS / spec, "--target", "torch", "--seed", "7", "-o", out, *set_args)
     mod = load_module(out, f"emitted_{out.stem}_{spec[:4]}")
     c = compile_spec(SPECS / spec, dict(s.split("=", 1) for s in sets))
+    if "reads=last" in sets:
+        assert c.graph.count(ir.Slice) > 0  # the case covers slices
     lib = from_graph(c.graph, seed=7)
     cls = getattr(mod, class_name(c.name))
     emitted = cls(seed=7)

@@ -8,6 +8,7 @@ torch = pytest.importorskip("torch")
 from fractalc.backends.torch import build_torch  # noqa: E402
 
 from conftest import SPECS  # noqa: E402
+from test_torch_specs import one_thread  # noqa: E402,F401  (autouse: one intra-op thread)
 
 
 def synthetic(n: int = 64, classes: int = 4, seed: int = 0):
@@ -20,23 +21,18 @@ def synthetic(n: int = 64, classes: int = 4, seed: int = 0):
 
 
 def test_binary_rf_network_lowers_its_loss_in_30_steps():
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        model = build_torch(SPECS / "rf_c3d4_resnet21.fr", seed=0, dataset="cifar10", width=8, classes=4)
-        assert model.mode == "binary" and model.training
-        x, y = synthetic()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        losses = []
-        for step in range(30):
-            idx = torch.arange(16) + 16 * (step % 4)
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-        assert last < 0.5 * first, (first, last)
-    finally:
-        torch.set_num_threads(n_threads)
+    torch.manual_seed(0)
+    model = build_torch(SPECS / "rf_c3d4_resnet21.fr", seed=0, dataset="cifar10", width=8, classes=4)
+    assert model.mode == "binary" and model.training
+    x, y = synthetic()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for step in range(30):
+        idx = torch.arange(16) + 16 * (step % 4)
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.5 * first, (first, last)
