@@ -346,13 +346,11 @@ class Document:
         tokens = _tokens(text)
         code = [t for t in tokens if t.type != "COMMENT"]
         at = {(t.line, t.column): k for k, t in enumerate(code)}
-        keywords = {"IMPORT", "PARAM", "RULE", "NETWORK"}
 
         def start_of(node) -> int:
+            # An import's location is its keyword; the others' is the name after the keyword.
             k = at[(node.loc.line, node.loc.column)]
-            while code[k].type not in keywords:
-                k -= 1
-            return k
+            return k if isinstance(node, S.Import) else k - 1
 
         nodes = _source_order(module)
         starts = [start_of(n) for n in nodes]

@@ -245,3 +245,10 @@ def test_cli_fmt_check_over_the_shipped_specs_lists_only_changed_files():
     expect = {str(p) for p in ALL if F.format_source(p.read_text(), str(p)) != p.read_text()}
     assert changed == expect
     assert r.exit_code == (1 if expect else 0)
+
+
+def test_keywords_used_as_names_keep_their_comments():
+    text = "# lead\nparam rule = 3\nnetwork n {\n input [1,2,2]\n param = conv[rule]  # c\n}\n"
+    out = F.format_source(text)
+    assert out == "# lead\nparam rule = 3\nnetwork n {\n    input [1, 2, 2]\n    param = conv[rule]  # c\n}\n"
+    assert F.normalize(S.parse(out)) == F.normalize(S.parse(text))

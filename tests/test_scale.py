@@ -157,3 +157,18 @@ def test_write_gives_a_compiling_formatted_spec_elsewhere(tmp_path):
     c = compile_spec(out)  # imports rebased onto the new directory; defaults carry the result
     assert (c.params["width"], c.params["columns"]) == (53, 3)
     assert cost(c.graph).bits == cost(compile_spec(src, {"columns": "3", "width": "53"}).graph).bits
+
+
+def test_budget_set_and_write_a_library_parameter(tmp_path):
+    out = tmp_path / "cifar.fr"
+    src = SPECS / "rf_c3d4_resnet21.fr"
+    r = run("scale", src, "--budget-of", BIREAL18, "--set", "dataset=cifar10",
+            "--budget-set", "dataset=cifar10", "--write", out, "--json")
+    assert r.exit_code == 0, r.output
+    value = json.loads(r.stdout)["value"]
+    base = cost(compile_spec(BIREAL18, {"dataset": "cifar10"}).graph).bits
+    assert cost(compile_spec(src, {"dataset": "cifar10", "width": str(value)}).graph).bits <= base
+    assert cost(compile_spec(src, {"dataset": "cifar10", "width": str(value + 1)}).graph).bits > base
+    c = compile_spec(out)  # `dataset` lives in lib/common.fr: the written spec re-declares it
+    assert (c.params["dataset"], c.params["width"]) == ("cifar10", value)
+    assert 'param dataset = "cifar10"' in out.read_text()
