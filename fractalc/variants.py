@@ -194,9 +194,7 @@ def solve(spec: str | Path, budget: Measure | Mapping[str, float], *, metric: st
                 raise _relabel(exc, f"with {param}={v}: ") from None
             order = sorted(seen)
             i = order.index(v)
-            for a, b in zip(order[max(i - 1, 0):i + 1], order[i:i + 2]):
-                if a == b:
-                    continue
+            for a, b in zip(order[max(i - 1, 0):], order[max(i - 1, 0) + 1:i + 2]):
                 flat = [k for k in keys if getattr(seen[b], k) <= getattr(seen[a], k)]
                 if flat:
                     k = flat[0]

@@ -123,6 +123,13 @@ def test_cost_that_does_not_grow_is_a_clear_error(tmp_path, body):
         solve(p, {"bits": 10**9})
 
 
+def test_falling_cost_is_caught_while_searching_downwards(tmp_path):
+    p = _spec(tmp_path, "conv[max(1, 64 - width)]")
+    at8 = cost(compile_spec(p).graph).bits
+    with pytest.raises(ScaleError, match="do not grow with width: width=4 costs"):
+        solve(p, {"bits": at8 - 1})  # 8 does not fit, so the search halves to 4
+
+
 def test_monotonicity_error_through_the_cli(tmp_path, capsys):
     p = _spec(tmp_path, "conv[max(1, 64 - width)]")
     with pytest.raises(SystemExit) as exc:
