@@ -57,6 +57,9 @@ def test_emitted_source_matches_library_module(tmp_path, spec, sets):
     cls = getattr(mod, class_name(c.name))
     emitted = cls(seed=7)
     assert isinstance(emitted, torch.nn.Module)
+    assert (emitted.input_shape, emitted.output_shape, emitted.network_name) == \
+        (lib.input_shape, lib.output_shape, lib.network_name) == \
+        (c.graph.shape(c.graph.input_id), c.graph.shape(c.graph.output_id), c.name)
     assert list(emitted.state_dict()) == list(lib.state_dict())
     for k, v in lib.state_dict().items():
         assert torch.equal(v, emitted.state_dict()[k]), k

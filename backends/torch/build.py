@@ -38,6 +38,7 @@ class GraphNetwork(NetworkControls, nn.Module):
         init_parameters(layers, seed)
         self.network_name = plan.name
         self.input_shape = plan.input_shape
+        self.output_shape = plan.output_shape
         self._fc_columns = plan.columns
         self._fc_output = plan.output
         self._fc_steps = tuple((st.kind, self.get_submodule(st.id) if st.layer else None,

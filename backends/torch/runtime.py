@@ -91,6 +91,9 @@ class NetworkControls:
     for the joins; it acts only in ``train()`` mode.
     """
 
+    network_name: str = ""
+    input_shape: tuple[int, ...] = ()  # (C, H, W) without the batch dimension
+    output_shape: tuple[int, ...] = ()
     _fc_columns: tuple[int, ...] = ()
 
     def _fc_setup(self, mode: str, drop_path: bool | None, drop_prob: float,

@@ -173,8 +173,9 @@ interchangeable with fractalc.build_torch. Do not edit: regenerate from the spec
             global_ratio: share of batches with global drop-path (one column everywhere).
     """
 
-    INPUT_SHAPE = {plan.input_shape!r}
-    OUTPUT_SHAPE = {plan.output_shape!r}
+    network_name = {plan.name!r}
+    input_shape = {plan.input_shape!r}  # (C, H, W), without the batch dimension
+    output_shape = {plan.output_shape!r}
 
     def __init__(self, seed: int = {seed}, mode: str = "binary", drop_path: bool | None = None,
                  drop_prob: float = 0.15, global_ratio: float = 0.5):
