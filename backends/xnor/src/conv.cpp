@@ -65,6 +65,38 @@ thread_local std::vector<uint64_t> tls_padded;
 
 }  // namespace
 
+std::shared_ptr<const ConvPlan::BorderTables> ConvPlan::border_tables(int H, int W) const {
+    const std::lock_guard<std::mutex> lock(cache_mu_);
+    for (const auto& [key, t] : cache_)
+        if (key == std::make_pair(H, W)) return t;
+    auto t = std::make_shared<BorderTables>();
+    std::vector<std::pair<int, int>> rr, cr;
+    t->row_cls = border_classes(out_size(H, kh), H, kh, stride_, pad_, rr);
+    t->col_cls = border_classes(out_size(W, kw), W, kw, stride_, pad_, cr);
+    t->ncc = static_cast<int>(cr.size());
+    if (zero_ && (rr.size() > 1 || cr.size() > 1)) {
+        // corr[rc][cc][co]: sum of sign(w) over the taps that fall on padding.
+        const std::size_t cpad = static_cast<std::size_t>(nct_) * kCoTile;
+        t->corr.assign(rr.size() * cr.size() * cpad, 0);
+        for (std::size_t rc = 0; rc < rr.size(); ++rc)
+            for (std::size_t cc = 0; cc < cr.size(); ++cc)
+                for (int co = 0; co < c_out; ++co) {
+                    int s = 0;
+                    for (int ky = 0; ky < kh; ++ky)
+                        for (int kx = 0; kx < kw; ++kx) {
+                            const bool inside = ky >= rr[rc].first && ky < rr[rc].second &&
+                                                kx >= cr[cc].first && kx < cr[cc].second;
+                            if (!inside) s += wsum_[(static_cast<std::size_t>(co) * kh + ky) * kw + kx];
+                        }
+                    t->corr[(rc * cr.size() + cc) * cpad + co] = s;
+                }
+    }
+    // A plan sees few input sizes (usually one); keep the most recent handful.
+    if (cache_.size() >= 8) cache_.erase(cache_.begin());
+    cache_.emplace_back(std::make_pair(H, W), t);
+    return t;
+}
+
 void ConvPlan::run(const uint64_t* x, int N, int H, int W, const Output& out, int threads,
                    Isa isa) const {
     if (N <= 0 || H <= 0 || W <= 0) throw std::invalid_argument("binary conv: empty input");
@@ -96,29 +128,9 @@ void ConvPlan::run(const uint64_t* x, int N, int H, int W, const Output& out, in
         xp = buf.data();
     }
 
-    std::vector<std::pair<int, int>> rr, cr;
-    const std::vector<int> row_cls = border_classes(Ho, H, kh, stride_, pad_, rr);
-    const std::vector<int> col_cls = border_classes(Wo, W, kw, stride_, pad_, cr);
     const std::size_t cpad = static_cast<std::size_t>(nct_) * kCoTile;
-    std::vector<int32_t> corr;
-    const bool need_corr = zero_ && (rr.size() > 1 || cr.size() > 1);
-    if (need_corr) {
-        // corr[rc][cc][co]: sum of sign(w) over the taps that fall on padding.
-        corr.assign(rr.size() * cr.size() * cpad, 0);
-        for (std::size_t rc = 0; rc < rr.size(); ++rc)
-            for (std::size_t cc = 0; cc < cr.size(); ++cc)
-                for (int co = 0; co < c_out; ++co) {
-                    int s = 0;
-                    for (int ky = 0; ky < kh; ++ky)
-                        for (int kx = 0; kx < kw; ++kx) {
-                            const bool inside = ky >= rr[rc].first && ky < rr[rc].second &&
-                                                kx >= cr[cc].first && kx < cr[cc].second;
-                            if (!inside) s += wsum_[(static_cast<std::size_t>(co) * kh + ky) * kw + kx];
-                        }
-                    corr[(rc * cr.size() + cc) * cpad + co] = s;
-                }
-    }
-
+    const std::shared_ptr<const BorderTables> bt = border_tables(H, W);
+    const bool need_corr = zero_ && !bt->corr.empty();
     ConvJob j;
     j.x = xp;
     j.row_stride = static_cast<std::size_t>(Wp) * cw;
@@ -138,10 +150,10 @@ void ConvPlan::run(const uint64_t* x, int N, int H, int W, const Output& out, in
     j.items = (j.pixels + j.np_tile - 1) / j.np_tile * nct_;
     j.wt = wt_.data();
     j.wt_tile = static_cast<std::size_t>(kh) * kw * cw * kCoTile;
-    j.row_cls = row_cls.data();
-    j.col_cls = col_cls.data();
-    j.ncc = static_cast<int>(cr.size());
-    j.corr = need_corr ? corr.data() : nullptr;
+    j.row_cls = bt->row_cls.data();
+    j.col_cls = bt->col_cls.data();
+    j.ncc = bt->ncc;
+    j.corr = need_corr ? bt->corr.data() : nullptr;
     j.corr_stride = cpad;
     // Per-channel parameters padded to whole tiles (see store_one).
     std::vector<float> mul, bias;

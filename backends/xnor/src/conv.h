@@ -2,6 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 #include "xnor.h"
@@ -35,6 +38,17 @@ public:
     int c_out, kh, kw, c_in, cw;
 
 private:
+    // Border classes of output rows/columns and the zero-padding correction per class pair,
+    // which depend on the input size: computed once per size and cached.
+    struct BorderTables {
+        std::vector<int> row_cls, col_cls;
+        int ncc = 1;
+        std::vector<int32_t> corr;  // [rc][cc][c_pad]; empty when no correction is needed
+    };
+    std::shared_ptr<const BorderTables> border_tables(int H, int W) const;
+
+    mutable std::mutex cache_mu_;
+    mutable std::vector<std::pair<std::pair<int, int>, std::shared_ptr<const BorderTables>>> cache_;
     int stride_, pad_;
     bool zero_;
     int nct_;

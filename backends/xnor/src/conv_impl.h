@@ -99,7 +99,14 @@ inline void store_one(const ConvJob& j, std::size_t m, int ct, const int32_t* co
 // Items are (pixel tile, channel tile) pairs, channel tile fastest; part `tid` of `nthreads`
 // is a contiguous share, so each output element has one writer and its value does not depend
 // on the split.
-template <auto tile, auto threshold_bits = threshold_bits_generic>
+// Stores a whole (np pixels x 32 channels) tile; corr[p] is pixel p's correction row or null.
+template <auto threshold_bits>
+inline void store_tile_generic(const ConvJob& j, std::size_t m0, int np, int ct,
+                               const int32_t* const* corr, const int32_t* cnt) {
+    for (int p = 0; p < np; ++p) store_one<threshold_bits>(j, m0 + p, ct, corr[p], cnt + p * kCoTile);
+}
+
+template <auto tile, auto store_tile = store_tile_generic<threshold_bits_generic>>
 inline void work_loop(void* ctx, int tid, int nthreads) {
     const ConvJob& j = *static_cast<const ConvJob*>(ctx);
     const std::size_t b = j.items * tid / nthreads, e = j.items * (tid + 1) / nthreads;
@@ -134,7 +141,7 @@ inline void work_loop(void* ctx, int tid, int nthreads) {
         }
         for (int ct = ct0; ct < ct1; ++ct) {
             tile(xs, np, j.wt + ct * j.wt_tile, j.kh, j.L, j.row_stride, cnt);
-            for (int p = 0; p < np; ++p) store_one<threshold_bits>(j, m0 + p, ct, corr[p], cnt + p * kCoTile);
+            store_tile(j, m0, np, ct, corr, cnt);
         }
         it += ct1 - ct0;
     }

@@ -60,21 +60,68 @@ XNOR_AVX512 inline void mk_avx512(const uint64_t* const* xs, int np, const uint6
     }
 }
 
-XNOR_AVX512 inline uint32_t threshold_bits_avx512(const int32_t* dot, const int32_t* thr,
-                                                  const int32_t* flip) {
-    const __m512i one = _mm512_set1_epi32(1);
-    uint32_t r = 0;
-    for (int h = 0; h < 2; ++h) {
-        const __mmask16 lt = _mm512_cmplt_epi32_mask(_mm512_loadu_si512(dot + 16 * h),
-                                                     _mm512_loadu_si512(thr + 16 * h));
-        const __mmask16 fl = _mm512_test_epi32_mask(_mm512_loadu_si512(flip + 16 * h), one);
-        r |= static_cast<uint32_t>(static_cast<uint16_t>(lt ^ fl)) << (16 * h);
+// The fused epilogue of a tile with 16-lane integer and float vectors: correction, then the
+// requested output transform; channels past c_out are masked off.
+XNOR_AVX512 inline void store_tile_avx512(const ConvJob& j, std::size_t m0, int np, int ct,
+                                          const int32_t* const* corr, const int32_t* cnt) {
+    const int c0 = ct * kCoTile;
+    const int cn = j.c_out - c0 < kCoTile ? j.c_out - c0 : kCoTile;
+    const __mmask16 mlo = static_cast<__mmask16>(cn >= 16 ? 0xffff : (1u << cn) - 1);
+    const __mmask16 mhi = static_cast<__mmask16>(cn >= 32 ? 0xffff : cn > 16 ? (1u << (cn - 16)) - 1 : 0);
+    const __m512i K = _mm512_set1_epi32(j.K);
+    __m512i dlo[kMaxPixTile], dhi[kMaxPixTile];
+    for (int p = 0; p < np; ++p) {
+        const __m512i clo = _mm512_load_si512(cnt + p * kCoTile);
+        const __m512i chi = _mm512_load_si512(cnt + p * kCoTile + 16);
+        dlo[p] = _mm512_sub_epi32(K, _mm512_add_epi32(clo, clo));
+        dhi[p] = _mm512_sub_epi32(K, _mm512_add_epi32(chi, chi));
+        if (corr[p]) {
+            dlo[p] = _mm512_sub_epi32(dlo[p], _mm512_loadu_si512(corr[p] + c0));
+            dhi[p] = _mm512_sub_epi32(dhi[p], _mm512_loadu_si512(corr[p] + c0 + 16));
+        }
     }
-    return r;
+    switch (j.out.kind) {
+        case OutKind::int32: {
+            int32_t* o = static_cast<int32_t*>(j.out.data) + m0 * j.c_out + c0;
+            for (int p = 0; p < np; ++p, o += j.c_out) {
+                _mm512_mask_storeu_epi32(o, mlo, dlo[p]);
+                _mm512_mask_storeu_epi32(o + 16, mhi, dhi[p]);
+            }
+            break;
+        }
+        case OutKind::affine: {
+            const __m512 mul_lo = _mm512_loadu_ps(j.out.mul + c0), mul_hi = _mm512_loadu_ps(j.out.mul + c0 + 16);
+            const __m512 b_lo = _mm512_loadu_ps(j.out.bias + c0), b_hi = _mm512_loadu_ps(j.out.bias + c0 + 16);
+            float* o = static_cast<float*>(j.out.data) + m0 * j.c_out + c0;
+            for (int p = 0; p < np; ++p, o += j.c_out) {
+                // Multiply, then add: two roundings, like numpy (the build disables contraction).
+                const __m512 ylo = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dlo[p]), mul_lo), b_lo);
+                const __m512 yhi = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dhi[p]), mul_hi), b_hi);
+                _mm512_mask_storeu_ps(o, mlo, ylo);
+                _mm512_mask_storeu_ps(o + 16, mhi, yhi);
+            }
+            break;
+        }
+        case OutKind::bits: {
+            const __m512i one = _mm512_set1_epi32(1);
+            const __m512i t_lo = _mm512_loadu_si512(j.out.thr + c0), t_hi = _mm512_loadu_si512(j.out.thr + c0 + 16);
+            const uint32_t flip =
+                static_cast<uint32_t>(_mm512_test_epi32_mask(_mm512_loadu_si512(j.out.flip + c0), one)) |
+                static_cast<uint32_t>(_mm512_test_epi32_mask(_mm512_loadu_si512(j.out.flip + c0 + 16), one)) << 16;
+            const std::size_t half_words = 2 * static_cast<std::size_t>((j.c_out + 63) / 64);
+            uint32_t* o = static_cast<uint32_t*>(j.out.data) + m0 * half_words + ct;
+            for (int p = 0; p < np; ++p, o += half_words) {
+                const uint32_t lt = static_cast<uint32_t>(_mm512_cmplt_epi32_mask(dlo[p], t_lo)) |
+                                    static_cast<uint32_t>(_mm512_cmplt_epi32_mask(dhi[p], t_hi)) << 16;
+                *o = lt ^ flip;  // padded channels: thr = INT32_MIN, flip = 0 -> bit 0
+            }
+            break;
+        }
+    }
 }
 
 XNOR_AVX512 void work_avx512(void* job, int tid, int nthreads) {
-    work_loop<mk_avx512, threshold_bits_avx512>(job, tid, nthreads);
+    work_loop<mk_avx512, store_tile_avx512>(job, tid, nthreads);
 }
 
 }  // namespace xnor
