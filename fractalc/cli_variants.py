@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from . import __version__
 from .cli import parse_sets, spec_options
 from .errors import FractalcError
 
@@ -26,45 +25,20 @@ from .errors import FractalcError
               help="Write SPEC, formatted, with the found value (and every --set) as parameter defaults.")
 def scale(spec, sets, network, max_nodes, baseline, budget_sets, metric, param, as_json, write):
     """Largest value of a parameter (width/growth) whose cost fits BASELINE's on the metric."""
-    from .variants import METRICS, budget_of, rewrite_spec, solve
+    from .variants import budget_of, scale_table, solve, write_scaled
     overrides = parse_sets(sets)
     budget = budget_of(baseline, parse_sets(budget_sets), max_nodes=max_nodes)
     res = solve(spec, budget, metric=metric, param=param, overrides=overrides, network=network,
                 max_nodes=max_nodes, baseline=str(baseline))
     if write:
-        from .fileio import atomic_write
-        from .resolve import load
-        what = {"params": "parameter bits", "flops": "FLOPs", "both": "parameter bits and FLOPs"}[metric]
-        sets_text = "".join(f" --set {k}={v}" for k, v in overrides.items())
-        header = [f"# Scaled by fractalc {__version__}: {res.param} = {res.value} is the largest value whose "
-                  f"{what}",
-                  f"# fit the budget of {Path(baseline).name} ({budget.bits:,} bits, {budget.flops:.4e} FLOPs).",
-                  f"# From {Path(spec).name} (sha256 {load(spec).sha256}){sets_text}.",
-                  ""]
-        text = rewrite_spec(spec, write, {**overrides, res.param: str(res.value)}, header)
-        atomic_write(write, text)
+        write_scaled(res, write, overrides)
     if as_json:
         doc = res.to_json()
         if write:
             doc["written"] = str(write)
         click.echo(json.dumps(doc, indent=1))
-        return
-    keys = METRICS[metric]
-    p = res.param
-    rows = [(f"{p}={res.value}", res.cost, "fits"),
-            (f"{p}={res.value + 1}", res.next, "exceeds: " + ", ".join(
-                {"bits": "params", "flops": "flops"}[k] for k in res.exceeded(res.next))),
-            ("budget", budget, Path(baseline).name)]
-    w = max(len(r[0]) for r in rows)
-    click.echo(f"{Path(spec).name}: {p} = {res.value}, the largest value within the budget of "
-               f"{Path(baseline).name} (metric: {metric})")
-    click.echo(f"  {'':<{w}}  {'bits':>14}  {'Mbit':>9}  {'FLOPs':>11}  {'depth':>5}")
-    for label, m, note in rows:
-        marks = [("*" if k in keys else " ") for k in ("bits", "flops")]
-        click.echo(f"  {label:<{w}}  {m.bits:>13,}{marks[0]}  {m.mbit:>9.3f}  {m.flops:>10.4e}{marks[1]}  "
-                   f"{m.depth:>5}  {note}")
-    click.echo(f"  (* = compared; {len(res.visited)} compiles: {p} = "
-               + ", ".join(map(str, res.visited)) + ")")
+    else:
+        click.echo(scale_table(res), nl=False)
     if write:
         click.echo(f"wrote {write}", err=True)
 

@@ -245,7 +245,47 @@ def solve(spec: str | Path, budget: Measure | Mapping[str, float], *, metric: st
                        baseline=baseline)
 
 
+def scale_table(res: ScaleResult) -> str:
+    """The answer, and the costs at it, one above it and of the budget (compared ones starred)."""
+    keys = METRICS[res.metric]
+    p = res.param
+    base = Path(res.baseline).name if res.baseline else "budget"
+    rows = [(f"{p}={res.value}", res.cost, "fits"),
+            (f"{p}={res.value + 1}", res.next, "exceeds: " + ", ".join(
+                {"bits": "params", "flops": "flops"}[k] for k in res.exceeded(res.next)))]
+    if isinstance(res.budget, Measure):
+        rows.append(("budget", res.budget, base))
+    w = max(len(r[0]) for r in rows)
+    lines = [f"{Path(res.spec).name}: {p} = {res.value}, the largest value within the budget of "
+             f"{base} (metric: {res.metric})",
+             f"  {'':<{w}}  {'bits':>14}  {'Mbit':>9}  {'FLOPs':>11}  {'depth':>5}"]
+    for label, m, note in rows:
+        star = ["*" if k in keys else " " for k in ("bits", "flops")]
+        lines.append(f"  {label:<{w}}  {m.bits:>13,}{star[0]}  {m.mbit:>9.3f}  {m.flops:>10.4e}{star[1]}  "
+                     f"{m.depth:>5}  {note}")
+    lines.append(f"  (* = compared; {len(res.visited)} compiles: {p} = " + ", ".join(map(str, res.visited)) + ")")
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------- writing specs
+
+
+def write_scaled(res: ScaleResult, out: str | Path, overrides: Mapping[str, str]) -> None:
+    """Write `res.spec` to `out` (atomically, formatted, comments kept) with the found value and
+    every override as parameter defaults, under a header saying how it was made."""
+    from .fileio import atomic_write
+    from .resolve import load
+    what = {"params": "parameter bits", "flops": "FLOPs", "both": "parameter bits and FLOPs"}[res.metric]
+    base = Path(res.baseline).name if res.baseline else "the given budget"
+    b = res.budget
+    sets = "".join(f" --set {k}={v}" for k, v in overrides.items())
+    header = [f"# Scaled by fractalc {__version__}: {res.param} = {res.value} is the largest value whose {what}",
+              f"# fit the budget of {base} ({_get(b, 'bits'):,} bits, {_get(b, 'flops'):.4e} FLOPs)."
+              if isinstance(b, Measure) else f"# fit the budget {dict(b)}.",
+              f"# From {Path(res.spec).name} (sha256 {load(res.spec).sha256}){sets}.",
+              ""]
+    atomic_write(out, rewrite_spec(res.spec, out, {**overrides, res.param: str(res.value)}, header))
+
 
 
 def rewrite_spec(spec: str | Path, out: str | Path, values: Mapping[str, str],
