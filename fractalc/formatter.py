@@ -300,7 +300,6 @@ def _tokens(text: str) -> list:
     return [t for t in stream if t.type != "WS"]
 
 
-
 def _source_order(module: S.Module) -> list:
     items = [*module.imports, *module.params, *module.rules, *module.networks]
     return sorted(items, key=lambda n: (n.loc.line, n.loc.column))  # stable for equal locs
