@@ -3,6 +3,7 @@ formatter.py (registered by cli.py)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -113,7 +114,9 @@ def fmt(paths, check):
     click.echo(f"{len(changed)} file{'s' if len(changed) != 1 else ''} "
                f"{'would be ' if check else ''}reformatted, {left} unchanged", err=True)
     if check and changed:
-        raise click.exceptions.Exit(1)
+        # SystemExit, not ctx.exit: fractalc.cli.main runs click with standalone_mode=False,
+        # where click turns ctx.exit(1) into a return value that would be lost.
+        sys.exit(1)
 
 
 def register(cli: click.Group) -> None:

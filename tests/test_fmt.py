@@ -228,6 +228,17 @@ def test_cli_fmt_check_and_rewrite(tmp_path):
     assert run("fmt", "--check", messy, tidy).exit_code == 0
 
 
+def test_check_exit_status_through_main(tmp_path, capsys):
+    f = tmp_path / "m.fr"
+    f.write_text("param w=3\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["fmt", "--check", str(f)])
+    assert exc.value.code == 1 and f"would reformat {f}" in capsys.readouterr().out
+    main(["fmt", str(f)])  # rewrites and returns normally (status 0)
+    assert f.read_text() == "param w = 3\n"
+    main(["fmt", "--check", str(f)])
+
+
 def test_cli_fmt_reports_syntax_errors_with_location(tmp_path, capsys):
     bad = tmp_path / "bad.fr"
     bad.write_text("param x = \n")
