@@ -10,7 +10,10 @@ steal the other's cores):
 - ``xnor_pack``   packing the float32 NHWC input, then ``xnor_bits``,
 - ``xnor_1t``     ``xnor_bits`` on one thread (to check that 2 threads beat 1),
 - ``torch``       torch eager fp32 ``F.conv2d``, best of NCHW and channels_last,
-- ``ort``         onnxruntime fp32 Conv (a one-node model).
+- ``ort``         onnxruntime fp32 Conv (a one-node model),
+- ``torch_1t``, ``ort_1t``: the same on one thread, compared with ``xnor_1t``: on a shared
+                  machine a busy second core distorts every 2-thread number (torch's and
+                  onnxruntime's barriers suffer most), while one-thread ratios stay meaningful.
 
 Prints medians, ratios to torch, binary MACs/s and the fraction of the ~2.3 T binary MACs/s
 XNOR port-bound peak of 2 cores (docs: ../shared/docs/xnor-performance-notes.md), the issue's
@@ -101,47 +104,66 @@ def bench_case(hw: int, c: int, n: int, threads: int, rounds: int, rng) -> dict:
     tx_cl = tx.contiguous(memory_format=torch.channels_last)
     tw_cl = tw.contiguous(memory_format=torch.channels_last)
     run_ort = ort_conv(w, threads)
+    run_ort1 = ort_conv(w, 1)
 
-    def torch_nchw():
-        with torch.no_grad():
-            return F.conv2d(tx, tw, padding=1)
-
-    def torch_cl():
-        with torch.no_grad():
-            return F.conv2d(tx_cl, tw_cl, padding=1)
+    def torch_conv(a, b, t):
+        def run():
+            with torch.no_grad():
+                return F.conv2d(a, b, padding=1)
+        run.setup = lambda: torch.set_num_threads(t)  # untimed: torch's thread count is global
+        return run
 
     contenders = {
         "xnor_bits": lambda: bits(xp, check=False),
         "xnor_float": lambda: flt(xp, check=False),
         "xnor_pack": lambda: bits(xnor.pack_activations(x_nhwc, layout="nhwc", threads=threads), check=False),
         "xnor_1t": lambda: bits1(xp, check=False),
-        "torch_nchw": torch_nchw,
-        "torch_cl": torch_cl,
+        "torch_nchw": torch_conv(tx, tw, threads),
+        "torch_cl": torch_conv(tx_cl, tw_cl, threads),
         "ort": lambda: run_ort(x),
+        "torch_nchw_1t": torch_conv(tx, tw, 1),
+        "torch_cl_1t": torch_conv(tx_cl, tw_cl, 1),
+        "ort_1t": lambda: run_ort1(x),
     }
     # Sanity: the float output's sign agrees with the bit output (same threshold semantics).
     y = flt(xp)
     assert np.array_equal(xnor.pack_activations(y, layout="nhwc"), bits(xp))
     times: dict[str, list[float]] = {k: [] for k in contenders}
+    cpu: dict[str, list[float]] = {k: [] for k in contenders}
     names = list(contenders)
     for r in range(rounds):
         for k in names[r % len(names):] + names[:r % len(names)]:
             fn = contenders[k]
+            getattr(fn, "setup", lambda: None)()
             time.sleep(0.002)
             fn()
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.thread_time() - c0)
     med = {k: statistics.median(v) for k, v in times.items()}
     med["torch"] = min(med["torch_nchw"], med["torch_cl"])
+    med["torch_1t"] = min(med["torch_nchw_1t"], med["torch_cl_1t"])
+    # One-thread contenders run on the calling thread, so its CPU time is their work without
+    # the time other processes held the core: the contention-robust comparison.
+    cpu_med = {k: statistics.median(cpu[k]) for k in ("xnor_1t", "torch_nchw_1t", "torch_cl_1t", "ort_1t")}
+    cpu_med["torch_1t"] = min(cpu_med["torch_nchw_1t"], cpu_med["torch_cl_1t"])
+    torch.set_num_threads(threads)
     macs = n * hw * hw * c * c * 9
     return {
         "H": hw, "W": hw, "C": c, "batch": n, "binary_macs": macs,
         "median_ms": {k: v * 1e3 for k, v in med.items()},
+        "min_ms": {k: min(v) * 1e3 for k, v in times.items()},
+        "one_thread_cpu_ms": {k: v * 1e3 for k, v in cpu_med.items()},
+        "cpu_speedup_1t_vs_torch_1t": cpu_med["torch_1t"] / cpu_med["xnor_1t"],
+        "cpu_speedup_1t_vs_ort_1t": cpu_med["ort_1t"] / cpu_med["xnor_1t"],
         "torch_layout": "nchw" if med["torch_nchw"] <= med["torch_cl"] else "channels_last",
         "speedup_vs_torch": {k: med["torch"] / med[k] for k in ("xnor_bits", "xnor_float", "xnor_pack")},
         "speedup_vs_ort": {k: med["ort"] / med[k] for k in ("xnor_bits", "xnor_float", "xnor_pack")},
+        "speedup_1t_vs_torch_1t": med["torch_1t"] / med["xnor_1t"],
+        "speedup_1t_vs_ort_1t": med["ort_1t"] / med["xnor_1t"],
         "binary_macs_per_s": macs / med["xnor_bits"],
+        "binary_macs_per_s_1t": macs / med["xnor_1t"],
         "fraction_of_peak": macs / med["xnor_bits"] / PEAK,
         "two_threads_beat_one": med["xnor_bits"] < med["xnor_1t"],
         "threads_speedup": med["xnor_1t"] / med["xnor_bits"],
@@ -174,7 +196,8 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     results = []
     hdr = (f"{'shape':>14} {'N':>2} | {'xnor bits':>9} {'xnor f32':>9} {'+pack':>8} {'xnor 1t':>8} "
-           f"{'torch':>8} {'ort':>8} | {'x torch':>7} {'x pack':>7} {'x ort':>6} | {'T MAC/s':>7} {'peak':>5} {'2t/1t':>5}")
+           f"{'torch':>8} {'ort':>8} {'torch1t':>8} | {'x torch':>7} {'x pack':>7} {'x ort':>6} {'1t:1t':>6} {'cpu1t':>6} | "
+           f"{'T MAC/s':>7} {'peak':>5} {'2t/1t':>5}")
     print(hdr)
     print("-" * len(hdr))
     for n in args.batches:
@@ -184,11 +207,15 @@ def main(argv=None) -> int:
             results.append(r)
             m, s = r["median_ms"], r["speedup_vs_torch"]
             print(f"{hw:>3}x{hw:<3}x{c:<5} {n:>2} | {m['xnor_bits']:>9.3f} {m['xnor_float']:>9.3f} "
-                  f"{m['xnor_pack']:>8.3f} {m['xnor_1t']:>8.3f} {m['torch']:>8.3f} {m['ort']:>8.3f} | "
-                  f"{s['xnor_bits']:>6.1f}x {s['xnor_pack']:>6.1f}x {r['speedup_vs_ort']['xnor_bits']:>5.1f}x | "
+                  f"{m['xnor_pack']:>8.3f} {m['xnor_1t']:>8.3f} {m['torch']:>8.3f} {m['ort']:>8.3f} "
+                  f"{m['torch_1t']:>8.3f} | "
+                  f"{s['xnor_bits']:>6.1f}x {s['xnor_pack']:>6.1f}x {r['speedup_vs_ort']['xnor_bits']:>5.1f}x "
+                  f"{r['speedup_1t_vs_torch_1t']:>5.1f}x {r['cpu_speedup_1t_vs_torch_1t']:>5.1f}x | "
                   f"{r['binary_macs_per_s'] / 1e12:>7.2f} {r['fraction_of_peak']:>5.0%} {r['threads_speedup']:>5.2f}",
                   flush=True)
-    print("(times are medians in ms; 'x torch' = torch best-layout time / xnor bits time)")
+    print("(times are medians in ms; 'x torch' = torch best-layout time / xnor bits time; "
+          "'1t:1t' = torch 1 thread / xnor 1 thread, wall; 'cpu1t' = the same in thread CPU time; "
+          "'peak' = fraction of 2.3 T binary MACs/s)")
 
     def geomean(v):
         return math.exp(sum(math.log(a) for a in v) / len(v))
@@ -201,6 +228,12 @@ def main(argv=None) -> int:
         "macs_batch1": min((r["binary_macs_per_s"] for r in results if r["batch"] == 1), default=None),
         "macs_batch8": min((r["binary_macs_per_s"] for r in results if r["batch"] == 8), default=None),
         "two_threads_beat_one_everywhere": all(r["two_threads_beat_one"] for r in results),
+        "one_thread_vs_torch_one_thread_min": min(r["speedup_1t_vs_torch_1t"] for r in results),
+        "one_thread_vs_torch_one_thread_geomean": geomean([r["speedup_1t_vs_torch_1t"] for r in results]),
+        "one_thread_macs_max": max(r["binary_macs_per_s_1t"] for r in results),
+        "one_thread_cpu_vs_torch_min": min(r["cpu_speedup_1t_vs_torch_1t"] for r in results),
+        "one_thread_cpu_vs_torch_geomean": geomean([r["cpu_speedup_1t_vs_torch_1t"] for r in results]),
+        "one_thread_cpu_vs_ort_min": min(r["cpu_speedup_1t_vs_ort_1t"] for r in results),
     }
     print("\ntargets (issue 5):")
     for key, goal in TARGETS.items():
@@ -212,7 +245,17 @@ def main(argv=None) -> int:
         print(f"  {key:<17} {got / unit:8.2f}{' T' if unit > 1 else 'x'}  (target >= {goal / unit:g}) "
               f"{'met' if ok else 'NOT met'}")
     print(f"  2 threads beat 1 on every shape: {summary['two_threads_beat_one_everywhere']}")
-    out = {"cpu": cpu_model(), "isa": isa, "threads": args.threads, "peak_binary_macs_per_s": PEAK,
+    print(f"one thread each: xnor vs torch min {summary['one_thread_vs_torch_one_thread_min']:.1f}x, geomean "
+          f"{summary['one_thread_vs_torch_one_thread_geomean']:.1f}x; best xnor 1-thread "
+          f"{summary['one_thread_macs_max'] / 1e12:.2f} T binary MACs/s (per-core peak ~1.15 T)")
+    print(f"one thread each, CPU time (robust to other processes): xnor vs torch min "
+          f"{summary['one_thread_cpu_vs_torch_min']:.1f}x, geomean {summary['one_thread_cpu_vs_torch_geomean']:.1f}x; "
+          f"vs onnxruntime min {summary['one_thread_cpu_vs_ort_min']:.1f}x")
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    if load:
+        print(f"load average during the run: {' '.join(load)} on {len(__import__('os').sched_getaffinity(0))} CPUs "
+              "(above ~1 the 2-thread numbers are distorted by other processes)")
+    out = {"cpu": cpu_model(), "isa": isa, "loadavg": load, "threads": args.threads, "peak_binary_macs_per_s": PEAK,
            "python": sys.version.split()[0], "results": results, "summary": summary, "targets": TARGETS}
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
