@@ -123,6 +123,11 @@ def compile_cmd(spec, sets, network, max_nodes, target, output, seed, weights, c
     """Compile SPEC to a target (default: the IR listing)."""
     from .targets import emit
     c = _compile(spec, sets, network, max_nodes)
+    if column is not None:  # one place for every target; targets see the column's graph
+        from .passes import verify
+        from .passes.extract_column import extract_column
+        c.graph = extract_column(c.graph, column)
+        verify(c.graph)
     text = emit(target, c, output, {"seed": seed, "weights": weights, "column": column})
     if text is not None:
         _out(text, output)

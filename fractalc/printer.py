@@ -54,7 +54,8 @@ def ir_to_json(g: ir.Graph) -> str:
 
 def _refuse(options: dict, target: str) -> None:
     from .errors import FractalcError
-    used = [k for k, v in options.items() if v not in (None, False, ())]
+    # --column is applied by the compile command before any target runs.
+    used = [k for k, v in options.items() if v not in (None, False, ()) and k != "column"]
     if used:
         raise FractalcError(f"target {target!r} takes no --{used[0].replace('_', '-')} option")
 
