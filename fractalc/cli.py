@@ -153,7 +153,10 @@ _register_plugins()
 
 def main(argv=None):
     try:
-        cli.main(args=argv, prog_name="fractalc", standalone_mode=False)
+        # Without standalone mode click returns ctx.exit(n) codes instead of exiting.
+        rc = cli.main(args=argv, prog_name="fractalc", standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except FractalcError as exc:
         click.echo(exc.format(), err=True)
         sys.exit(1)
