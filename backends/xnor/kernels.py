@@ -19,13 +19,31 @@ import numpy as np
 
 from fractalc.errors import BackendUnavailable, ModelError
 
-try:
-    from . import _xnor
-except ImportError as e:  # pragma: no cover - only without a built extension
-    raise BackendUnavailable(
-        f"the native XNOR runtime is not built ({e})",
-        hint='reinstall the package: pip install --no-build-isolation -e ".[all]"',
-    ) from e
+
+def _load_extension():
+    # FRACTALC_XNOR_LIB points at another build of the extension (the sanitizer build of
+    # backends/xnor/sanitize.sh); normally the installed one is used.
+    path = os.environ.get("FRACTALC_XNOR_LIB")
+    if path:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_xnor", path)
+        if spec is None or spec.loader is None:
+            raise BackendUnavailable(f"FRACTALC_XNOR_LIB={path!r} is not a loadable extension")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    try:
+        from . import _xnor as mod
+    except ImportError as e:  # pragma: no cover - only without a built extension
+        raise BackendUnavailable(
+            f"the native XNOR runtime is not built ({e})",
+            hint='reinstall the package: pip install --no-build-isolation -e ".[all]"',
+        ) from e
+    return mod
+
+
+_xnor = _load_extension()
 
 ISAS = ("portable", "avx2", "avx512")
 OutputKind = Literal["int32", "float", "bits"]
