@@ -25,7 +25,7 @@ setup: $(STAMP)
 
 demo: setup
 	@mkdir -p build/demo
-	$(VENV)/bin/fractalc compile specs/rf_c3d4.fr --target ir -o build/demo/rf_c3d4.ir
+	$(VENV)/bin/fractalc compile specs/rf_c3d4.fr --target torch -o build/demo/rf_c3d4.py
 	$(VENV)/bin/fractalc stats specs/rf_c3d4.fr
 
 test: setup
