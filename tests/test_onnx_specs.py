@@ -19,15 +19,20 @@ ort = pytest.importorskip("onnxruntime")
 from conftest import ALL_SPECS, SPECS, spec_id  # noqa: E402
 from fractalc import ir  # noqa: E402
 from fractalc.compiler import compile_spec  # noqa: E402
+from fractalc.errors import ShapeError  # noqa: E402
 from fractalc.backends.onnx import export, loader, lower, packing, reference, testing  # noqa: E402
 from fractalc.resolve import load  # noqa: E402
 
 
 def _overrides(path) -> dict[str, str]:
     params = load(path).params
-    if "dataset" in params:
-        return {"dataset": '"cifar10"'}  # 32x32: keeps the reference executor fast
-    return {"size": "16"}               # the block specs (64 x 56 x 56 by default)
+    if "dataset" not in params:
+        return {"size": "16"}  # the block specs (64 x 56 x 56 by default)
+    try:                       # the CIFAR layout at 16x16 keeps the reference executor fast
+        compile_spec(path, {"dataset": '"cifar10"', "size": "16"})
+        return {"dataset": '"cifar10"', "size": "16"}
+    except ShapeError:         # too many poolings for 16x16 (fractalnet_cifar): 32x32
+        return {"dataset": '"cifar10"'}
 
 
 CASES = [pytest.param(p, _overrides(p), id=spec_id(p)) for p in ALL_SPECS]
@@ -53,10 +58,10 @@ def _session(model):
 class Case:
     """One spec compiled, with dyadic weights, both ONNX models and every intermediate value."""
 
-    def __init__(self, path, overrides):
+    def __init__(self, path, overrides, grain=8):
         self.c = compile_spec(path, overrides)
         g = self.g = self.c.graph
-        self.state = testing.dyadic_state(g, seed=1)
+        self.state = testing.dyadic_state(g, seed=1, grain=grain)
         batch = 1 if g.shape("input")[1] > 64 else 2
         self.x = testing.dyadic_input((batch,) + g.shape("input"), seed=2)
         model = testing.torch_model(g, self.state)
@@ -133,7 +138,14 @@ def _compare(k: Case, engine: str, values: dict, bits_of) -> None:
 def test_spec_both_flavours(path, overrides, capsys):
     """Both flavours are well formed (checker, names, metadata, value_info) and match torch:
     `onnx` in onnxruntime, `onnx-xnor` in the reference executor (see `_compare`)."""
-    k = Case(path, overrides)
+    g = compile_spec(path, overrides).graph
+    exact_joins = all(len(g.inputs(n)) & (len(g.inputs(n)) - 1) == 0 for n in g.nodes(ir.Join))
+    # Joins of 2, 4, ... inputs keep dyadic data exact: use a coarse grain (many exact zeros
+    # before signs, so sign(0) = +1 is exercised everywhere). A mean of 3 or 5 inputs is inexact
+    # in float32, and engines round it differently: a fine grain makes exact-zero ties rare.
+    k = Case(path, overrides, grain=8 if exact_joins else 4096)
+    if exact_joins and g.shape("input")[1] <= 32:  # (at 224, GAP divides by 49)
+        assert k.exact == set(g.order()), "the dyadic data is not exactly computable here"
     _well_formed(k)
     with capsys.disabled():
         _compare(k, "onnxruntime", k.ort,
@@ -195,16 +207,17 @@ def test_random_data_flips(path, capsys):
     xnor = lower.to_onnx_xnor(c, state, "test")
     convs = list(g.nodes(ir.BinaryConv))
     srcs = sorted({g.inputs(n)[0] for n in convs})
-    ref = reference.run_reference(xnor, x, outputs=[f"{s}.bits" for s in srcs if f"{s}.bits" in
-                                                     {vi.name for vi in xnor.graph.value_info}])
+    typed = {vi.name for vi in xnor.graph.value_info}
+    ref = reference.run_reference(xnor, x, outputs=["output"] + [f"{s}.bits" for s in srcs
+                                                                 if f"{s}.bits" in typed])
     std = export.to_onnx(c, state, "test")
-    from onnx import helper
     vi = {v.name: v for v in std.graph.value_info}
     std.graph.output.extend([vi[s] for s in srcs if s in vi])
     ort_vals = dict(zip([o.name for o in std.graph.output], _session(std).run(None, {"input": x})))
     report = []
-    for engine, got in (("onnxruntime", lambda s: packing.pack_activations(ort_vals[s]) if s in ort_vals else None),
-                        ("reference-xnor", lambda s: ref.get(f"{s}.bits"))):
+    engines = (("onnxruntime", ort_vals, lambda s: packing.pack_activations(ort_vals[s]) if s in ort_vals else None),
+               ("reference-xnor", ref, lambda s: ref.get(f"{s}.bits")))
+    for engine, values, got in engines:
         total, first = 0, None
         for s in srcs:
             bits = got(s)
@@ -218,6 +231,9 @@ def test_random_data_flips(path, capsys):
                 mism = packing.unpack_activations(diff, tv[s].shape[1]) < 0
                 scale = np.abs(tv[s]).max()
                 assert np.abs(tv[s][mism]).max() <= 1e-5 * scale, f"{engine}: a non-tie flip at {s}"
-        report.append(f"{engine}: {total} flipped signs (first at {first})")
+        rel = _rel(values["output"], tv[g.output_id])
+        if total == 0:  # no flip: nothing excuses a difference beyond float rounding
+            assert rel <= 1e-4, engine
+        report.append(f"{engine}: {total} flipped signs (first at {first}), output rel. diff {rel:.1e}")
     with capsys.disabled():
         print(f"\n[near-tie flips] {g.name}, 2 random inputs: " + "; ".join(report))

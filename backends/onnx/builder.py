@@ -147,7 +147,13 @@ def emit_common(b: Builder, g: ir.Graph, n: str, state: dict, val: dict[str, str
             args.append(b.init(f"{n}.bias", state[f"{n}.bias"]))
         b.node("Gemm", args, b.float_value(n, shape), n, transB=1)
     elif isinstance(op, ir.Join):
-        b.node("Mean", ins, b.float_value(n, shape), n)
+        # Sum in input order, then a true division: exactly the torch backend's rounding.
+        # (onnxruntime's Mean multiplies by 1/n, which rounds differently and can flip a
+        # later sign.)
+        total = b.float_value(f"{n}.sum", shape)
+        b.node("Add" if len(ins) == 2 else "Sum", ins, total, f"{n}.sum")
+        b.node("Div", [total, b.const(f"count{len(ins)}", np.float32(len(ins)))],
+               b.float_value(n, shape), n)
     elif isinstance(op, ir.Add):
         b.node("Add" if len(ins) == 2 else "Sum", ins, b.float_value(n, shape), n)
     elif isinstance(op, ir.Concat):

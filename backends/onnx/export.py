@@ -8,7 +8,8 @@ Lowering of each IR kind (everything but BinaryConv is shared with the xnor flav
   weights stored as the floats alpha * sign(W) (initializer ``b.binary_weight``; alpha = mean |W|
   per output channel, see `builder.alpha_of`) and the IR's zero padding ("zero" mode) or none.
 - BatchNorm: BatchNormalization with the running statistics (not folded, so the file keeps the
-  trained values readable); Join: Mean; Add: Add (Sum for more than two); Concat; Slice;
+  trained values readable); Join: Sum (Add for two) in input order, then Div by the count (torch's
+  rounding; onnxruntime's Mean multiplies by 1/n); Add: Add (Sum for more than two); Concat; Slice;
   pools (avg counts padding, as torch); Linear: Flatten + Gemm; Dropout: omitted; Output:
   Identity named ``output``.
 - The batch dimension is the symbolic ``N``.

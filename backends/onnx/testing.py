@@ -3,8 +3,9 @@ weights and inputs, and every intermediate value of a torch network.
 
 Dyadic data (`dyadic_state`, `dyadic_input`): every weight, BN parameter and input is a small
 multiple of a power of two, binary-conv weights are +-2^-k per output channel (so alpha = mean
-|W| is exact), and BN variances are chosen so that float32(var + eps) is a power of four (so
-1/sqrt(var + eps) is exact). Sums over such values are exact in float32 as long as they stay
+|W| is exact), float conv and linear weights are sparse in {-1, 0, 1} (no growth of fractional
+bits), and BN variances are chosen so that float32(var + eps) is 1 or 4 (so 1/sqrt(var + eps)
+is exact). Sums over such values are exact in float32 as long as they stay
 small, so engines that compute in float32 in any order agree exactly; `torch_values` together
 with a float64 run shows where that holds.
 """
@@ -27,8 +28,13 @@ def exact_var(eps: float, target: float) -> np.float32:
     raise ValueError(f"no float32 var gives var + {eps} == {target}")  # not for eps << target
 
 
-def dyadic_state(g: ir.Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    """Exactly computable weights for every parameter of `g` (torch state_dict keys)."""
+def dyadic_state(g: ir.Graph, seed: int = 0, grain: int = 8) -> dict[str, np.ndarray]:
+    """Exactly computable weights for every parameter of `g` (torch state_dict keys).
+
+    BN means and shifts are multiples of 1/`grain` (a power of two): a coarse grain makes
+    exact zeros before a sign frequent (testing sign(0) = +1), a fine one makes them rare
+    (fewer near-ties where a network's arithmetic is inexact, e.g. a mean of 3 inputs).
+    """
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     for n in g.order():
@@ -38,15 +44,18 @@ def dyadic_state(g: ir.Graph, seed: int = 0) -> dict[str, np.ndarray]:
             mag = 2.0 ** -rng.integers(1, 4, size=(shape[0], 1, 1, 1))
             out[f"{n}.weight"] = (rng.choice([-1.0, 1.0], size=shape) * mag).astype(np.float32)
         elif isinstance(op, (ir.Conv, ir.Linear)):
+            # sparse weights in {-1, 0, 1}: no fractional bits added, about 4 terms per output
             for k, shape in expected_keys_for(g, n).items():
-                out[k] = (rng.integers(-2, 3, size=shape) / 8.0).astype(np.float32)
+                fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+                keep = rng.random(shape) < min(1.0, 4.0 / fan_in)
+                out[k] = (rng.choice([-1.0, 1.0], size=shape) * keep).astype(np.float32)
         elif isinstance(op, ir.BatchNorm):
             c = g.shape(n)[0]
-            gamma = rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0], size=c, p=[.15, .2, .05, .35, .25])
-            target = rng.choice([1.0, 4.0, 16.0], size=c)
+            gamma = rng.choice([-2.0, -1.0, 0.0, 1.0, 2.0], size=c, p=[.1, .25, .05, .4, .2])
+            target = rng.choice([1.0, 4.0], size=c)  # 1 / sqrt(var + eps) in {1, 1/2}
             out[f"{n}.weight"] = gamma.astype(np.float32)
-            out[f"{n}.bias"] = (rng.integers(-4, 5, size=c) / 8.0).astype(np.float32)
-            out[f"{n}.running_mean"] = (rng.integers(-4, 5, size=c) / 8.0).astype(np.float32)
+            out[f"{n}.bias"] = (rng.integers(-grain // 2, grain // 2 + 1, size=c) / grain).astype(np.float32)
+            out[f"{n}.running_mean"] = (rng.integers(-grain // 2, grain // 2 + 1, size=c) / grain).astype(np.float32)
             out[f"{n}.running_var"] = np.array([exact_var(op.eps, t) for t in target], np.float32)
             out[f"{n}.num_batches_tracked"] = np.array(0, np.int64)
     return out
