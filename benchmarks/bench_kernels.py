@@ -7,7 +7,8 @@ steal the other's cores):
 - ``xnor_bits``   our kernel, packed input -> packed output with a fused threshold (what chained
                   binary layers run),
 - ``xnor_float``  our kernel, packed input -> float32 NHWC with a fused per-channel scale + bias,
-- ``xnor_pack``   packing the float32 NHWC input, then ``xnor_bits``,
+- ``xnor_pack``   packing the float32 NHWC input, then ``xnor_bits`` (``xnor_pack_nchw``: from
+                  NCHW float32, reported in the JSON),
 - ``xnor_1t``     ``xnor_bits`` on one thread (to check that 2 threads beat 1),
 - ``torch``       torch eager fp32 ``F.conv2d``, best of NCHW and channels_last,
 - ``ort``         onnxruntime fp32 Conv (a one-node model),
@@ -117,6 +118,7 @@ def bench_case(hw: int, c: int, n: int, threads: int, rounds: int, rng) -> dict:
         "xnor_bits": lambda: bits(xp, check=False),
         "xnor_float": lambda: flt(xp, check=False),
         "xnor_pack": lambda: bits(xnor.pack_activations(x_nhwc, layout="nhwc", threads=threads), check=False),
+        "xnor_pack_nchw": lambda: bits(xnor.pack_activations(x, threads=threads), check=False),
         "xnor_1t": lambda: bits1(xp, check=False),
         "torch_nchw": torch_conv(tx, tw, threads),
         "torch_cl": torch_conv(tx_cl, tw_cl, threads),
@@ -158,7 +160,7 @@ def bench_case(hw: int, c: int, n: int, threads: int, rounds: int, rng) -> dict:
         "cpu_speedup_1t_vs_torch_1t": cpu_med["torch_1t"] / cpu_med["xnor_1t"],
         "cpu_speedup_1t_vs_ort_1t": cpu_med["ort_1t"] / cpu_med["xnor_1t"],
         "torch_layout": "nchw" if med["torch_nchw"] <= med["torch_cl"] else "channels_last",
-        "speedup_vs_torch": {k: med["torch"] / med[k] for k in ("xnor_bits", "xnor_float", "xnor_pack")},
+        "speedup_vs_torch": {k: med["torch"] / med[k] for k in ("xnor_bits", "xnor_float", "xnor_pack", "xnor_pack_nchw")},
         "speedup_vs_ort": {k: med["ort"] / med[k] for k in ("xnor_bits", "xnor_float", "xnor_pack")},
         "speedup_1t_vs_torch_1t": med["torch_1t"] / med["xnor_1t"],
         "speedup_1t_vs_ort_1t": med["ort_1t"] / med["xnor_1t"],

@@ -60,6 +60,8 @@ void run_checked(const ConvPlan& p, Arr<const uint64_t, 4> x, const Output& o, s
     const int N = static_cast<int>(x.shape(0)), H = static_cast<int>(x.shape(1)),
               W = static_cast<int>(x.shape(2));
     require(N > 0 && H > 0 && W > 0, "empty input");
+    require(x.shape(0) < (1u << 30) && x.shape(1) < (1u << 30) && x.shape(2) < (1u << 30),
+            "input dimensions too large");
     const std::size_t need = static_cast<std::size_t>(N) * p.out_size(H, p.kh) * p.out_size(W, p.kw) * out_elems;
     require(out_size == need, "output buffer has the wrong size");
     require(threads >= 1 && threads <= 1024, "threads must be in 1..1024");

@@ -21,6 +21,9 @@ ConvPlan::ConvPlan(const uint64_t* w, int c_out_, int kh_, int kw_, int c_in_, i
       pad_(pad), zero_(zero_padding) {
     if (c_out <= 0 || kh <= 0 || kw <= 0 || c_in <= 0 || stride <= 0 || pad < 0)
         throw std::invalid_argument("binary conv: sizes, stride must be positive and padding >= 0");
+    // Counts are int32 (and the dot is K - 2*count): keep K well inside that range.
+    if (static_cast<int64_t>(kh) * kw * c_in > (int64_t{1} << 30) || pad > (1 << 20) || stride > (1 << 20))
+        throw std::invalid_argument("binary conv: kernel x channels, padding or stride too large");
     nct_ = (c_out + kCoTile - 1) / kCoTile;
     const std::size_t L = static_cast<std::size_t>(kw) * cw;
     wt_.assign(static_cast<std::size_t>(nct_) * kh * L * kCoTile, 0);
