@@ -224,6 +224,8 @@ def test_validation_errors_are_model_errors():
         xnor.binary_conv2d(x, wp, 65, output="float", mul=np.ones(3), bias=np.ones(4))
     with pytest.raises(ModelError, match="threshold"):
         xnor.binary_conv2d(x, wp, 65, output="bits")
+    with pytest.raises(ModelError, match="int32"):
+        xnor.binary_conv2d(x, wp, 65, output="bits", threshold=np.full(4, 2**40), flip=np.zeros(4, int))
     with pytest.raises(ModelError, match="threads"):
         xnor.binary_conv2d(x, wp, 65, threads=0)
     with pytest.raises(ModelError, match="4-D"):

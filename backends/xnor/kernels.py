@@ -234,7 +234,6 @@ class BinaryConv2d:
         self.padding_mode, self.output = padding_mode, output
         self.threads = _threads(threads)
         self.isa = resolve_isa(isa)
-        co = self.out_channels
         if output == "float":
             if mul is None or bias is None:
                 raise ModelError("output='float' needs mul and bias")
@@ -247,16 +246,21 @@ class BinaryConv2d:
             self._flip = (self._per_channel(flip, np.int32, "flip") != 0).astype(np.int32)
         elif output != "int32":
             raise ModelError(f"output must be 'int32', 'float' or 'bits', got {output!r}")
-        self._plan = _xnor.ConvPlan(weights, self.in_channels, self.stride, self.padding,
-                                    padding_mode == "zero")
-        del co
+        try:
+            self._plan = _xnor.ConvPlan(weights, self.in_channels, self.stride, self.padding,
+                                        padding_mode == "zero")
+        except ValueError as e:  # the native layer's own guards (sizes beyond int32 counts)
+            raise ModelError(str(e)) from e
 
     def _per_channel(self, v, dtype, name) -> np.ndarray:
         a = np.asarray(v)
         if a.shape != (self.out_channels,):
             raise ModelError(f"{name} needs shape ({self.out_channels},), got {a.shape}")
-        if np.issubdtype(dtype, np.integer) and not np.issubdtype(a.dtype, np.integer):
-            raise ModelError(f"{name} must be integers, got {a.dtype}")
+        if np.issubdtype(dtype, np.integer):
+            if not np.issubdtype(a.dtype, np.integer):
+                raise ModelError(f"{name} must be integers, got {a.dtype}")
+            if a.size and (a.min() < np.iinfo(np.int32).min or a.max() > np.iinfo(np.int32).max):
+                raise ModelError(f"{name} values must fit in int32")
         return np.ascontiguousarray(a, dtype=dtype)
 
     def out_shape(self, n: int, h: int, w: int) -> tuple[int, int, int, int]:
@@ -278,15 +282,18 @@ class BinaryConv2d:
             raise ModelError(f"packed input must be (N, H, W, {_words(self.in_channels)}) uint64")
         x = np.ascontiguousarray(x)
         shape = self.out_shape(*x.shape[:3])
-        if self.output == "int32":
-            out = np.empty(shape, np.int32)
-            self._plan.run_int32(x, out, self.threads, self.isa)
-        elif self.output == "float":
-            out = np.empty(shape, np.float32)
-            self._plan.run_affine(x, out, self._mul, self._bias, self.threads, self.isa)
-        else:
-            out = np.zeros(shape, np.uint64)
-            self._plan.run_bits(x, out, self._thr, self._flip, self.threads, self.isa)
+        try:
+            if self.output == "int32":
+                out = np.empty(shape, np.int32)
+                self._plan.run_int32(x, out, self.threads, self.isa)
+            elif self.output == "float":
+                out = np.empty(shape, np.float32)
+                self._plan.run_affine(x, out, self._mul, self._bias, self.threads, self.isa)
+            else:
+                out = np.zeros(shape, np.uint64)
+                self._plan.run_bits(x, out, self._thr, self._flip, self.threads, self.isa)
+        except ValueError as e:
+            raise ModelError(str(e)) from e
         return out
 
 
