@@ -114,15 +114,17 @@ inline void work_loop(void* ctx, int tid, int nthreads) {
     alignas(64) int32_t cnt[kMaxPixTile * kCoTile];
     const uint64_t* xs[kMaxPixTile];
     const int32_t* corr[kMaxPixTile];
+    if (b >= e) return;
     std::size_t it = b;
+    std::size_t pt = b / j.nct;
+    int ct0 = static_cast<int>(b % j.nct);
+    // (n, oy, ox) of the tile's first pixel; the pixel loop below leaves it at the next tile's.
+    std::size_t n = pt * j.np_tile / hw;
+    int oy = static_cast<int>(pt * j.np_tile % hw / j.Wo), ox = static_cast<int>(pt * j.np_tile % hw % j.Wo);
     while (it < e) {
-        const std::size_t pt = it / j.nct;
-        const int ct0 = static_cast<int>(it % j.nct);
         const int ct1 = static_cast<int>(std::min<std::size_t>(j.nct, ct0 + (e - it)));
         const std::size_t m0 = pt * j.np_tile;
         const int np = static_cast<int>(std::min<std::size_t>(j.np_tile, j.pixels - m0));
-        std::size_t n = m0 / hw, r = m0 % hw;
-        int oy = static_cast<int>(r / j.Wo), ox = static_cast<int>(r % j.Wo);
         for (int p = 0; p < np; ++p) {
             xs[p] = j.x + n * j.img_words + static_cast<std::size_t>(oy) * j.stride * j.row_stride +
                     static_cast<std::size_t>(ox) * j.stride * j.cw;
@@ -144,6 +146,8 @@ inline void work_loop(void* ctx, int tid, int nthreads) {
             store_tile(j, m0, np, ct, corr, cnt);
         }
         it += ct1 - ct0;
+        ++pt;
+        ct0 = 0;
     }
 }
 

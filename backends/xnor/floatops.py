@@ -1,0 +1,114 @@
+"""The float operators of lowered graphs, in numpy, on channels-last (NHWC) activations.
+
+The executor keeps every 4-D float value NHWC, the layout the XNOR kernels read (PackBits) and
+write (XnorConv float output), so no transpose is paid between binary layers. Each factory here
+validates its (static) arguments and returns a closure ``f(*inputs) -> output`` that does no
+checking at run time: the plan (`plan.py`) proved the shapes when the model was loaded.
+
+Rounding: each op rounds like the torch backend and onnxruntime (one float32 rounding per
+elementary operation, sums in input order), except BatchNormalization, computed as
+``x * scale + shift`` with ``scale = gamma / sqrt(var + eps)`` (what torch's CPU kernel does
+too); the tests bound the difference by 1e-4 relative and count near-tie sign flips.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def add(n_inputs: int):
+    if n_inputs == 2:
+        return np.add
+
+    def f(*xs):
+        acc = np.add(xs[0], xs[1])
+        for x in xs[2:]:
+            np.add(acc, x, out=acc)
+        return acc
+    return f
+
+
+def div_const(c: np.ndarray):
+    c = np.asarray(c, np.float32)
+    return lambda x: np.divide(x, c)
+
+
+def relu(x):
+    return np.maximum(x, np.float32(0))
+
+
+def concat_channels(x, *rest):
+    return np.concatenate((x,) + rest, axis=-1)
+
+
+def batchnorm(gamma, beta, mean, var, eps: float):
+    g, b, m, v = (np.asarray(a, np.float64) for a in (gamma, beta, mean, var))
+    # var + eps in float32 first, as torch and onnxruntime compute it
+    s = np.sqrt(np.float32(var.astype(np.float32) + np.float32(eps)).astype(np.float64))
+    scale = (g / s).astype(np.float32)
+    shift = (b - m * g / s).astype(np.float32)
+
+    def f(x):
+        y = np.multiply(x, scale)
+        np.add(y, shift, out=y)
+        return y
+    return f
+
+
+def pool(kind: str, kernel, strides, pads):
+    """Max or average pool (average counts the padding, like torch and count_include_pad=1)."""
+    kh, kw = kernel
+    sh, sw = strides
+    t, l, b, r = pads
+    simple = (kh, kw) == (sh, sw) and not any(pads)
+
+    def f(x):
+        n, h, w, c = x.shape
+        ho, wo = (h + t + b - kh) // sh + 1, (w + l + r - kw) // sw + 1
+        if simple:
+            v = x[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, c)
+            if kind == "max":
+                return v.max(axis=(2, 4))
+            return (v.sum(axis=(2, 4), dtype=np.float32) / np.float32(kh * kw)).astype(np.float32)
+        fill = -np.inf if kind == "max" else 0.0
+        xp = np.full((n, h + t + b, w + l + r, c), fill, np.float32)
+        xp[:, t:t + h, l:l + w] = x
+        acc = None
+        for dy in range(kh):
+            for dx in range(kw):
+                s = xp[:, dy:dy + sh * (ho - 1) + 1:sh, dx:dx + sw * (wo - 1) + 1:sw]
+                if acc is None:
+                    acc = s.copy()
+                elif kind == "max":
+                    np.maximum(acc, s, out=acc)
+                else:
+                    np.add(acc, s, out=acc)
+        if kind == "avg":
+            acc /= np.float32(kh * kw)
+        return acc
+    return f
+
+
+def global_avg_pool(x):
+    n, h, w, c = x.shape
+    return (x.reshape(n, h * w, c).sum(axis=1, dtype=np.float32) / np.float32(h * w)).reshape(n, 1, 1, c)
+
+
+def flatten_nhwc(x):
+    """ONNX Flatten(axis=1) of the NCHW value whose NHWC storage is `x`."""
+    n = x.shape[0]
+    if x.shape[1] == 1 and x.shape[2] == 1:
+        return x.reshape(n, -1)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(n, -1)
+
+
+def gemm(b: np.ndarray, c: np.ndarray | None, alpha: float, beta: float, trans_b: bool):
+    bt = np.ascontiguousarray(np.asarray(b, np.float32).T if trans_b else np.asarray(b, np.float32))
+    bt = (bt * np.float32(alpha)).astype(np.float32) if alpha != 1.0 else bt
+    cc = None if c is None else (np.asarray(c, np.float32) * np.float32(beta)).astype(np.float32)
+
+    def f(x):
+        y = x @ bt
+        if cc is not None:
+            y += cc
+        return y
+    return f

@@ -1,0 +1,93 @@
+"""Standard ONNX nodes the executor has no numpy path for, run by onnxruntime one node at a time.
+
+Each such node becomes a tiny ONNX model (the node, its initializers, and Transposes that take
+and give the executor's channels-last 4-D layout), loaded once into an onnxruntime session. The
+float convolutions of the lowered graphs (stems, transitions) go this way: onnxruntime's MLAS
+convolution is several times faster than anything numpy offers (measured in bench_models.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fractalc.errors import ModelError
+
+
+def _session(model, threads: int):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _model(node, inits, in_ranks, out_4d, opset):
+    from onnx import TensorProto, helper
+    nodes, inputs = [], []
+    renamed = []
+    for i, (name, rank) in enumerate(zip(node.input, in_ranks)):
+        if rank is None:  # an initializer, or an omitted optional input
+            renamed.append(name)
+            continue
+        feed = f"in{i}"
+        if rank == 4:
+            inputs.append(helper.make_tensor_value_info(feed, TensorProto.FLOAT, ["N", "H", "W", "C"]))
+            nodes.append(helper.make_node("Transpose", [feed], [f"t{i}"], perm=[0, 3, 1, 2]))
+            renamed.append(f"t{i}")
+        else:
+            inputs.append(helper.make_tensor_value_info(feed, TensorProto.FLOAT, None))
+            renamed.append(feed)
+    core = helper.make_node(node.op_type, renamed, ["y0"], domain=node.domain, name="node")
+    core.attribute.extend(node.attribute)
+    nodes.append(core)
+    if out_4d:
+        nodes.append(helper.make_node("Transpose", ["y0"], ["y"], perm=[0, 2, 3, 1]))
+    else:
+        nodes.append(helper.make_node("Identity", ["y0"], ["y"]))
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    g = helper.make_graph(nodes, "n", inputs, [out], initializer=inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+def make(node, inits, in_shapes, opset: int, threads: int):
+    """A closure running `node` on channels-last inputs, and its output's logical shape tail.
+
+    `in_shapes[i]` is the logical (NCHW, batch-less) shape of runtime input i, or None where
+    the input is an initializer (in `inits`). Raises ModelError where onnxruntime refuses the
+    node or its output is not a float32 tensor with the batch first.
+    """
+    ranks = [None if s is None else len(s) + 1 for s in in_shapes]
+
+    def probe(sess, batch, out4):
+        feeds = {}
+        for i, s in enumerate(in_shapes):
+            if s is None:
+                continue
+            shape = (batch,) + tuple(s)
+            if len(shape) == 4:
+                shape = (batch, s[1], s[2], s[0])
+            feeds[f"in{i}"] = np.zeros(shape, np.float32)
+        y = sess.run(None, feeds)[0]
+        return y
+
+    try:
+        sess = _session(_model(node, inits, ranks, False, opset), threads)
+        y1, y2 = probe(sess, 1, False), probe(sess, 2, False)
+    except ModelError:
+        raise
+    except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph...)
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{node.op_type} node {node.name!r}: onnxruntime refuses it: {first}") from None
+    if not (isinstance(y1, np.ndarray) and y1.dtype == np.float32 and y1.ndim >= 1
+            and y1.shape[0] == 1 and y2.shape == (2,) + y1.shape[1:]):
+        raise ModelError(f"{node.op_type} node {node.name!r}: the native runtime needs a float32 "
+                         f"output with the batch first, got {getattr(y1, 'dtype', '?')} {getattr(y1, 'shape', '?')}")
+    tail = tuple(int(d) for d in y1.shape[1:])
+    if y1.ndim == 4:
+        sess = _session(_model(node, inits, ranks, True, opset), threads)
+    names = [f"in{i}" for i, s in enumerate(in_shapes) if s is not None]
+    run = sess.run
+
+    def f(*xs):
+        return run(None, dict(zip(names, xs)))[0]
+    return f, tail
