@@ -242,3 +242,55 @@ def test_bn_nonpositive_variance_refused():
              "b.running_mean": np.zeros(2, np.float32), "b.running_var": np.array([1, -1], np.float32)}
     with pytest.raises(ModelError, match="running_var"):
         lower.affine(state, "c", "b", 1e-5)
+
+
+# --- BN before a binary conv folded into PackBits ---------------------------------------------
+
+def test_pack_threshold_exact_against_decimal():
+    rng = np.random.default_rng(9)
+    c = 24
+    a = _random_affine(rng, c, 100)
+    mean, beta, gamma, v = a.mean, a.beta, a.gamma, a.v
+    thr, flip = lower.pack_threshold(gamma, beta, mean, v)
+    assert flip.any() and (~flip).any() and np.isinf(thr[gamma == 0]).all()
+    from decimal import Decimal, getcontext
+    getcontext().prec = 80
+
+    def plus(o, x):  # exact sign(BN(x)) >= 0
+        D = lambda z: Decimal(float(z))
+        return D(gamma[o]) * (D(x) - D(mean[o])) / D(v[o]).sqrt() + D(beta[o]) >= 0
+
+    for o in range(c):
+        t = thr[o]
+        probes = [np.float32(0), np.float32(-3), np.float32(5), mean[o]]
+        if np.isfinite(t):  # the threshold and its float32 neighbours: the decisive points
+            probes += [t, np.nextafter(t, np.float32(np.inf)), np.nextafter(t, np.float32(-np.inf))]
+        for x in probes:
+            got = reference.pack_bits(np.full((1, c, 1, 1), x, np.float32), thr, flip)
+            bit = (int(got[0, 0, 0, 0]) >> o) & 1
+            assert bit == (0 if plus(o, x) else 1), (o, float(x))
+
+
+def test_pack_threshold_tie_is_plus_one():
+    # BN(x) == 0 exactly at x = 0.75 (gamma = +-2, var + eps = 4, beta = 0): sign(0) = +1
+    v = np.full(2, 4.0, np.float32)
+    thr, flip = lower.pack_threshold(np.array([2, -2], np.float32), np.zeros(2, np.float32),
+                                     np.array([0.75, 0.75], np.float32), v)
+    assert list(thr) == [0.75, 0.75] and list(flip) == [False, True]
+    x = np.array([0.75, np.nextafter(np.float32(0.75), np.float32(0)), 1.0], np.float32)
+    xx = np.stack([x, x])[None, :, None, :]     # N=1, C=2, H=1, W=3
+    got = reference.pack_bits(xx, thr, flip)[0, 0, :, 0]
+    # channel 0 (gamma > 0): +, -, + ; channel 1 (gamma < 0): +, +, -
+    assert [int(w) for w in got] == [0b00, 0b01, 0b10]
+
+
+def test_pack_threshold_matches_torch_bn_sign():
+    rng = np.random.default_rng(12)
+    c = 40
+    a = _random_affine(rng, c, 50)
+    x = rng.standard_normal((2, c, 5, 5)).astype(np.float32)
+    thr, flip = lower.pack_threshold(a.gamma, a.beta, a.mean, a.v)
+    t64 = lambda z: torch.from_numpy(np.asarray(z, np.float64))
+    y = F.batch_norm(t64(x), t64(a.mean), t64(a.v), t64(a.gamma), t64(a.beta), False, 0.0, 0.0)
+    assert not (np.abs(y.numpy()) < 1e-9).any()
+    np.testing.assert_array_equal(reference.pack_bits(x, thr, flip), packing.pack_activations(y.numpy()))

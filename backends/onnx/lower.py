@@ -5,6 +5,9 @@ Rewrite rules, per BinaryConv node ``b`` (in IR order):
 1. Input: if b's input is itself a bit-domain output (rule 3) it is used as is; otherwise the
    float value X is packed once by ``X.pack = PackBits(X)`` (shared by every binary conv that
    reads X), giving ``X.bits``.
+1b. A BatchNorm ``n`` that is not folded by rule 2 and whose every consumer is a BinaryConv
+   (the "bn-conv" order) is not computed at all: ``n.pack = PackBits(x, threshold, flip)``
+   packs sign(BN(x)) directly, with exact float32 thresholds (`pack_threshold`).
 2. BN folding: if b's only consumer is a BatchNorm ``n`` (reading only b), n folds into b and
    the conv computes n's output; otherwise b computes alpha * dot.
 3. Output domain: if every consumer of that result is a BinaryConv, b outputs bits
@@ -40,6 +43,13 @@ class Plan:
     @property
     def tail(self) -> str:
         return self.bn or self.conv
+
+
+def sign_only_bns(g: ir.Graph, plans: dict[str, Plan]) -> list[str]:
+    """BatchNorms (not folded into a conv) whose every consumer is a BinaryConv (rule 1b)."""
+    folded = {p.bn for p in plans.values()}
+    return [n for n in g.nodes(ir.BatchNorm) if n not in folded and g.consumers(n)
+            and all(isinstance(g.op(c), ir.BinaryConv) for c in g.consumers(n))]
 
 
 def plan(g: ir.Graph) -> dict[str, Plan]:
@@ -144,6 +154,41 @@ def bits_threshold(a: Affine, n: int) -> tuple[np.ndarray, np.ndarray]:
     return thr, flip
 
 
+def pack_threshold(gamma, beta, mean, v) -> tuple[np.ndarray, np.ndarray]:
+    """Exact float32 thresholds and flips with sign(BN(x)) = +1 iff (flip ? x <= t : x >= t).
+
+    BN(x) = gamma * (x - mean) / sqrt(v) + beta is evaluated exactly (no rounding) for every
+    float32 x; t is the smallest (flip: largest) float32 where it is >= 0. gamma = 0 gives a
+    constant channel: t = -inf (always +1) if beta >= 0, else +inf (always -1, finite x).
+    """
+    c = gamma.shape[0]
+    thr = np.zeros(c, np.float32)
+    flip = np.zeros(c, bool)
+    inf = np.float32(np.inf)
+    for i in range(c):
+        g, m = Fraction(float(gamma[i])), Fraction(float(mean[i]))
+        be, vv = Fraction(float(beta[i])), Fraction(float(v[i]))
+        if g == 0:
+            thr[i] = -inf if be >= 0 else inf
+            continue
+        cond = lambda x: _nonneg(g * (Fraction(float(x)) - m), be, vv)
+        root = float(m) - float(be) * math.sqrt(float(v[i])) / float(g)
+        if abs(root) > 3.0e38:  # beyond float32: every finite x is on one side
+            t = np.float32(math.copysign(np.inf, root))
+        else:
+            t = np.float32(root)
+        up = g > 0  # cond increasing in x
+        step_back = np.float32(-np.inf) if up else inf
+        step_fwd = inf if up else np.float32(-np.inf)
+        if np.isfinite(t):
+            while np.isfinite(prev := np.nextafter(t, step_back)) and cond(prev):
+                t = prev
+            while np.isfinite(t) and not cond(t):
+                t = np.nextafter(t, step_fwd)
+        thr[i], flip[i] = t, not up
+    return thr, flip
+
+
 # --- the graph --------------------------------------------------------------------------------
 
 def to_onnx_xnor(compiled, state: dict[str, np.ndarray], weights_source: str = "", extra_meta=None):
@@ -151,6 +196,7 @@ def to_onnx_xnor(compiled, state: dict[str, np.ndarray], weights_source: str = "
     g = compiled.graph
     plans = plan(g)
     folded = {p.bn for p in plans.values() if p.bn}
+    pre = set(sign_only_bns(g, plans))
     bits_of: dict[str, str] = {}   # IR id -> name of its packed value
     b = Builder()
     val: dict[str, str] = {}
@@ -161,12 +207,29 @@ def to_onnx_xnor(compiled, state: dict[str, np.ndarray], weights_source: str = "
             val[n] = n
         elif n in folded:
             continue  # computed by its binary conv
+        elif n in pre:
+            _lower_sign_bn(b, g, n, state, val, bits_of)
         elif isinstance(op, ir.BinaryConv):
             _lower_conv(b, g, plans[n], state, val, bits_of)
         elif not emit_common(b, g, n, state, val):
             raise AssertionError(f"no ONNX lowering for {ir.op_name(op)}")
     return b.model(g.name, metadata(compiled, "onnx-xnor", weights_source, extra_meta),
                    domains=ops.opset_imports())
+
+
+def _lower_sign_bn(b: Builder, g: ir.Graph, n: str, state, val, bits_of) -> None:
+    """A BatchNorm read only by binary convs: PackBits with its exact per-channel threshold."""
+    f32 = lambda k: np.asarray(state[f"{n}.{k}"], np.float32)
+    v = f32("running_var") + np.float32(g.op(n).eps)
+    if not np.all(v > 0):
+        raise ModelError(f"{n}: running_var + eps must be positive")
+    thr, flip = pack_threshold(f32("weight"), f32("bias"), f32("running_mean"), v)
+    c, h, w = g.shape(n)
+    out = b.typed(f"{n}.bits", b.TP.UINT64, [b.batch, h, w, packing.words(c)])
+    src = val[g.inputs(n)[0]]
+    b.node("PackBits", [src, b.init(f"{n}.threshold", thr), b.init(f"{n}.flip", flip)], out,
+           f"{n}.pack", domain=ops.DOMAIN)
+    bits_of[n] = out
 
 
 def _lower_conv(b: Builder, g: ir.Graph, p: Plan, state, val, bits_of) -> None:

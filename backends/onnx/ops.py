@@ -2,7 +2,8 @@
 
 Three operators (their full contract is docs/onnx-ops.md; the bit layout is `packing`):
 
-- ``PackBits(X: float NCHW) -> uint64 (N, H, W, ceil(C/64))``: bit 1 where x < 0.
+- ``PackBits(X: float NCHW [, threshold: float, flip: bool]) -> uint64 (N, H, W, ceil(C/64))``:
+  bit 1 (-1) where x < 0, or with a per-channel threshold where x < t (x > t if flip).
 - ``UnpackBits(X: uint64 NHWC-packed) -> float NCHW of +-1``; attribute ``channels``.
 - ``XnorConv(X, W, A, B)``: binary convolution of packed input by packed weights. Attributes
   ``in_channels``, ``out_channels``, ``kernel_shape``, ``strides``, ``pads``, ``padding``
@@ -51,7 +52,7 @@ _ALLOWED = {
     "UnpackBits": {"channels"},
     "XnorConv": {"in_channels", "out_channels", "kernel_shape", "strides", "pads", "padding", "output_type"},
 }
-_N_INPUTS = {"PackBits": 1, "UnpackBits": 1, "XnorConv": 4}
+_N_INPUTS = {"PackBits": (1, 3), "UnpackBits": (1,), "XnorConv": (4,)}
 
 
 def _words(c: int) -> int:
@@ -114,9 +115,9 @@ def check_node(node) -> None:
     """Validate one ``ai.fractalc`` NodeProto (op type, attribute names and values, arity)."""
     check_attr_names(node.op_type, [a.name for a in node.attribute], node.name)
     n_in = _N_INPUTS[node.op_type]
-    if len(node.input) != n_in or len(node.output) != 1:
-        raise OpError(f"{node.op_type} {node.name!r}: needs {n_in} input(s) and 1 output, got "
-                      f"{len(node.input)} and {len(node.output)}")
+    if len(node.input) not in n_in or len(node.output) != 1:
+        raise OpError(f"{node.op_type} {node.name!r}: needs {' or '.join(map(str, n_in))} input(s) "
+                      f"and 1 output, got {len(node.input)} and {len(node.output)}")
     attrs = attrs_of(node)
     if node.op_type == "XnorConv":
         conv_attrs(attrs, node.name)
@@ -177,6 +178,13 @@ def _infer_pack(ctx):
     d = _expect(ctx, 0, TensorProto.FLOAT, "X", "PackBits")
     if d is not None and len(d) != 4:
         raise OpError(f"PackBits: input must be NCHW (rank 4), got rank {len(d)}")
+    if ctx.get_num_inputs() not in (1, 3):
+        raise OpError(f"PackBits: needs 1 input (X) or 3 (X, threshold, flip), got {ctx.get_num_inputs()}")
+    if ctx.get_num_inputs() == 3:
+        for i, elem, what in ((1, TensorProto.FLOAT, "threshold"), (2, TensorProto.BOOL, "flip")):
+            v = _expect(ctx, i, elem, what, "PackBits")
+            if v is not None and d is not None and [x for x, _ in v] != [d[1][0]]:
+                raise OpError(f"PackBits: {what} must have shape [{d[1][0]}], got {[x for x, _ in v]}")
     out = None
     if d is not None:
         c = d[1][0]
@@ -256,8 +264,11 @@ def register() -> None:
     A = S.Attribute
     T = S.AttrType
     schemas = [
-        schema("PackBits", "Float NCHW -> packed NHWC uint64 words; bit 1 where x < 0.",
-               [P("X", "T")], [P("Y", "tensor(uint64)")], [("T", ["tensor(float)"], "float input")],
+        schema("PackBits", "Float NCHW -> packed NHWC uint64 words; bit 1 where x < 0 (or "
+               "x < threshold[c], x > threshold[c] where flip[c]).",
+               [P("X", "T"), P("threshold", "T", param_option=S.FormalParameterOption.Optional),
+                P("flip", "tensor(bool)", param_option=S.FormalParameterOption.Optional)],
+               [P("Y", "tensor(uint64)")], [("T", ["tensor(float)"], "float input")],
                [], _infer_pack),
         schema("UnpackBits", "Packed NHWC uint64 words -> float NCHW of +1/-1.",
                [P("X", "tensor(uint64)")], [P("Y", "tensor(float)")], [],

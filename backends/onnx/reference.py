@@ -15,8 +15,15 @@ from . import ops, packing
 
 # --- the ops as plain functions (also used directly by tests) ---------------------------------
 
-def pack_bits(x: np.ndarray) -> np.ndarray:
-    return packing.pack_activations(np.asarray(x, dtype=np.float32))
+def pack_bits(x: np.ndarray, threshold=None, flip=None) -> np.ndarray:
+    """PackBits: bit 1 (-1) where x < t, or x > t where flip (t = 0 without a threshold)."""
+    x = np.asarray(x, dtype=np.float32)
+    if threshold is None:
+        return packing.pack_activations(x)
+    t = np.asarray(threshold, np.float32)[None, :, None, None]
+    f = np.asarray(flip, bool)[None, :, None, None]
+    neg = np.where(f, x > t, x < t)  # NaN compares false: +1, like sign(NaN) in torch
+    return packing._pack_last_axis(np.transpose(neg, (0, 2, 3, 1)))
 
 
 def unpack_bits(x: np.ndarray, channels: int) -> np.ndarray:
@@ -101,8 +108,8 @@ def _op_classes():
     class PackBits(OpRun):
         op_domain = ops.DOMAIN
 
-        def _run(self, x, **_):
-            return (pack_bits(x),)
+        def _run(self, x, threshold=None, flip=None, **_):
+            return (pack_bits(x, threshold, flip),)
 
     class UnpackBits(OpRun):
         op_domain = ops.DOMAIN
