@@ -42,7 +42,8 @@ def load_model(model, check: bool = True):
         ops.register()
         try:
             onnx.checker.check_model(proto, full_check=True)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ops.OpError) as exc:
+            # (an OpError comes from our schemas' shape inference: types and shapes of inputs)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{what} is not a valid ONNX model: {first}") from None
     return proto
