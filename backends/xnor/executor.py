@@ -1,0 +1,70 @@
+"""Whole-model executor of lowered (``onnx-xnor``) graphs on the native XNOR kernels.
+
+`Executor(path_or_bytes_or_proto, threads, isa)` loads and validates the model once
+(`backends.onnx.load_model`, then `plan.build`), and `run(x)` executes the precomputed plan:
+one Python loop over steps, each a prepared closure (a kernel call, a numpy op or a one-node
+onnxruntime session), with no per-node checks, dict lookups or allocations beyond the outputs.
+The input is checked (dtype, shape) on every call; values are released after their last use.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from fractalc.errors import ModelError
+
+from . import kernels, plan as _plan
+
+MAX_BATCH = 1 << 16
+
+
+class Executor:
+    def __init__(self, model, threads: int | None = None, isa: str | None = None):
+        from fractalc.backends.onnx.loader import load_model
+        self.threads = kernels._threads(threads)
+        self.isa = kernels.resolve_isa(isa)
+        proto = load_model(model)
+        meta = {p.key: p.value for p in proto.metadata_props}
+        self.metadata = meta
+        self.plan = _plan.build(proto, self.threads, self.isa)
+        p = self.plan
+        self.input_name = p.input_name
+        self.input_shape = p.input_shape
+        self.output_shape = p.output_val.shape
+        self._steps = [(s.fn, s.ins, s.out, f) for s, f in zip(p.steps, p.free_after)]
+
+    def _check_input(self, x) -> np.ndarray:
+        if not isinstance(x, np.ndarray):
+            raise ModelError(f"input must be a numpy array, got {type(x).__name__}")
+        if x.dtype != np.float32:
+            raise ModelError(f"input must be float32, got {x.dtype}")
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape or not 1 <= x.shape[0] <= MAX_BATCH:
+            raise ModelError(f"input must have shape (N, {', '.join(map(str, self.input_shape))}) with "
+                             f"1 <= N <= {MAX_BATCH}, got {tuple(x.shape)}")
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+    def run(self, x: np.ndarray, profile: dict | None = None) -> np.ndarray:
+        """Run on float32 ``x`` ``(N, C, H, W)``; returns the graph output (NCHW if 4-D).
+
+        With `profile` (a dict), adds the seconds spent per operator kind to it.
+        """
+        vals = [None] * self.plan.n_slots
+        vals[0] = self._check_input(x)
+        if profile is None:
+            for fn, ins, out, free in self._steps:
+                vals[out] = fn(*[vals[i] for i in ins])
+                for i in free:
+                    vals[i] = None
+        else:
+            clock = time.perf_counter
+            for st, (fn, ins, out, free) in zip(self.plan.steps, self._steps):
+                t0 = clock()
+                vals[out] = fn(*[vals[i] for i in ins])
+                profile[st.kind] = profile.get(st.kind, 0.0) + clock() - t0
+                for i in free:
+                    vals[i] = None
+        y = vals[self.plan.output_slot]
+        if self.plan.output_val.kind == "f4":
+            y = y.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(y)

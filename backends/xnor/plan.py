@@ -1,0 +1,399 @@
+"""Load-time work of the executor: validate a lowered model completely and turn it into a plan.
+
+A plan is a flat list of steps ``(fn, input slots, output slot, kind)``; running it is one loop
+with no checks left (see executor.py). Everything the native kernels rely on is proved here,
+from the model alone, before any kernel sees data: every node's operator, arity, attributes,
+initializer dtypes and sizes, the bit packing of weights, and the static shape of every value
+(for any batch size). A model that fails any check raises `ModelError` naming the node.
+
+Values live in one of three forms (the `Val.kind`):
+- ``"f4"``: a 4-D float32 activation, logically NCHW ``(N,) + shape`` but stored channels-last
+  (NHWC), the layout the XNOR kernels read and write;
+- ``"bits"``: a packed activation ``(N, H, W, ceil(C/64))`` uint64, ``shape = (C, H, W)``;
+- ``"f"``: any other float32 tensor ``(N,) + shape`` (e.g. after Flatten).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fractalc.errors import ModelError
+
+from . import floatops, kernels
+
+MAX_DIM = 1 << 20        # any single dimension
+MAX_ELEMS = 1 << 28      # elements of one value per image (1 GiB of float32)
+MAX_CHANNELS = 1 << 16   # binary conv channels (|dot| < 2^31 by far)
+
+
+@dataclass
+class Val:
+    kind: str
+    shape: tuple[int, ...]
+
+
+@dataclass
+class Step:
+    fn: object
+    ins: tuple[int, ...]
+    out: int
+    kind: str
+    name: str
+
+
+@dataclass
+class Plan:
+    steps: list[Step] = field(default_factory=list)
+    input_name: str = "input"
+    input_shape: tuple[int, ...] = ()
+    output_slot: int = 0
+    output_val: Val | None = None
+    n_slots: int = 1
+    free_after: list[tuple[int, ...]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _err(node, msg):
+    return ModelError(f"{node.op_type} node {node.name!r}: {msg}")
+
+
+def _check_shape(shape, what):
+    if any((not isinstance(d, (int, np.integer))) or d <= 0 or d > MAX_DIM for d in shape):
+        raise ModelError(f"{what}: dimensions must be in 1..{MAX_DIM}, got {list(shape)}")
+    if int(np.prod(shape, dtype=np.float64)) > MAX_ELEMS:
+        raise ModelError(f"{what}: {list(shape)} has more than {MAX_ELEMS} elements per image")
+    return tuple(int(d) for d in shape)
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _initializers(graph) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+    out = {}
+    for t in graph.initializer:
+        if t.data_location == 1:  # EXTERNAL
+            raise ModelError(f"initializer {t.name!r} uses external data; the runtime needs it in the file")
+        if any(d < 0 or d > 1 << 40 for d in t.dims):
+            raise ModelError(f"initializer {t.name!r} has invalid dimensions {list(t.dims)}")
+        try:
+            out[t.name] = numpy_helper.to_array(t)
+        except Exception as exc:  # wrong byte counts surface as ValueError/TypeError from numpy
+            raise ModelError(f"initializer {t.name!r} is malformed (its data does not match its "
+                             f"type and dimensions {list(t.dims)}): {exc}") from None
+    return out
+
+
+def build(proto, threads: int, isa: str) -> Plan:
+    """Validate `proto` (already passed `backends.onnx.load_model`) and compile its plan."""
+    g = proto.graph
+    inits = _initializers(g)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None:
+        raise ModelError("model imports no standard ONNX opset")
+    plan = Plan()
+    runtime_inputs = [i for i in g.input if i.name not in inits]
+    if len(runtime_inputs) != 1 or len(g.output) != 1:
+        raise ModelError(f"the runtime runs models with one input and one output, got "
+                         f"{len(runtime_inputs)} and {len(g.output)}")
+    inp = runtime_inputs[0]
+    tt = inp.type.tensor_type
+    if tt.elem_type != 1:
+        raise ModelError(f"graph input {inp.name!r} must be float32 (elem_type 1), got elem_type {tt.elem_type}")
+    dims = list(tt.shape.dim)
+    if len(dims) != 4 or not all(d.HasField("dim_value") for d in dims[1:]):
+        raise ModelError(f"graph input {inp.name!r} must be (N, C, H, W) with static C, H, W")
+    plan.input_name = inp.name
+    plan.input_shape = _check_shape([d.dim_value for d in dims[1:]], f"graph input {inp.name!r}")
+
+    slots: dict[str, int] = {inp.name: 0}
+    vals: list[Val] = [Val("f4", plan.input_shape)]
+
+    def new(name, val, node):
+        if name in slots or name in inits or not name:
+            raise _err(node, f"output {name!r} is empty or already defined")
+        _check_shape(val.shape, f"{node.op_type} node {node.name!r} output {name!r}")
+        slots[name] = len(vals)
+        vals.append(val)
+        return slots[name]
+
+    for node in g.node:
+        if len(node.output) != 1:
+            raise _err(node, f"the runtime needs exactly one output per node, got {len(node.output)}")
+        for i in node.input:
+            if i and i not in slots and i not in inits:
+                raise _err(node, f"input {i!r} is not produced by an earlier node nor an initializer")
+        if node.domain == "ai.fractalc":
+            step, val = _fractalc_node(node, slots, vals, inits, threads, isa)
+        elif node.domain in ("", "ai.onnx"):
+            step, val = _standard_node(node, slots, vals, inits, threads, opset)
+        else:
+            raise _err(node, f"operator domain {node.domain!r} is not supported by the native runtime")
+        step.out = new(node.output[0], val, node)
+        plan.steps.append(step)
+        plan.counts[step.kind] = plan.counts.get(step.kind, 0) + 1
+
+    out = g.output[0].name
+    if out not in slots:
+        raise ModelError(f"graph output {out!r} is not computed by any node")
+    plan.output_slot = slots[out]
+    plan.output_val = vals[plan.output_slot]
+    if plan.output_val.kind == "bits":
+        raise ModelError(f"graph output {out!r} is bit-packed; the runtime returns float tensors")
+    plan.n_slots = len(vals)
+    # drop every value after its last use, so big batches do not keep all activations alive
+    last = {}
+    for k, st in enumerate(plan.steps):
+        for s in st.ins:
+            last[s] = k
+    free = [[] for _ in plan.steps]
+    for s, k in last.items():
+        if s != plan.output_slot:
+            free[k].append(s)
+    plan.free_after = [tuple(f) for f in free]
+    return plan
+
+
+def _value(node, name, slots, vals, kinds):
+    if name not in slots:
+        raise _err(node, f"input {name!r} must be a computed value, not an initializer")
+    s = slots[name]
+    if vals[s].kind not in kinds:
+        raise _err(node, f"input {name!r} must be {' or '.join(kinds)}, got {vals[s].kind} {vals[s].shape}")
+    return s, vals[s]
+
+
+def _init(node, name, inits, dtype, shape=None):
+    if name not in inits:
+        raise _err(node, f"input {name!r} must be an initializer")
+    a = inits[name]
+    if a.dtype != dtype:
+        raise _err(node, f"initializer {name!r} must be {np.dtype(dtype).name}, got {a.dtype}")
+    if shape is not None and a.shape != tuple(shape):
+        raise _err(node, f"initializer {name!r} must have shape {tuple(shape)}, got {a.shape}")
+    return a
+
+
+# --- ai.fractalc -------------------------------------------------------------------------------
+
+def _fractalc_node(node, slots, vals, inits, threads, isa):
+    from fractalc.backends.onnx import ops
+    try:
+        ops.check_node(node)
+    except ops.OpError as exc:
+        raise ModelError(str(exc)) from None
+    if node.op_type == "PackBits":
+        s, v = _value(node, node.input[0], slots, vals, ("f4",))
+        if len(node.input) == 1:
+            def pack(x, _t=threads, _i=isa):
+                return kernels.pack_activations(x, layout="nhwc", threads=_t, isa=_i)
+            return Step(pack, (s,), -1, "PackBits", node.name), Val("bits", v.shape)
+        c = v.shape[0]
+        t = _init(node, node.input[1], inits, np.float32, (c,))
+        f = _init(node, node.input[2], inits, np.bool_, (c,))
+        # bit 1 where x < t (x > t with flip) == where s*x - s*t < 0 with s = -1 for flip:
+        # s*x and s*t are exact, and with gradual underflow a float difference is < 0 exactly
+        # when the first operand is smaller (NaN, also from inf - inf, packs +1 in both forms)
+        sgn = np.where(f, np.float32(-1), np.float32(1)).astype(np.float32)
+        st = (sgn * t).astype(np.float32)
+
+        def pack_thr(x, _s=sgn, _st=st, _t=threads, _i=isa):
+            z = np.multiply(x, _s)
+            np.subtract(z, _st, out=z)
+            return kernels.pack_activations(z, layout="nhwc", threads=_t, isa=_i)
+        return Step(pack_thr, (s,), -1, "PackBits", node.name), Val("bits", v.shape)
+    if node.op_type == "UnpackBits":
+        s, v = _value(node, node.input[0], slots, vals, ("bits",))
+        c = _attrs(node)["channels"]
+        if c != v.shape[0]:
+            raise _err(node, f"channels={c} but its input has {v.shape[0]} channels")
+        return (Step(lambda x, _c=c: kernels.unpack_activations(x, _c, layout="nhwc"), (s,), -1,
+                     "UnpackBits", node.name), Val("f4", v.shape))
+    return _xnor_conv(node, slots, vals, inits, threads, isa, ops)
+
+
+def _xnor_conv(node, slots, vals, inits, threads, isa, ops):
+    from fractalc.backends.onnx import packing
+    a = ops.conv_attrs(_attrs(node), node.name)
+    s, v = _value(node, node.input[0], slots, vals, ("bits",))
+    c, h, w = v.shape
+    ci, co, (kh, kw) = a.in_channels, a.out_channels, a.kernel
+    if ci != c:
+        raise _err(node, f"in_channels={ci} but its input has {c} channels")
+    if co > MAX_CHANNELS or ci > MAX_CHANNELS or kh > MAX_DIM or kw > MAX_DIM \
+            or max(a.strides) > MAX_DIM or max(a.pads) > MAX_DIM:
+        raise _err(node, f"attributes out of range (channels <= {MAX_CHANNELS}, sizes <= {MAX_DIM})")
+    ho, wo = a.out_hw(h, w)
+    if ho < 1 or wo < 1:
+        raise _err(node, f"a {kh}x{kw} kernel does not fit the {h}x{w} input with pads {list(a.pads)}")
+    n = ci * kh * kw
+    wname = node.input[1]
+    wt = _init(node, wname, inits, np.uint64)
+    canon = (co, kh, kw, (ci + 63) // 64)
+    if wt.shape == canon:
+        wc = np.ascontiguousarray(wt)
+        if ci % 64 and (wc[..., -1] >> np.uint64(ci % 64)).any():
+            raise _err(node, f"weights {wname!r} have bits set above channel {ci - 1} (unused bits must be 0)")
+    elif wt.shape == ((co * n + 63) // 64,):
+        if (co * n) % 64 and wt[-1] >> np.uint64((co * n) % 64):
+            raise _err(node, f"tight weights {wname!r} have bits set after the last weight")
+        wc = packing.tight_to_canonical(wt, co, ci, kh, kw)
+    else:
+        raise _err(node, f"weights {wname!r} must be {canon} (canonical) or ({(co * n + 63) // 64},) "
+                         f"(tight) uint64 words, got {wt.shape}")
+    if a.output == "float":
+        mul = _init(node, node.input[2], inits, np.float32, (co,))
+        bias = _init(node, node.input[3], inits, np.float32, (co,))
+        extra = dict(mul=mul, bias=bias)
+        val = Val("f4", (co, ho, wo))
+    else:
+        thr = _init(node, node.input[2], inits, np.int32, (co,)).astype(np.int64)
+        flip = _init(node, node.input[3], inits, np.bool_, (co,))
+        # ONNX: +1 iff (dot >= t) (no flip) or (dot <= t) (flip); the kernel: -1 iff
+        # (dot < t') XOR flip, i.e. t' = t + 1 with flip. |dot| <= n, so clamping first is exact.
+        thr = np.clip(thr, -n - 1, n + 1) + flip.astype(np.int64)
+        extra = dict(threshold=thr.astype(np.int32), flip=flip.astype(np.int32))
+        val = Val("bits", (co, ho, wo))
+    t, l, b, r = a.pads
+    if a.strides[0] == a.strides[1] and t == l == b == r:
+        conv = kernels.BinaryConv2d(wc, ci, stride=a.strides[0], padding=t, padding_mode=a.padding,
+                                    output=a.output, threads=threads, isa=isa, **extra)
+
+        def fn(x, _c=conv):
+            return _c(x, check=False)
+    else:
+        # asymmetric pads or strides: legal in the op contract, not in the kernels' API; the
+        # exact numpy reference runs these (no lowered fractalc graph has one)
+        from fractalc.backends.onnx import reference
+        aa, bb = (mul, bias) if a.output == "float" else (
+            _init(node, node.input[2], inits, np.int32), _init(node, node.input[3], inits, np.bool_))
+
+        def fn(x, _a=a, _w=wc, _aa=aa, _bb=bb):
+            y = reference.xnor_conv(x, _w, _aa, _bb, _a)
+            return np.ascontiguousarray(y.transpose(0, 2, 3, 1)) if _a.output == "float" else y
+    return Step(fn, (s,), -1, "XnorConv", node.name), val
+
+
+# --- standard operators -----------------------------------------------------------------------
+
+_ATTRS_OK = {
+    "Identity": set(), "Add": set(), "Sum": set(), "Div": set(), "Relu": set(),
+    "Concat": {"axis"}, "BatchNormalization": {"epsilon", "momentum"},
+    "MaxPool": {"kernel_shape", "strides", "pads", "auto_pad", "ceil_mode", "dilations", "storage_order"},
+    "AveragePool": {"kernel_shape", "strides", "pads", "auto_pad", "ceil_mode", "count_include_pad", "dilations"},
+    "GlobalAveragePool": set(), "Flatten": {"axis"}, "Gemm": {"alpha", "beta", "transA", "transB"},
+}
+
+
+def _standard_node(node, slots, vals, inits, threads, opset):
+    step = _native(node, slots, vals, inits)
+    if step is not None:
+        return step
+    # anything else: onnxruntime, one node (float values only)
+    shapes = []
+    sub_inits = []
+    from onnx import numpy_helper
+    for i in node.input:
+        if not i:
+            shapes.append(None)
+        elif i in slots:
+            v = vals[slots[i]]
+            if v.kind == "bits":
+                raise _err(node, f"input {i!r} is bit-packed; only ai.fractalc operators read bits")
+            shapes.append(v.shape)
+        else:
+            shapes.append(None)
+            sub_inits.append(numpy_helper.from_array(inits[i], i))
+    from . import ortnode
+    fn, tail = ortnode.make(node, sub_inits, shapes, opset, threads)
+    ins = tuple(slots[i] for i in node.input if i in slots)
+    kind = "f4" if len(tail) == 3 else "f"
+    return Step(fn, ins, -1, node.op_type, node.name), Val(kind, tail)
+
+
+def _native(node, slots, vals, inits):
+    """A numpy step for the common float ops, or None to hand the node to onnxruntime."""
+    op = node.op_type
+    if op not in _ATTRS_OK or set(a.name for a in node.attribute) - _ATTRS_OK[op]:
+        return None
+    at = _attrs(node)
+    if any(not i for i in node.input) or not node.input:
+        return None
+    if any(i in slots and vals[slots[i]].kind == "bits" for i in node.input) and op != "Identity":
+        raise _err(node, "a bit-packed value feeds a float operator")
+    ins = [i for i in node.input if i in slots]
+    vs = [vals[slots[i]] for i in ins]
+    sl = tuple(slots[i] for i in ins)
+
+    def step(fn, val, sl=sl):
+        return Step(fn, sl, -1, op, node.name), val
+
+    if op == "Identity" and len(ins) == 1 == len(node.input):
+        return step(lambda x: x, vs[0])
+    if op in ("Add", "Sum") and len(ins) == len(node.input) >= (2 if op == "Add" else 1):
+        if len(node.input) > 2 and op == "Add":
+            return None
+        if all(v == vs[0] for v in vs):
+            if len(ins) == 1:
+                return step(lambda x: x.copy(), vs[0])
+            return step(floatops.add(len(ins)), vs[0])
+        return None
+    if op == "Div" and len(ins) == 1 and node.input[0] in slots and node.input[1] in inits:
+        c = inits[node.input[1]]
+        if c.dtype == np.float32 and c.size == 1 and c.ndim <= 1:
+            return step(floatops.div_const(c.reshape(())), vs[0])
+        return None
+    if op == "Relu" and len(ins) == 1 == len(node.input):
+        return step(floatops.relu, vs[0])
+    if op == "Concat" and len(ins) == len(node.input) and all(v.kind == "f4" for v in vs):
+        if at.get("axis") not in (1, -3) or any(v.shape[1:] != vs[0].shape[1:] for v in vs):
+            return None
+        return step(floatops.concat_channels, Val("f4", (sum(v.shape[0] for v in vs),) + vs[0].shape[1:]))
+    if op == "BatchNormalization" and len(node.input) == 5 and len(ins) == 1 and node.input[0] in slots \
+            and vs[0].kind == "f4":
+        c = vs[0].shape[0]
+        params = [_init(node, i, inits, np.float32, (c,)) for i in node.input[1:]]
+        eps = float(at.get("epsilon", 1e-5))
+        return step(floatops.batchnorm(*params, eps), vs[0])
+    if op in ("MaxPool", "AveragePool") and len(ins) == 1 == len(node.input) and vs[0].kind == "f4":
+        ks = tuple(at.get("kernel_shape", ()))
+        st = tuple(at.get("strides", (1, 1)))
+        pads = tuple(at.get("pads", (0, 0, 0, 0)))
+        plain = (at.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") and at.get("ceil_mode", 0) == 0
+                 and tuple(at.get("dilations", (1, 1))) == (1, 1) and at.get("storage_order", 0) == 0
+                 and at.get("count_include_pad", 1) == 1)
+        if not plain or len(ks) != 2 or len(st) != 2 or len(pads) != 4 or min(ks + st) < 1 or min(pads) < 0:
+            return None
+        c, h, w = vs[0].shape
+        if max(pads[0], pads[2]) >= ks[0] or max(pads[1], pads[3]) >= ks[1]:
+            return None  # onnxruntime decides what such pads mean
+        ho, wo = (h + pads[0] + pads[2] - ks[0]) // st[0] + 1, (w + pads[1] + pads[3] - ks[1]) // st[1] + 1
+        if ho < 1 or wo < 1:
+            raise _err(node, f"a {ks} window does not fit the {h}x{w} input")
+        return step(floatops.pool("max" if op == "MaxPool" else "avg", ks, st, pads), Val("f4", (c, ho, wo)))
+    if op == "GlobalAveragePool" and len(ins) == 1 and vs[0].kind == "f4":
+        return step(floatops.global_avg_pool, Val("f4", (vs[0].shape[0], 1, 1)))
+    if op == "Flatten" and len(ins) == 1 and at.get("axis", 1) == 1:
+        if vs[0].kind == "f4":
+            return step(floatops.flatten_nhwc, Val("f", (int(np.prod(vs[0].shape)),)))
+        return step(lambda x: x.reshape(x.shape[0], -1), Val("f", (int(np.prod(vs[0].shape)),)))
+    if op == "Gemm" and len(ins) == 1 and node.input[0] in slots and vs[0].kind == "f" \
+            and len(vs[0].shape) == 1 and at.get("transA", 0) == 0 and len(node.input) in (2, 3) \
+            and float(at.get("alpha", 1.0)) == 1.0 and float(at.get("beta", 1.0)) == 1.0:
+        b = _init(node, node.input[1], inits, np.float32)
+        tb = bool(at.get("transB", 0))
+        if b.ndim != 2 or (b.shape[1] if tb else b.shape[0]) != vs[0].shape[0]:
+            raise _err(node, f"weight {node.input[1]!r} has shape {b.shape}, which does not match "
+                             f"an input of {vs[0].shape[0]} features")
+        m = b.shape[0] if tb else b.shape[1]
+        cc = None
+        if len(node.input) == 3:
+            cc = _init(node, node.input[2], inits, np.float32)
+            if cc.shape not in ((m,), (1, m), (1,), ()):
+                raise _err(node, f"bias {node.input[2]!r} has shape {cc.shape}; expected ({m},)")
+            cc = np.broadcast_to(cc.reshape(-1), (m,)).copy()
+        return step(floatops.gemm(b, cc, 1.0, 1.0, tb), Val("f", (m,)))
+    return None
