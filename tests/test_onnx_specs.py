@@ -237,3 +237,45 @@ def test_random_data_flips(path, capsys):
         report.append(f"{engine}: {total} flipped signs (first at {first}), output rel. diff {rel:.1e}")
     with capsys.disabled():
         print(f"\n[near-tie flips] {g.name}, 2 random inputs: " + "; ".join(report))
+
+
+ZOO = """
+rule fan(z) = add(z >> bn >> bconv[12], z >> bconv[12, k=1, pad="one"], z)
+rule shared(z) = join(z >> bconv[12], z >> bconv[12, pad="one"])
+
+network zoo {
+    input [6, 12, 12]
+    a = conv[8, k=3, groups=2, bias=true] >> relu
+    b = bconv[70, k=5, s=2, pad="one"] >> bconv[66] >> bn >> bconv[12, pad="one"]
+    c = fan
+    n = bn
+    s = shared
+    d = sign >> tanh >> avgpool[3, s=1, p=1] >> slice[2, 10] >> dropout[0.3] >> maxpool[2, s=1] >> gmp >> linear[5, bias=false]
+}
+"""
+
+
+def test_every_lowering_rule(tmp_path, capsys):
+    """Kinds and fusions the shipped specs do not use: "one" padding (5x5 stride 2, 1x1),
+    grouped conv with bias, tanh, sign, padded avg pool, slice, dropout, global max pool,
+    linear without bias, a 3-input add, a bit-domain chain without BN (alpha only) and with BN,
+    and a BN read by two binary convs (one PackBits with thresholds)."""
+    spec = tmp_path / "zoo.fr"
+    spec.write_text(ZOO)
+    k = Case(spec, {})
+    ops_used = {(n.op_type, len(n.input)) for n in k.xnor.graph.node}
+    assert ("PackBits", 3) in ops_used and ("PackBits", 1) in ops_used
+    outs = {n.name: dict((a.name, a.s) for a in n.attribute if a.name == "output_type")
+            for n in k.xnor.graph.node if n.op_type == "XnorConv"}
+    assert outs["b.conv1"]["output_type"] == b"bits"    # -> b.conv2 only: alpha-only threshold
+    assert outs["b.conv2"]["output_type"] == b"bits"    # BN folded, -> b.conv3 only
+    assert outs["b.conv3"]["output_type"] == b"float"
+    assert "n.bn1.pack" in {n.name for n in k.xnor.graph.node}  # one pack for both readers
+    assert any(n.op_type == "Pad" for n in k.std.graph.node)
+    # dyadic data is exact up to the tanh: every binary conv's signs must match bit for bit
+    assert all(n in k.exact for n in k.g.nodes(ir.BinaryConv)) and "d.sign1" in k.exact
+    _well_formed(k)
+    with capsys.disabled():
+        _compare(k, "onnxruntime", k.ort,
+                 lambda v: packing.pack_activations(k.x if v == "input" else k.ort[v]) if v in k.ort or v == "input" else None)
+        _compare(k, "reference-xnor", k.ref, lambda v: k.ref.get(f"{v}.bits"))
