@@ -1,6 +1,7 @@
 // Run-time CPU dispatch and the persistent worker pool.
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -135,8 +136,7 @@ private:
             int spins = 0;
             while ((g = gen_.load(std::memory_order_acquire)) == seen) {
                 cpu_relax();
-                if ((++spins & 255) == 0 &&
-                    std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(200))
+                if ((++spins & 255) == 0 && std::chrono::steady_clock::now() - t0 > spin_)
                     gen_.wait(seen, std::memory_order_acquire);
             }
             seen = g;
@@ -147,6 +147,13 @@ private:
         }
     }
 
+    // How long an idle worker spins before sleeping: FRACTALC_SPIN_US, default 200 us (a network's
+    // layers arrive closer together than that; a sleeping worker costs a futex wake-up).
+    const std::chrono::microseconds spin_{[] {
+        const char* v = std::getenv("FRACTALC_SPIN_US");
+        const long us = v ? std::strtol(v, nullptr, 10) : 200;
+        return us < 0 ? 0L : us > 1000000 ? 1000000L : us;
+    }()};
     std::mutex call_mu_;
     std::atomic<uint64_t> gen_{0};
     std::atomic<Task*> task_{nullptr};
