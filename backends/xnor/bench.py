@@ -1,0 +1,140 @@
+"""Whole-model timing: our runtime on ``onnx-xnor`` against onnxruntime on the standard ``onnx``
+export of the same weights and torch eager fp32 (the torch backend's network in binary mode).
+
+Used by ``fractalc bench`` and benchmarks/bench_models.py. Contenders are interleaved (one run
+of each per round) so that the load of a shared machine hits all of them alike; medians and
+ratios (their median / ours) are reported, with a per-operator-kind breakdown of our runtime.
+Not a test: nothing here asserts a speed.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+
+def cpu_info() -> dict:
+    model, flags = platform.processor() or "unknown", ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model in ("unknown", "x86_64", ""):
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("flags") and not flags:
+                    flags = line.split(":", 1)[1]
+    except OSError:
+        pass
+    from . import kernels
+    return {"cpu": model, "avx512_vpopcntdq": "avx512_vpopcntdq" in flags.split(),
+            "isas": kernels.available_isas(), "cpus": len(os.sched_getaffinity(0)),
+            "loadavg": os.getloadavg()[0]}
+
+
+class Contenders:
+    """The three engines for one compiled spec and one weight set (`state`, numpy)."""
+
+    def __init__(self, compiled, state: dict, engines=("fractalc", "onnxruntime", "torch")):
+        from fractalc.backends.onnx.export import to_onnx
+        from fractalc.backends.onnx.lower import to_onnx_xnor
+        self.compiled = compiled
+        self.engines = list(engines)
+        self.xnor_bytes = to_onnx_xnor(compiled, state, "bench").SerializeToString()
+        self.std_bytes = to_onnx(compiled, state, "bench").SerializeToString() if "onnxruntime" in engines else None
+        self.state = state
+        self.input_shape = tuple(compiled.graph.shape("input"))
+
+    def make(self, engine: str, threads: int):
+        """A callable x -> output for `engine` with `threads` threads."""
+        if engine == "fractalc":
+            from fractalc.runtime import Session
+            s = Session(self.xnor_bytes, threads=threads)
+            return s.run
+        if engine == "onnxruntime":
+            import onnxruntime as ort
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+            sess = ort.InferenceSession(self.std_bytes, so, providers=["CPUExecutionProvider"])
+            return lambda x: sess.run(None, {"input": x})[0]
+        if engine == "torch":
+            import torch
+
+            from fractalc.backends.torch import from_graph
+            model = from_graph(self.compiled.graph, seed=0)
+            model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in self.state.items()},
+                                  strict=False)
+            model = model.eval().set_mode("binary")
+
+            def run(x, _m=model, _t=threads):
+                torch.set_num_threads(_t)
+                with torch.inference_mode():
+                    return _m(torch.from_numpy(x)).numpy()
+            return run
+        raise ValueError(engine)
+
+
+class FileContender:
+    """An onnx-xnor file: only our runtime can run it."""
+
+    def __init__(self, path: str):
+        from fractalc.runtime import Session
+        with open(path, "rb") as f:
+            self.xnor_bytes = f.read()
+        self.engines = ["fractalc"]
+        self.input_shape = Session(self.xnor_bytes, threads=1).input_shape
+
+    def make(self, engine: str, threads: int):
+        from fractalc.runtime import Session
+        return Session(self.xnor_bytes, threads=threads).run
+
+
+def time_interleaved(fns: dict, x: np.ndarray, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    for f in fns.values():
+        for _ in range(warmup):
+            f(x)
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f(x)
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def bench_model(contenders: Contenders, batch: int, threads_list=(2, 1), repeats: int = 10,
+                seed: int = 0) -> dict:
+    """Medians (ms), ratios against fractalc and our per-op-kind breakdown, per thread count."""
+    x = np.random.default_rng(seed).standard_normal((batch,) + contenders.input_shape).astype(np.float32)
+    out = {"batch": batch, "threads": {}}
+    for t in threads_list:
+        fns = {e: contenders.make(e, t) for e in contenders.engines}
+        times = time_interleaved(fns, x, repeats)
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        row = {"median_ms": med, "min_ms": {k: min(v) * 1e3 for k, v in times.items()}}
+        if "fractalc" in med:
+            row["speedup_vs"] = {k: med[k] / med["fractalc"] for k in med if k != "fractalc"}
+            from fractalc.runtime import Session
+            s = Session(contenders.xnor_bytes, threads=t)
+            prof: dict[str, float] = {}
+            n = max(3, repeats // 2)
+            for _ in range(n):
+                s.run(x, profile=prof)
+            row["fractalc_breakdown_ms"] = {k: v / n * 1e3 for k, v in sorted(prof.items(), key=lambda kv: -kv[1])}
+        out["threads"][str(t)] = row
+    return out
+
+
+def format_result(name: str, res: dict) -> str:
+    lines = []
+    for t, row in res["threads"].items():
+        med = row["median_ms"]
+        parts = [f"{k} {v:8.2f} ms" for k, v in med.items()]
+        ratios = "".join(f"  {v:5.1f}x vs {k}" for k, v in row.get("speedup_vs", {}).items())
+        lines.append(f"{name} batch {res['batch']} threads {t}: " + ", ".join(parts) + ratios)
+        if "fractalc_breakdown_ms" in row:
+            lines.append("    fractalc by op: " + ", ".join(
+                f"{k} {v:.2f}" for k, v in row["fractalc_breakdown_ms"].items()))
+    return "\n".join(lines)
