@@ -8,7 +8,10 @@ last word are 0. Activations are packed NHWC: ``(N, H, W, ceil(C/64))`` uint64; 
 ISA: every call takes ``isa=None|"portable"|"avx2"|"avx512"``; ``None`` means the environment
 variable ``FRACTALC_ISA`` if set, else the best path this CPU runs. All paths give identical
 results. Threads: ``threads=None`` means ``FRACTALC_THREADS`` if set, else the CPUs this process
-may use; results are identical for any thread count.
+may use; results are identical for any thread count. Worker threads are persistent; after a call
+they spin ``$FRACTALC_SPIN_US`` microseconds (default 200) before sleeping, so back-to-back
+layers do not pay a wake-up. ``$FRACTALC_XNOR_LIB`` loads another build of the extension (the
+sanitizer build of ``sanitize.sh``).
 """
 from __future__ import annotations
 
