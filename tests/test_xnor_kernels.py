@@ -243,3 +243,27 @@ def test_isa_environment_variable(monkeypatch):
         xnor.resolve_isa()
     monkeypatch.delenv("FRACTALC_ISA")
     assert xnor.resolve_isa() == xnor.available_isas()[-1]
+
+
+def test_concurrent_callers_share_the_pool_safely():
+    # The GIL is released during kernels: several Python threads may call into the one pool.
+    import threading
+
+    rng = np.random.default_rng(9)
+    x = xnor.pack_activations(rng.standard_normal((2, 70, 9, 9)).astype(np.float32))
+    convs = [xnor.BinaryConv2d(xnor.pack_weights(rng.standard_normal((40, 70, 3, 3))), 70,
+                               padding=1, stride=1 + i % 2, threads=2) for i in range(4)]
+    expect = [c(x).tobytes() for c in convs]
+    bad = []
+
+    def worker(i):
+        for _ in range(30):
+            if convs[i](x).tobytes() != expect[i]:
+                bad.append(i)
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not bad
