@@ -118,7 +118,7 @@ def _compare(k: Case, engine: str, values: dict, bits_of) -> None:
                 np.testing.assert_array_equal(got, want, err_msg=f"{engine}: {what} signs of {n}")
                 continue
             diff = got ^ want
-            count = int(np.bitwise_count(diff).sum())
+            count = int(packing.popcount(diff).sum())
             if count and first is None:
                 first = n
                 mism = packing.unpack_activations(diff, tv[v].shape[1]) < 0
@@ -224,7 +224,7 @@ def test_random_data_flips(path, capsys):
             if bits is None:
                 continue
             diff = bits ^ packing.pack_activations(tv[s])
-            flips = int(np.bitwise_count(diff).sum())
+            flips = int(packing.popcount(diff).sum())
             total += flips
             if flips and first is None:
                 first = s

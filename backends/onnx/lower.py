@@ -11,7 +11,7 @@ Rewrite rules, per BinaryConv node ``b`` (in IR order):
 2. BN folding: if b's only consumer is a BatchNorm ``n`` (reading only b), n folds into b and
    the conv computes n's output; otherwise b computes alpha * dot.
 3. Output domain: if every consumer of that result is a BinaryConv, b outputs bits
-   (``output="bits"``, value ``<tail>.bits``) with an exact per-channel integer threshold and
+   (``output_type="bits"``, value ``<tail>.bits``) with an exact per-channel integer threshold and
    flip (`bits_threshold`); otherwise a float32 NCHW value named by the tail's id, as
    ``fmaf(multiplier, dot, bias)`` with multiplier = gamma * alpha / s and bias = beta - gamma *
    mean / s (s = sqrt(float32(var + eps))), or alpha and 0 without BN.

@@ -21,6 +21,17 @@ WORD = 64
 _U64 = np.dtype("<u8")
 
 
+_POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def popcount(a: np.ndarray) -> np.ndarray:
+    """Per-element popcount of a uint64 array (np.bitwise_count on numpy 2, a table before)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(a)
+    a = np.ascontiguousarray(a, dtype=_U64)
+    return _POP8[a.view(np.uint8)].reshape(a.shape + (8,)).sum(axis=-1, dtype=np.uint8)
+
+
 def words(channels: int) -> int:
     """Number of uint64 words that hold `channels` bits."""
     return (channels + WORD - 1) // WORD

@@ -1,7 +1,7 @@
 """Pure-numpy reference executor for lowered (``onnx-xnor``) graphs: the oracle for the runtime.
 
 Every ``ai.fractalc`` op is implemented with exact integer arithmetic (popcount over uint64
-words, ``np.bitwise_count``); standard ops run in ``onnx.reference.ReferenceEvaluator``. Slow
+words, `packing.popcount`); standard ops run in ``onnx.reference.ReferenceEvaluator``. Slow
 but exact: use small inputs.
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ def xnor_dot(x: np.ndarray, w: np.ndarray, a: ops.ConvAttrs) -> np.ndarray:
             rows = slice(dy, dy + sh * (oh - 1) + 1, sh)
             cols = slice(dx, dx + sw * (ow - 1) + 1, sw)
             xs = xp[:, rows, cols, :]                                  # (N, oh, ow, words)
-            pc = np.bitwise_count(xs[:, :, :, None, :] ^ w[None, None, None, :, dy, dx, :])
+            pc = packing.popcount(xs[:, :, :, None, :] ^ w[None, None, None, :, dy, dx, :])
             term = a.in_channels - 2 * pc.sum(axis=-1, dtype=np.int64)  # (N, oh, ow, C_out)
             if a.padding == "zero":
                 term = term * inside[rows, cols][None, :, :, None]
