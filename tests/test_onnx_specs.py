@@ -181,7 +181,7 @@ def _well_formed(k: Case) -> None:
 
 
 
-RANDOM_SPECS = [SPECS / "bireal_resnet18.fr", SPECS / "f_c3d4_resnet21.fr", SPECS / "binary_densenet28.fr"]
+RANDOM_SPECS = [SPECS / "bireal_resnet18.fr", SPECS / "f_c3d4_resnet21.fr", SPECS / "drf_c3d4_densenet97.fr"]
 
 
 @pytest.mark.parametrize("path", RANDOM_SPECS, ids=spec_id)
