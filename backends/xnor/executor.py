@@ -68,3 +68,18 @@ class Executor:
         if self.plan.output_val.kind == "f4":
             y = y.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(y)
+
+    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every value of the graph by its ONNX name, in ONNX layouts (floats NCHW, bits as
+        packed NHWC words): for tests and debugging, nothing is released."""
+        vals = [None] * self.plan.n_slots
+        vals[0] = self._check_input(x)
+        for fn, ins, out, _ in self._steps:
+            vals[out] = fn(*[vals[i] for i in ins])
+        out = {}
+        for name, slot in self.plan.names.items():
+            v = vals[slot]
+            if self.plan.kinds[slot] == "f4":
+                v = v.transpose(0, 3, 1, 2)
+            out[name] = np.ascontiguousarray(v)
+        return out

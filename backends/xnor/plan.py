@@ -53,6 +53,8 @@ class Plan:
     n_slots: int = 1
     free_after: list[tuple[int, ...]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    names: dict[str, int] = field(default_factory=dict)
+    kinds: list[str] = field(default_factory=list)
 
 
 def _err(node, msg):
@@ -145,6 +147,8 @@ def build(proto, threads: int, isa: str) -> Plan:
     if plan.output_val.kind == "bits":
         raise ModelError(f"graph output {out!r} is bit-packed; the runtime returns float tensors")
     plan.n_slots = len(vals)
+    plan.names = dict(slots)
+    plan.kinds = [v.kind for v in vals]
     # drop every value after its last use, so big batches do not keep all activations alive
     last = {}
     for k, st in enumerate(plan.steps):
