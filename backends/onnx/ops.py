@@ -258,7 +258,8 @@ def register() -> None:
     def schema(name, doc, inputs, outputs, constraints, attributes, infer):
         s = S(name, DOMAIN, VERSION, doc=doc, inputs=inputs, outputs=outputs,
               type_constraints=constraints, attributes=attributes)
-        s.set_type_and_shape_inference_function(infer)
+        if hasattr(s, "set_type_and_shape_inference_function"):  # onnx >= 1.17
+            s.set_type_and_shape_inference_function(infer)
         return s
 
     A = S.Attribute
