@@ -294,3 +294,22 @@ def test_pack_threshold_matches_torch_bn_sign():
     y = F.batch_norm(t64(x), t64(a.mean), t64(a.v), t64(a.gamma), t64(a.beta), False, 0.0, 0.0)
     assert not (np.abs(y.numpy()) < 1e-9).any()
     np.testing.assert_array_equal(reference.pack_bits(x, thr, flip), packing.pack_activations(y.numpy()))
+
+
+def test_pack_unpack_nodes_in_the_evaluator():
+    """PackBits -> UnpackBits as a graph of ai.fractalc nodes (checker with our schemas, then
+    the reference evaluator) gives sign(x) with sign(0) = +1."""
+    from onnx import TensorProto, helper
+
+    from fractalc.backends.onnx import load_model
+    x_vi = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 70, 3, 2])
+    bits = helper.make_tensor_value_info("x.bits", TensorProto.UINT64, ["N", 3, 2, 2])
+    y_vi = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 70, 3, 2])
+    nodes = [helper.make_node("PackBits", ["x"], ["x.bits"], name="x.pack", domain=ops.DOMAIN),
+             helper.make_node("UnpackBits", ["x.bits"], ["y"], name="y", domain=ops.DOMAIN, channels=70)]
+    m = helper.make_model(helper.make_graph(nodes, "g", [x_vi], [y_vi], value_info=[bits]),
+                          opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, 1)])
+    m = load_model(m)
+    x = np.random.default_rng(0).standard_normal((2, 70, 3, 2)).astype(np.float32)
+    x[0, :5] = 0.0
+    np.testing.assert_array_equal(reference.run_reference(m, x), np.where(x < 0, -1, 1))
