@@ -24,7 +24,13 @@ class Executor:
         from fractalc.backends.onnx.loader import load_model
         self.threads = kernels._threads(threads)
         self.isa = kernels.resolve_isa(isa)
-        proto = load_model(model)
+        try:
+            proto = load_model(model)
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            # the loader's checks should turn every malformed model into a ModelError; this
+            # keeps the runtime's promise where one slips through (e.g. an int attribute
+            # given where ints are expected)
+            raise ModelError(f"model is malformed: {type(exc).__name__}: {exc}") from None
         meta = {p.key: p.value for p in proto.metadata_props}
         self.metadata = meta
         self.plan = _plan.build(proto, self.threads, self.isa)
@@ -51,6 +57,14 @@ class Executor:
         """
         vals = [None] * self.plan.n_slots
         vals[0] = self._check_input(x)
+        with np.errstate(all="ignore"):  # inf/NaN are data, not errors (as in onnxruntime)
+            self._loop(vals, profile)
+        y = vals[self.plan.output_slot]
+        if self.plan.output_val.kind == "f4":
+            y = y.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(y)
+
+    def _loop(self, vals, profile):
         if profile is None:
             for fn, ins, out, free in self._steps:
                 vals[out] = fn(*[vals[i] for i in ins])
@@ -64,10 +78,6 @@ class Executor:
                 profile[st.kind] = profile.get(st.kind, 0.0) + clock() - t0
                 for i in free:
                     vals[i] = None
-        y = vals[self.plan.output_slot]
-        if self.plan.output_val.kind == "f4":
-            y = y.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(y)
 
     def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every value of the graph by its ONNX name, in ONNX layouts (floats NCHW, bits as

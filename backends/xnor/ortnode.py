@@ -70,21 +70,24 @@ def make(node, inits, in_shapes, opset: int, threads: int):
         y = sess.run(None, feeds)[0]
         return y
 
+    # guess the output rank (4-D in, 4-D out for nearly every op), prove it on a batch of 2
+    guess4 = any(r == 4 for r in ranks) and node.op_type not in ("Flatten", "Gemm", "MatMul", "Reshape")
     try:
-        sess = _session(_model(node, inits, ranks, False, opset), threads)
-        y1, y2 = probe(sess, 1, False), probe(sess, 2, False)
+        sess = _session(_model(node, inits, ranks, guess4, opset), threads)
+        y = probe(sess, 2, guess4)
+        if (y.ndim == 4) != guess4:
+            sess = _session(_model(node, inits, ranks, not guess4, opset), threads)
+            y = probe(sess, 2, not guess4)
     except ModelError:
         raise
     except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph...)
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{node.op_type} node {node.name!r}: onnxruntime refuses it: {first}") from None
-    if not (isinstance(y1, np.ndarray) and y1.dtype == np.float32 and y1.ndim >= 1
-            and y1.shape[0] == 1 and y2.shape == (2,) + y1.shape[1:]):
+    if not (isinstance(y, np.ndarray) and y.dtype == np.float32 and y.ndim >= 1 and y.shape[0] == 2):
         raise ModelError(f"{node.op_type} node {node.name!r}: the native runtime needs a float32 "
-                         f"output with the batch first, got {getattr(y1, 'dtype', '?')} {getattr(y1, 'shape', '?')}")
-    tail = tuple(int(d) for d in y1.shape[1:])
-    if y1.ndim == 4:
-        sess = _session(_model(node, inits, ranks, True, opset), threads)
+                         f"output with the batch first, got {getattr(y, 'dtype', '?')} {getattr(y, 'shape', '?')}")
+    # stored channels-last: the logical (NCHW) shape tail is (C, H, W)
+    tail = tuple(int(d) for d in (y.shape[1:] if y.ndim != 4 else (y.shape[3], y.shape[1], y.shape[2])))
     names = [f"in{i}" for i, s in enumerate(in_shapes) if s is not None]
     run = sess.run
 

@@ -203,7 +203,7 @@ def _fractalc_node(node, slots, vals, inits, threads, isa):
         # s*x and s*t are exact, and with gradual underflow a float difference is < 0 exactly
         # when the first operand is smaller (NaN, also from inf - inf, packs +1 in both forms)
         sgn = np.where(f, np.float32(-1), np.float32(1)).astype(np.float32)
-        st = (sgn * t).astype(np.float32)
+        st = np.negative(t, where=f, out=t.copy())
 
         def pack_thr(x, _s=sgn, _st=st, _t=threads, _i=isa):
             z = np.multiply(x, _s)
