@@ -82,6 +82,9 @@ def _check_against_reference(model, vals, ref, exact: bool, name: str) -> None:
     flips = 0
     for nd in order:
         n = nd.output[0]
+        if n not in vals:  # inside a float chain run as one onnxruntime session
+            assert nd.domain == "" and nd.op_type != "Identity", n
+            continue
         got, want = vals[n], ref[n]
         assert got.shape == want.shape and got.dtype == want.dtype, n
         if want.dtype != np.uint64:
@@ -120,7 +123,8 @@ def test_spec_exact(path, overrides, capsys):
             with capsys.disabled():
                 _check_against_reference(model, vals, ref, _exact_joins(c.graph), c.name)
         else:
-            for n in names:
+            assert vals.keys() == first.keys()
+            for n in first:
                 assert np.array_equal(vals[n], first[n]), f"{n}: {isa} with {threads} threads differs"
     if _exact_joins(c.graph):
         tm = testing.torch_model(c.graph, state)

@@ -123,7 +123,30 @@ def build(proto, threads: int, isa: str) -> Plan:
         vals.append(val)
         return slots[name]
 
+    consumers: dict[str, int] = {}
     for node in g.node:
+        for i in node.input:
+            consumers[i] = consumers.get(i, 0) + 1
+    for o in g.output:
+        consumers[o.name] = consumers.get(o.name, 0) + 1
+    nodes = list(g.node)
+    k = 0
+    while k < len(nodes):
+        node = nodes[k]
+        chain = _float_chain(nodes, k, consumers, inits) if node.domain in ("", "ai.onnx") else []
+        if chain:
+            for nd in [node] + chain:
+                if len(nd.output) != 1:
+                    raise _err(nd, f"the runtime needs exactly one output per node, got {len(nd.output)}")
+            if node.input[0] not in slots:
+                raise _err(node, f"input {node.input[0]!r} is not produced by an earlier node")
+            step, val = _ort_step(node, slots, vals, inits, threads, opset, chain)
+            step.out = new(chain[-1].output[0], val, chain[-1])
+            plan.steps.append(step)
+            plan.counts[step.kind] = plan.counts.get(step.kind, 0) + 1
+            k += 1 + len(chain)
+            continue
+        k += 1
         if len(node.output) != 1:
             raise _err(node, f"the runtime needs exactly one output per node, got {len(node.output)}")
         for i in node.input:
@@ -297,7 +320,40 @@ def _standard_node(node, slots, vals, inits, threads, opset):
     step = _native(node, slots, vals, inits)
     if step is not None:
         return step
-    # anything else: onnxruntime, one node (float values only)
+    return _ort_step(node, slots, vals, inits, threads, opset)
+
+
+# Chains run as one onnxruntime session: a float conv or Gemm with the BN / ReLU / pools around
+# it (the stems, transitions and heads). onnxruntime then fuses Conv+BN(+ReLU) and keeps its
+# blocked layout inside; measured on Bi-Real ResNet18 at 224: stem 3.9 ms as separate steps,
+# 2.3 ms as one chain.
+_CHAIN_OPS = {"Conv", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",
+              "Flatten", "Gemm"}
+
+
+def _float_chain(nodes, k, consumers, inits) -> list:
+    """The nodes after nodes[k] that form a single-input chain with it (each reads only the
+    previous output, which nothing else reads, plus initializers); [] unless it has a Conv or
+    Gemm and at least two nodes."""
+    first = nodes[k]
+    if first.op_type not in _CHAIN_OPS or not first.input or any(i not in inits for i in first.input[1:]):
+        return []
+    chain = []
+    prev = first
+    for nd in nodes[k + 1:]:
+        if (nd.domain not in ("", "ai.onnx") or nd.op_type not in _CHAIN_OPS or len(prev.output) != 1
+                or not nd.input or nd.input[0] != prev.output[0] or consumers.get(prev.output[0], 0) != 1
+                or any(not i or i not in inits for i in nd.input[1:])):
+            break
+        chain.append(nd)
+        prev = nd
+    if not any(n.op_type in ("Conv", "Gemm") for n in [first] + chain):
+        return []
+    return chain
+
+
+def _ort_step(node, slots, vals, inits, threads, opset, chain=()):
+    """`node` (and `chain`) in onnxruntime (float values only)."""
     shapes = []
     sub_inits = []
     from onnx import numpy_helper
@@ -312,11 +368,15 @@ def _standard_node(node, slots, vals, inits, threads, opset):
         else:
             shapes.append(None)
             sub_inits.append(numpy_helper.from_array(inits[i], i))
+    for nd in chain:
+        for i in nd.input[1:]:
+            sub_inits.append(numpy_helper.from_array(inits[i], i))
     from . import ortnode
-    fn, tail = ortnode.make(node, sub_inits, shapes, opset, threads)
+    fn, tail = ortnode.make(node, sub_inits, shapes, opset, threads, chain)
     ins = tuple(slots[i] for i in node.input if i in slots)
     kind = "f4" if len(tail) == 3 else "f"
-    return Step(fn, ins, -1, node.op_type, node.name), Val(kind, tail)
+    label = "+".join([node.op_type] + [n.op_type for n in chain])
+    return Step(fn, ins, -1, label, node.name), Val(kind, tail)
 
 
 # Gemm goes to onnxruntime: numpy's OpenBLAS threads spin after a call and steal the cores
