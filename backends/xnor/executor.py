@@ -38,7 +38,7 @@ class Executor:
         self.input_name = p.input_name
         self.input_shape = p.input_shape
         self.output_shape = p.output_val.shape
-        self._steps = [(s.fn, s.ins, s.out, f) for s, f in zip(p.steps, p.free_after)]
+        self._steps = [(s.fast or s.fn, s.ins, s.out, f) for s, f in zip(p.steps, p.free_after)]
 
     def _check_input(self, x) -> np.ndarray:
         if not isinstance(x, np.ndarray):
@@ -48,6 +48,8 @@ class Executor:
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape or not 1 <= x.shape[0] <= MAX_BATCH:
             raise ModelError(f"input must have shape (N, {', '.join(map(str, self.input_shape))}) with "
                              f"1 <= N <= {MAX_BATCH}, got {tuple(x.shape)}")
+        if self.plan.input_nchw:
+            return np.ascontiguousarray(x)
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
     def run(self, x: np.ndarray, profile: dict | None = None) -> np.ndarray:
@@ -84,8 +86,8 @@ class Executor:
         packed NHWC words): for tests and debugging, nothing is released."""
         vals = [None] * self.plan.n_slots
         vals[0] = self._check_input(x)
-        for fn, ins, out, _ in self._steps:
-            vals[out] = fn(*[vals[i] for i in ins])
+        for st in self.plan.steps:  # the out-of-place ops: every value stays intact
+            vals[st.out] = st.fn(*[vals[i] for i in st.ins])
         out = {}
         for name, slot in self.plan.names.items():
             v = vals[slot]

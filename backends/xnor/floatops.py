@@ -27,9 +27,21 @@ def add(n_inputs: int):
     return f
 
 
+def add_into(a, *rest):
+    """In place into `a` (the plan only uses it where `a` is dead afterwards)."""
+    for r in rest:
+        np.add(a, r, out=a)
+    return a
+
+
 def div_const(c: np.ndarray):
     c = np.asarray(c, np.float32)
     return lambda x: np.divide(x, c)
+
+
+def div_const_into(c: np.ndarray):
+    c = np.asarray(c, np.float32)
+    return lambda x: np.divide(x, c, out=x)
 
 
 def relu(x):
@@ -51,6 +63,12 @@ def batchnorm(gamma, beta, mean, var, eps: float):
         y = np.multiply(x, scale)
         np.add(y, shift, out=y)
         return y
+
+    def f_into(x):
+        np.multiply(x, scale, out=x)
+        np.add(x, shift, out=x)
+        return x
+    f.into = f_into
     return f
 
 

@@ -35,7 +35,10 @@ def _model(node, inits, in_ranks, out_4d, opset, chain=()):
             renamed.append(name)
             continue
         feed = f"in{i}"
-        if rank == 4:
+        if rank == "nchw":
+            inputs.append(helper.make_tensor_value_info(feed, TensorProto.FLOAT, ["N", "C", "H", "W"]))
+            renamed.append(feed)
+        elif rank == 4:
             inputs.append(helper.make_tensor_value_info(feed, TensorProto.FLOAT, ["N", "H", "W", "C"]))
             nodes.append(helper.make_node("Transpose", [feed], [f"t{i}"], perm=[0, 3, 1, 2]))
             renamed.append(f"t{i}")
@@ -68,7 +71,9 @@ def make(node, inits, in_shapes, opset: int, threads: int, chain=()):
     the input is an initializer (in `inits`). Raises ModelError where onnxruntime refuses the
     node or its output is not a float32 tensor with the batch first.
     """
-    ranks = [None if s is None else len(s) + 1 for s in in_shapes]
+    # ("nchw", shape): a 4-D input given NCHW (not transposed)
+    ranks = [None if s is None else "nchw" if s[0] == "nchw" else len(s) + 1 for s in in_shapes]
+    in_shapes = [s[1] if s is not None and s[0] == "nchw" else s for s in in_shapes]
 
     def probe(sess, batch, out4):
         feeds = {}
@@ -76,7 +81,7 @@ def make(node, inits, in_shapes, opset: int, threads: int, chain=()):
             if s is None:
                 continue
             shape = (batch,) + tuple(s)
-            if len(shape) == 4:
+            if ranks[i] == 4:
                 shape = (batch, s[1], s[2], s[0])
             feeds[f"in{i}"] = np.zeros(shape, np.float32)
         y = sess.run(None, feeds)[0]
@@ -84,7 +89,7 @@ def make(node, inits, in_shapes, opset: int, threads: int, chain=()):
 
     # guess the output rank (4-D in, 4-D out for nearly every op), prove it on a batch of 2
     ops_ = [node.op_type] + [n.op_type for n in chain]
-    guess4 = any(r == 4 for r in ranks) and not {"Flatten", "Gemm", "MatMul", "Reshape"} & set(ops_)
+    guess4 = any(r in (4, "nchw") for r in ranks) and not {"Flatten", "Gemm", "MatMul", "Reshape"} & set(ops_)
     try:
         sess = _session(_model(node, inits, ranks, guess4, opset, chain), threads)
         y = probe(sess, 2, guess4)
