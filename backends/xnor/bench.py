@@ -91,13 +91,20 @@ class FileContender:
         return Session(self.xnor_bytes, threads=threads).run
 
 
-def time_interleaved(fns: dict, x: np.ndarray, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+def time_interleaved(fns: dict, x: np.ndarray, repeats: int, warmup: int = 2,
+                     gap_s: float = 0.02) -> dict[str, list[float]]:
+    """Per contender, `repeats` wall times of one call, in rounds of one call each.
+
+    `gap_s` of sleep before each call lets the previous engine's worker threads stop spinning
+    (onnxruntime's and OpenMP's pools busy-wait after a call), so no engine is timed while
+    another one's idle threads still hold the cores."""
     for f in fns.values():
         for _ in range(warmup):
             f(x)
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
+            time.sleep(gap_s)
             t0 = time.perf_counter()
             f(x)
             times[k].append(time.perf_counter() - t0)
