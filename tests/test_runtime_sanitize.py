@@ -31,10 +31,12 @@ def _runtime_libs() -> str:
 
 
 def test_kernels_and_runtime_under_sanitizers():
-    if shutil.which("cmake") is None or shutil.which(os.environ.get("CXX", "c++")) is None:
+    # cmake/ninja may live in the venv (pip packages), as for the package build itself
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    if shutil.which("cmake", path=path) is None or shutil.which(os.environ.get("CXX", "c++"), path=path) is None:
         pytest.skip("needs cmake and a C++ compiler (the package build needs them too)")
     r = subprocess.run(["sh", "backends/xnor/sanitize.sh", sys.executable], cwd=ROOT,
-                       capture_output=True, text=True, timeout=900)
+                       env=dict(os.environ, PATH=path), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, f"sanitizer build or kernel tests failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
     lib = glob.glob(str(ROOT / "build" / "sanitize" / "_xnor*.so"))
     assert lib, "sanitize.sh built no extension"
