@@ -159,3 +159,22 @@ def test_random_data_flips(name, capsys):
     assert flips <= total * 1e-4
     if flips == 0:
         _close(got["output"], ref["output"], "output")
+
+
+def test_standard_flavour_runs():
+    """The standard `onnx` flavour (no ai.fractalc op) runs too, in one onnxruntime session,
+    and agrees with the onnx-xnor model and torch on exact data."""
+    from fractalc.backends.onnx import export
+    from fractalc.runtime import Session
+    path = SPECS / "bireal_resnet18.fr"
+    c, state, x, model = _case(path, tuple(sorted(_overrides(path).items())))
+    std = Session(export.to_onnx(c, state, "test").SerializeToString(), threads=2)
+    assert std.op_counts() == {"onnxruntime (whole model)": 1}
+    got = std.run(x)
+    _close(got, Session(model.SerializeToString(), threads=2).run(x), "standard vs xnor flavour")
+    tm = testing.torch_model(c.graph, state)
+    with torch.no_grad():
+        _close(got, tm(torch.from_numpy(x)).numpy(), "standard flavour vs torch")
+    with pytest.raises(Exception) as e:
+        std.run(x[:, :1])
+    assert "input must have shape" in str(e.value)

@@ -126,3 +126,19 @@ def matmul_add(w: np.ndarray, b: np.ndarray, threads: int):
     sess = _session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), threads)
     run = sess.run
     return lambda x: run(None, {"x": x})[0]
+
+
+def whole(proto, input_name: str, input_shape, threads: int):
+    """A model with no ai.fractalc operator (the standard ``onnx`` flavour, or a float network)
+    in one onnxruntime session: NCHW in, the graph output out, and its shape tail."""
+    try:
+        sess = _session(proto, threads)
+        y = sess.run(None, {input_name: np.zeros((2,) + tuple(input_shape), np.float32)})[0]
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"onnxruntime refuses the model: {first}") from None
+    if not (isinstance(y, np.ndarray) and y.dtype == np.float32 and y.ndim >= 1 and y.shape[0] == 2):
+        raise ModelError(f"the model's output must be float32 with the batch first, got "
+                         f"{getattr(y, 'dtype', '?')} {getattr(y, 'shape', '?')}")
+    run = sess.run
+    return (lambda x: run(None, {input_name: x})[0]), tuple(int(d) for d in y.shape[1:])

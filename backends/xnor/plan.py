@@ -118,6 +118,18 @@ def build(proto, threads: int, isa: str) -> Plan:
     plan.input_shape = _check_shape([d.dim_value for d in dims[1:]], f"graph input {inp.name!r}")
 
     slots: dict[str, int] = {inp.name: 0}
+    if not any(n.domain == "ai.fractalc" for n in g.node):
+        # nothing binary to run natively: the whole float graph is onnxruntime's
+        from . import ortnode
+        fn, tail = ortnode.whole(proto, inp.name, plan.input_shape, threads)
+        plan.input_nchw = True
+        plan.steps.append(Step(fn, (0,), 1, "onnxruntime (whole model)", "model"))
+        plan.counts["onnxruntime (whole model)"] = 1
+        plan.output_slot, plan.output_val, plan.n_slots = 1, Val("f", tail), 2
+        plan.free_after = [()]
+        plan.names = {inp.name: 0, g.output[0].name: 1}
+        plan.kinds = ["f4c", "f"]
+        return plan
     # an input read only by float convs (the stems) stays NCHW: onnxruntime wants that layout,
     # and a transpose there and back would cost 2.5 ms per 8 images at 224x224
     readers = [n for n in g.node if inp.name in n.input]
