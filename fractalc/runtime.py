@@ -8,8 +8,8 @@ dtypes and sizes, weight packing, static shapes): a malformed model raises `Mode
 crashes. `run` checks the input's dtype and shape and returns the graph output (float32).
 Binary convolutions and bit packing run in the native kernels (ISA chosen at run time,
 ``FRACTALC_ISA`` or `isa` forces one); the float ops run in numpy, float convolutions in
-onnxruntime. Results are identical for any thread count and ISA. The standard ``onnx`` flavour
-runs too (every node then goes through the float path).
+onnxruntime. Results are identical for any thread count and ISA. A model without ai.fractalc
+operators (the standard ``onnx`` flavour) runs too, as one onnxruntime session.
 
 Importing this module imports neither torch, onnx nor the native extension.
 """
