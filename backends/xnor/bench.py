@@ -17,18 +17,21 @@ import numpy as np
 
 
 def cpu_info() -> dict:
-    model, flags = platform.processor() or "unknown", ""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name") and model in ("unknown", "x86_64", ""):
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags") and not flags:
-                    flags = line.split(":", 1)[1]
+                if not line.strip():
+                    break  # the first processor is enough
+                k, _, v = line.partition(":")
+                fields.setdefault(k.strip(), v.strip())
     except OSError:
         pass
+    model = fields.get("model name") or platform.processor() or "unknown"
+    if "cpu family" in fields:
+        model += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
     from . import kernels
-    return {"cpu": model, "avx512_vpopcntdq": "avx512_vpopcntdq" in flags.split(),
+    return {"cpu": model, "avx512_vpopcntdq": "avx512_vpopcntdq" in fields.get("flags", "").split(),
             "isas": kernels.available_isas(), "cpus": len(os.sched_getaffinity(0)),
             "loadavg": os.getloadavg()[0]}
 
