@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from fractalc.errors import ModelError
+from fractalc.errors import BackendUnavailable, ModelError
 
 from . import kernels, plan as _plan
 
@@ -22,6 +22,12 @@ MAX_BATCH = 1 << 16
 class Executor:
     def __init__(self, model, threads: int | None = None, isa: str | None = None):
         from fractalc.backends.onnx.loader import load_model
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            raise BackendUnavailable(f"the runtime needs onnx and onnxruntime ({exc})",
+                                     hint='pip install "fractalc[onnx]"') from None
         self.threads = kernels._threads(threads)
         self.isa = kernels.resolve_isa(isa)
         try:
