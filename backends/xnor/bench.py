@@ -98,9 +98,11 @@ def time_interleaved(fns: dict, x: np.ndarray, repeats: int, warmup: int = 2,
                      gap_s: float = 0.02) -> dict[str, list[float]]:
     """Per contender, `repeats` wall times of one call, in rounds of one call each.
 
-    `gap_s` of sleep before each call lets the previous engine's worker threads stop spinning
-    (onnxruntime's and OpenMP's pools busy-wait after a call), so no engine is timed while
-    another one's idle threads still hold the cores."""
+    `gap_s` of sleep before each engine's turn lets the previous engine's worker threads stop
+    spinning (onnxruntime's and OpenMP's pools busy-wait after a call), so no engine is timed
+    while another one's idle threads still hold the cores; then one untimed call brings the
+    engine back to its steady state (after an idle gap every engine's first call is slower:
+    ~1 ms for a 4 ms model here) and the next call is timed."""
     for f in fns.values():
         for _ in range(warmup):
             f(x)
@@ -108,6 +110,7 @@ def time_interleaved(fns: dict, x: np.ndarray, repeats: int, warmup: int = 2,
     for _ in range(repeats):
         for k, f in fns.items():
             time.sleep(gap_s)
+            f(x)
             t0 = time.perf_counter()
             f(x)
             times[k].append(time.perf_counter() - t0)
