@@ -73,27 +73,19 @@ def batchnorm(gamma, beta, mean, var, eps: float):
 
 
 def pool(kind: str, kernel, strides, pads):
-    """Max or average pool (average counts the padding, like torch and count_include_pad=1)."""
+    """Max or average pool with window == stride and no padding (others go to onnxruntime);
+    average sums row by row then divides, like torch."""
     kh, kw = kernel
-    sh, sw = strides
-    t, l, b, r = pads
-    simple = (kh, kw) == (sh, sw) and not any(pads)
+    assert tuple(strides) == (kh, kw) and not any(pads)
 
     def f(x):
         n, h, w, c = x.shape
-        ho, wo = (h + t + b - kh) // sh + 1, (w + l + r - kw) // sw + 1
-        if simple:
-            v = x[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, c)
-            if kind == "max":
-                return v.max(axis=(2, 4))
-            return (v.sum(axis=(2, 4), dtype=np.float32) / np.float32(kh * kw)).astype(np.float32)
-        fill = -np.inf if kind == "max" else 0.0
-        xp = np.full((n, h + t + b, w + l + r, c), fill, np.float32)
-        xp[:, t:t + h, l:l + w] = x
+        ho, wo = h // kh, w // kw
+        v = x[:, :ho * kh, :wo * kw]
         acc = None
         for dy in range(kh):
             for dx in range(kw):
-                s = xp[:, dy:dy + sh * (ho - 1) + 1:sh, dx:dx + sw * (wo - 1) + 1:sw]
+                s = v[:, dy::kh, dx::kw]
                 if acc is None:
                     acc = s.copy()
                 elif kind == "max":
@@ -117,16 +109,3 @@ def flatten_nhwc(x):
     if x.shape[1] == 1 and x.shape[2] == 1:
         return x.reshape(n, -1)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(n, -1)
-
-
-def gemm(b: np.ndarray, c: np.ndarray | None, alpha: float, beta: float, trans_b: bool):
-    bt = np.ascontiguousarray(np.asarray(b, np.float32).T if trans_b else np.asarray(b, np.float32))
-    bt = (bt * np.float32(alpha)).astype(np.float32) if alpha != 1.0 else bt
-    cc = None if c is None else (np.asarray(c, np.float32) * np.float32(beta)).astype(np.float32)
-
-    def f(x):
-        y = x @ bt
-        if cc is not None:
-            y += cc
-        return y
-    return f
