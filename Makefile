@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip -q --disable-pip-version-check
 STAMP  := $(VENV)/.fractalc-installed
 NATIVE := $(wildcard backends/xnor/src/*) CMakeLists.txt
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test sanitize clean
 
 $(STAMP): pyproject.toml $(NATIVE)
 	@command -v dot >/dev/null 2>&1 || { echo "installing Debian's graphviz (dot)"; \
@@ -28,8 +28,13 @@ demo: setup
 	$(VENV)/bin/fractalc compile specs/rf_c3d4.fr --target torch -o build/demo/rf_c3d4.py
 	$(VENV)/bin/fractalc stats specs/rf_c3d4.fr
 
+# The suite includes tests/test_runtime_sanitize.py, which runs the kernel tests against an
+# AddressSanitizer + UndefinedBehaviorSanitizer build (backends/xnor/sanitize.sh).
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
+
+sanitize: setup
+	bash backends/xnor/sanitize.sh $(PY)
 
 clean:
 	rm -rf build dist .pytest_cache

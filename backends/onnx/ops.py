@@ -75,6 +75,8 @@ def conv_attrs(attrs: dict, name: str = "") -> ConvAttrs:
         v = attrs.get(key, default)
         if v is None:
             raise OpError(where + f"missing required attribute {key!r}")
+        if not isinstance(v, (list, tuple)):  # an INT where INTS is required
+            raise OpError(where + f"attribute {key!r} must be {n} ints >= {minimum}, got {v!r}")
         v = tuple(v)
         if len(v) != n or any(not isinstance(i, int) or i < minimum for i in v):
             raise OpError(where + f"attribute {key!r} must be {n} ints >= {minimum}, got {list(v)}")
