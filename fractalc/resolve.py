@@ -143,22 +143,6 @@ def check(spec: Spec) -> None:
     _check_base_cases(spec)
 
 
-def _children(e):
-    if isinstance(e, S.ListLit):
-        return e.items
-    if isinstance(e, S.If):
-        return (e.cond, e.then, e.other)
-    if isinstance(e, S.BinOp):
-        return (e.left, e.right)
-    if isinstance(e, S.Unary):
-        return (e.operand,)
-    if isinstance(e, (S.Index, S.Call)):
-        return (e.target,) + tuple(a.value for a in e.args)
-    if isinstance(e, S.Scoped):
-        return (e.expr,) + tuple(p for p in e.label if not isinstance(p, str))
-    return ()
-
-
 def _callee(spec: Spec, e, local: set[str]):
     """The rule or primitive a (possibly indexed) expression names, if statically known."""
     if isinstance(e, S.Var) and e.name not in local:
@@ -196,7 +180,7 @@ def _check_expr(spec: Spec, e, glob: set[str], local: set[str]) -> None:
                 raise SpecError(f"'{callee.name}' needs at least 2 tensors, got {n}", e.loc)
             elif want >= 0 and n != want:
                 raise SpecError(f"'{callee.name}' takes {want} tensor argument{'s' if want != 1 else ''}, got {n}", e.loc)
-    for c in _children(e):
+    for c in S.children(e):
         _check_expr(spec, c, glob, local)
 
 
@@ -226,7 +210,7 @@ def _rule_refs(spec: Spec, rule: S.Rule) -> set[str]:
     def walk(e):
         if isinstance(e, S.Var) and e.name not in local and e.name in spec.rules:
             out.add(e.name)
-        for c in _children(e):
+        for c in S.children(e):
             walk(c)
 
     walk(rule.body)
@@ -240,7 +224,7 @@ def _always_calls(spec: Spec, e, scc: set[str], local: set[str]) -> bool:
     if isinstance(e, S.If):
         return _always_calls(spec, e.cond, scc, local) or (
             _always_calls(spec, e.then, scc, local) and _always_calls(spec, e.other, scc, local))
-    return any(_always_calls(spec, c, scc, local) for c in _children(e))
+    return any(_always_calls(spec, c, scc, local) for c in S.children(e))
 
 
 def _check_base_cases(spec: Spec) -> None:

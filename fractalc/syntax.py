@@ -104,6 +104,23 @@ class Scoped:
 Expr = Union[Var, Lit, ListLit, If, BinOp, Unary, Index, Call, Scoped]
 
 
+def children(e: Expr) -> tuple:
+    """The sub-expressions of `e`, in source order (interpolated scope labels included)."""
+    if isinstance(e, ListLit):
+        return e.items
+    if isinstance(e, If):
+        return (e.cond, e.then, e.other)
+    if isinstance(e, BinOp):
+        return (e.left, e.right)
+    if isinstance(e, Unary):
+        return (e.operand,)
+    if isinstance(e, (Index, Call)):
+        return (e.target,) + tuple(a.value for a in e.args)
+    if isinstance(e, Scoped):
+        return (e.expr,) + tuple(p for p in e.label if not isinstance(p, str))
+    return ()
+
+
 @dataclass(frozen=True)
 class Import:
     path: str

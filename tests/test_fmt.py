@@ -129,21 +129,7 @@ def _no_string_in_labels(e, in_label=False) -> bool:
             return False
         return _no_string_in_labels(e.expr, in_label) and all(
             isinstance(p, str) or _no_string_in_labels(p, True) for p in e.label)
-    return all(_no_string_in_labels(c, in_label) for c in _kids(e))
-
-
-def _kids(e):
-    if isinstance(e, S.ListLit):
-        return e.items
-    if isinstance(e, S.If):
-        return (e.cond, e.then, e.other)
-    if isinstance(e, S.BinOp):
-        return (e.left, e.right)
-    if isinstance(e, S.Unary):
-        return (e.operand,)
-    if isinstance(e, (S.Index, S.Call)):
-        return (e.target,) + tuple(a.value for a in e.args)
-    return ()
+    return all(_no_string_in_labels(c, in_label) for c in S.children(e))
 
 
 # A scope label is one string token: no string literal (or inner label) can appear inside it.
