@@ -163,14 +163,14 @@ def test_random_data_flips(name, capsys):
     for n in packed:
         flips += int(np.bitwise_count(got[n] ^ ref[n]).sum())
         total += int(np.prod(got[n].shape)) * 64
-    # the kernels' float epilogue rounds twice (multiply, then add: docs/packing.md), the op
-    # contract once (fmaf: docs/onnx-ops.md): 1-ulp differences, counted here
+    # a float XnorConv is fmaf(multiplier, dot, bias) in both (one rounding, docs/onnx-ops.md):
+    # bit-identical even on random data, as long as its binary input bits agree
     ulps = sum(int((got[n] != ref[n]).sum()) for n in floats)
-    for n in floats:
-        np.testing.assert_allclose(got[n], ref[n], rtol=1e-6, atol=1e-6, err_msg=n)
     with capsys.disabled():
         print(f"\n{name}: {flips} sign flips in {total} packed bits vs the reference (random data); "
-              f"{ulps} of {sum(got[n].size for n in floats)} float XnorConv outputs differ in the last bit")
+              f"{ulps} of {sum(got[n].size for n in floats)} float XnorConv outputs differ")
+    if flips == 0:
+        assert ulps == 0
     # flips happen only at near-ties (a BN or join output within float rounding of 0)
     assert flips <= total * 1e-4
     if flips == 0:

@@ -13,6 +13,8 @@ import pytest
 
 from fractalc.errors import BackendUnavailable, ModelError
 
+reference = pytest.importorskip("fractalc.backends.onnx.reference")
+
 xnor = pytest.importorskip("fractalc.backends.xnor")
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -122,7 +124,7 @@ def test_fused_float_and_bit_outputs_match_numpy_on_the_raw_dot(isa):
     bias = (rng.standard_normal(co) * 10).astype(np.float32)
     bias[5:10] = 0.0  # y == 0 exactly at dot == 0 must give +1
     y = xnor.binary_conv2d(x, wp, ci, output="float", mul=mul, bias=bias, **conv)
-    expect = dot.astype(np.float32) * mul + bias  # numpy: float32 multiply, then add
+    expect = reference.fma_f32(mul, dot, bias)  # one rounding (the XnorConv contract)
     assert y.dtype == np.float32
     assert y.tobytes() == expect.tobytes()
 
@@ -137,6 +139,23 @@ def test_fused_float_and_bit_outputs_match_numpy_on_the_raw_dot(isa):
     assert bits.shape == (n, 6, 7, 2) and not (bits[..., -1] >> np.uint64(co - 64)).any()
 
 
+@pytest.mark.parametrize("isa", ISAS, ids=isa_id)
+def test_float_output_rounds_once(isa):
+    # dot = 3 (three +1 inputs against +1 weights), mul = -fl32(1/3), bias = 1: the exact value
+    # 1 + 3 * -0.3333333433 = -2.98e-8 is what fmaf keeps; multiply-then-add rounds 3 * mul to
+    # -1.0 first and returns 0. The bit output agrees with the float output's sign.
+    x = xnor.pack_activations(np.ones((1, 3, 1, 1), np.float32))
+    w = xnor.pack_weights(np.ones((1, 3, 1, 1), np.float32))
+    mul = np.array([-1 / 3], np.float32)
+    bias = np.ones(1, np.float32)
+    y = xnor.binary_conv2d(x, w, 3, output="float", mul=mul, bias=bias, isa=isa)
+    exact = 1.0 + 3.0 * float(mul[0])
+    assert y[0, 0, 0, 0] == np.float32(exact) < 0
+    thr, flip = xnor.thresholds_from_affine(mul, bias, 3)
+    bits = xnor.binary_conv2d(x, w, 3, output="bits", threshold=thr, flip=flip, isa=isa)
+    assert bits[0, 0, 0, 0] == 1  # -1
+
+
 def test_thresholds_reproduce_float32_sign_for_every_dot():
     rng = np.random.default_rng(5)
     k = 300
@@ -144,11 +163,12 @@ def test_thresholds_reproduce_float32_sign_for_every_dot():
     bias = np.concatenate([rng.standard_normal(40) * 50, [1.0, -1.0, 0.0, 0.0, 0.0, 1.5, 1.5, -3.0]]).astype(np.float32)
     thr, flip = xnor.thresholds_from_affine(mul, bias, k)
     d = np.arange(-k, k + 1)
-    neg = (d[None, :].astype(np.float32) * mul[:, None] + bias[:, None]) < 0
+    neg = reference.fma_f32(mul[:, None], d[None, :], bias[:, None]) < 0
     np.testing.assert_array_equal((d[None, :] < thr[:, None]) != (flip[:, None] != 0), neg)
-    # Closed forms: 0.1*d + 1.5 < 0 iff d < -15 (fl32(0.1*-15) == -1.5, so d = -15 gives +1);
-    # -0.1*d + 1.5 < 0 iff d >= 16; 3*d - 3 < 0 iff d < 1; mul = 0: constant sign of bias.
-    assert (thr[45], flip[45]) == (-15, 0) and (thr[46], flip[46]) == (16, 1)
+    # Closed forms with fl32(0.1) = 0.100000001490116: 0.1*d + 1.5 < 0 iff d <= -15 (one
+    # rounding keeps -2.2e-8 at d = -15; multiply-then-add would round it to 0 and give +1);
+    # -0.1*d + 1.5 < 0 iff d >= 15; 3*d - 3 < 0 iff d < 1; mul = 0: constant sign of bias.
+    assert (thr[45], flip[45]) == (-14, 0) and (thr[46], flip[46]) == (15, 1)
     assert (thr[47], flip[47]) == (1, 0)
     assert (thr[40], flip[40]) == (-k, 0) and (thr[41], flip[41]) == (k + 1, 0)
 

@@ -174,34 +174,35 @@ def _check_packed(a: np.ndarray, channels: int, what: str) -> np.ndarray:
 
 def thresholds_from_affine(mul: np.ndarray, bias: np.ndarray,
                            max_abs_dot: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integer ``(threshold, flip)`` equal to the float32 sign of ``dot * mul + bias``.
+    """Integer ``(threshold, flip)`` equal to the float32 sign of ``fmaf(dot, mul, bias)``.
 
-    For every integer ``|dot| <= max_abs_dot`` and channel ``c``, with ``y`` computed in float32
-    as ``fl(fl(dot * mul[c]) + bias[c])``: ``(dot < threshold[c]) != flip[c]`` is exactly
-    ``y < 0`` (output bit 1, i.e. -1; ``y == 0`` gives +1). Found by evaluating all dot values, so
-    float rounding near the tie is matched, not approximated. ``flip[c] = 1`` where ``mul[c] < 0``.
+    For every integer ``|dot| <= max_abs_dot`` and channel ``c``, with ``y`` the float output of
+    the kernels (``dot * mul[c] + bias[c]`` rounded once to float32): ``(dot < threshold[c]) !=
+    flip[c]`` is exactly ``y < 0`` (output bit 1, i.e. -1; ``y == 0`` gives +1). ``flip[c] = 1``
+    where ``mul[c] < 0``.
+
+    Exact, not approximate: the real value ``dot * mul + bias`` is a multiple of 2^-149 (the
+    float32 subnormal step), so when it is nonzero it cannot round to zero, and ``y < 0`` is
+    ``dot * mul + bias < 0``; that test is evaluated for every dot in float64, where the product
+    is exact (24-bit by < 25-bit) and the sum's rounding keeps its sign.
     """
     mul = np.asarray(mul, np.float32).reshape(-1)
     bias = np.asarray(bias, np.float32).reshape(-1)
     if mul.shape != bias.shape:
         raise ModelError(f"mul and bias differ in length: {mul.size} vs {bias.size}")
+    if not (np.isfinite(mul).all() and np.isfinite(bias).all()):
+        raise ModelError("mul and bias must be finite to derive integer thresholds")
     k = int(max_abs_dot)
     if not 0 <= k < 2 ** 24:
         raise ModelError(f"max_abs_dot must be in [0, 2^24), got {max_abs_dot}")
-    d = np.arange(-k, k + 1, dtype=np.float32)
+    d = np.arange(-k, k + 1, dtype=np.float64)
     count = np.empty(mul.size, np.int64)
     step = max(1, (1 << 22) // d.size)
     for s in range(0, mul.size, step):
-        y = d[None, :] * mul[s:s + step, None] + bias[s:s + step, None]
-        neg = y < 0
-        count[s:s + step] = neg.sum(axis=1)
-        # y is monotonic in dot (rounding is monotonic), so the negative set is a prefix
-        # (mul >= 0) or a suffix (mul < 0) of the dot range.
-        flip_s = mul[s:s + step] < 0
-        expect = np.where(flip_s[:, None], np.arange(d.size)[None, :] >= d.size - count[s:s + step, None],
-                          np.arange(d.size)[None, :] < count[s:s + step, None])
-        if not np.array_equal(neg, expect):  # pragma: no cover - would be a float anomaly
-            raise ModelError("mul/bias give a non-monotonic sign (NaN?); cannot derive thresholds")
+        y = d[None, :] * mul[s:s + step, None].astype(np.float64) + bias[s:s + step, None].astype(np.float64)
+        count[s:s + step] = (y < 0).sum(axis=1)
+    # y is monotonic in dot, so the negative set is a prefix (mul >= 0) or a suffix (mul < 0)
+    # of the dot range: counting it is enough.
     flip = (mul < 0).astype(np.int32)
     thr = np.where(flip == 1, k + 1 - count, -k + count).astype(np.int32)
     return thr, flip
@@ -216,7 +217,8 @@ class BinaryConv2d:
     ``"one"`` pads it with +1. Output (NHWC, ``Ho = (H + 2p - kh)//stride + 1``):
 
     - ``"int32"``: ``dot`` as int32 ``(N, Ho, Wo, C_out)``;
-    - ``"float"``: float32 ``fl(fl(dot * mul[c]) + bias[c])`` ``(N, Ho, Wo, C_out)``;
+    - ``"float"``: float32 ``fmaf(dot, mul[c], bias[c])`` (one rounding) ``(N, Ho, Wo, C_out)``,
+      for ``kh * kw * C_in <= 2^24``;
     - ``"bits"``: packed ``(N, Ho, Wo, ceil(C_out/64))`` uint64 with bit 1 (-1) where
       ``(dot < threshold[c]) != flip[c]`` (see :func:`thresholds_from_affine`).
     """

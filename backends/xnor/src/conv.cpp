@@ -106,6 +106,8 @@ void ConvPlan::run(const uint64_t* x, int N, int H, int W, const Output& out, in
     if (H + 2 * pad_ < kh || W + 2 * pad_ < kw)
         throw std::invalid_argument("binary conv: input " + std::to_string(H) + "x" + std::to_string(W) +
                                     " is smaller than the kernel after padding");
+    if (out.kind == OutKind::affine && static_cast<int64_t>(kh) * kw * c_in > (int64_t{1} << 24))
+        throw std::invalid_argument("binary conv: float output needs kh*kw*C_in <= 2^24 (float(dot) exact)");
     const int Ho = out_size(H, kh), Wo = out_size(W, kw);
     const int Hp = H + 2 * pad_, Wp = W + 2 * pad_;
     const uint64_t* xp = x;

@@ -18,7 +18,7 @@ enum class OutKind : int { int32 = 0, affine = 1, bits = 2 };
 struct Output {
     OutKind kind = OutKind::int32;
     void* data = nullptr;
-    const float* mul = nullptr;     // affine: y = float(dot) * mul[c] + bias[c] (two roundings)
+    const float* mul = nullptr;     // affine: y = fmaf(float(dot), mul[c], bias[c]) (one rounding)
     const float* bias = nullptr;
     const int32_t* thr = nullptr;   // bits: bit = (dot < thr[c]) != flip[c]
     const int32_t* flip = nullptr;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -70,10 +71,8 @@ inline void store_one(const ConvJob& j, std::size_t m, int ct, const int32_t* co
             alignas(64) float y[kCoTile];
             const float* __restrict mul = j.out.mul + c0;
             const float* __restrict bias = j.out.bias + c0;
-            for (int q = 0; q < kCoTile; ++q) {
-                const float prod = static_cast<float>(dot[q]) * mul[q];
-                y[q] = prod + bias[q];
-            }
+            // One rounding (fmaf), the XnorConv contract; float(dot) is exact (|dot| < 2^24).
+            for (int q = 0; q < kCoTile; ++q) y[q] = std::fma(static_cast<float>(dot[q]), mul[q], bias[q]);
             float* __restrict o = static_cast<float*>(j.out.data) + m * j.c_out + c0;
             if (cn == kCoTile) {
                 for (int q = 0; q < kCoTile; ++q) o[q] = y[q];

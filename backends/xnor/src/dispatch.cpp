@@ -21,7 +21,7 @@ bool cpu_supports(Isa isa) {
     switch (isa) {
         case Isa::portable: return true;
 #ifdef XNOR_X86
-        case Isa::avx2: return __builtin_cpu_supports("avx2");
+        case Isa::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
         case Isa::avx512:
             return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vpopcntdq");

@@ -4,7 +4,7 @@
 
 #include "conv_impl.h"
 
-#define XNOR_AVX2 __attribute__((target("avx2")))
+#define XNOR_AVX2 __attribute__((target("avx2,fma")))
 
 namespace xnor {
 namespace {

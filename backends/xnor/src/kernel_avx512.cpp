@@ -94,9 +94,9 @@ XNOR_AVX512 inline void store_tile_avx512(const ConvJob& j, std::size_t m0, int 
             const __m512 b_lo = _mm512_loadu_ps(j.out.bias + c0), b_hi = _mm512_loadu_ps(j.out.bias + c0 + 16);
             float* o = static_cast<float*>(j.out.data) + m0 * j.c_out + c0;
             for (int p = 0; p < np; ++p, o += j.c_out) {
-                // Multiply, then add: two roundings, like numpy (the build disables contraction).
-                const __m512 ylo = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dlo[p]), mul_lo), b_lo);
-                const __m512 yhi = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dhi[p]), mul_hi), b_hi);
+                // One rounding (fmaf), the XnorConv contract; float(dot) is exact (|dot| < 2^24).
+                const __m512 ylo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dlo[p]), mul_lo, b_lo);
+                const __m512 yhi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dhi[p]), mul_hi, b_hi);
                 _mm512_mask_storeu_ps(o, mlo, ylo);
                 _mm512_mask_storeu_ps(o + 16, mhi, yhi);
             }
