@@ -194,5 +194,5 @@ def test_cli_bench_spec_json(tmp_path):
     data = json.loads(out.read_text())
     row = data["results"][0]["threads"]["1"]
     assert set(row["median_ms"]) == {"fractalc", "onnxruntime", "torch"}
-    assert set(row["fractalc_breakdown_ms"]) >= {"XnorConv", "PackBits"}
+    assert any(k.startswith("XnorConv") for k in row["fractalc_breakdown_ms"]), row["fractalc_breakdown_ms"]
     assert "speedup_vs" in row and "cpu" in data["cpu"]

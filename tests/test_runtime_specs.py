@@ -158,7 +158,14 @@ def test_random_data_flips(name, capsys):
     floats = [nd.output[0] for nd in model.graph.node if nd.op_type == "XnorConv"
               and any(a.name == "output_type" and a.s == b"float" for a in nd.attribute)]
     ref = reference.run_reference(model, x, outputs=packed + floats + ["output"])
-    got = Executor(model.SerializeToString(), threads=2).run_all(x)
+    ex = Executor(model.SerializeToString(), threads=2)
+    got = ex.run_all(x)  # an unfused plan: every node's value
+    # run() fuses XnorConv+Add(+PackBits) (backends/xnor/plan.py): exact, even on random data
+    assert ex.run(x).tobytes() == got["output"].tobytes()
+    if name in ("bireal_resnet18", "rf_c3d4_resnet21"):
+        assert "XnorConv+Add+PackBits" in ex.plan.counts, ex.plan.counts
+    if name == "bireal_resnet18":  # every residual Add and PackBits folds into a conv
+        assert "Add" not in ex.plan.counts and ex.plan.counts.get("PackBits") == 1, ex.plan.counts
     flips = total = 0
     for n in packed:
         flips += int(np.bitwise_count(got[n] ^ ref[n]).sum())

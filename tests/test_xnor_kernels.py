@@ -156,6 +156,35 @@ def test_float_output_rounds_once(isa):
     assert bits[0, 0, 0, 0] == 1  # -1
 
 
+@pytest.mark.parametrize("isa", ISAS, ids=isa_id)
+def test_fused_residual_add_and_sign_bits_equal_the_separate_ops(isa):
+    rng = np.random.default_rng(12)
+    for n, ci, co, hw, stride in ((2, 65, 97, 6, 1), (1, 64, 64, 9, 2), (3, 130, 40, 5, 1)):
+        x = xnor.pack_activations(rng.standard_normal((n, ci, hw, hw)).astype(np.float32))
+        wp = xnor.pack_weights(rng.standard_normal((co, ci, 3, 3)))
+        mul = rng.standard_normal(co).astype(np.float32)
+        bias = (rng.standard_normal(co) * 10).astype(np.float32)
+        for t in (1, 2):
+            conv = xnor.BinaryConv2d(wp, ci, stride=stride, padding=1, output="float", mul=mul,
+                                     bias=bias, isa=isa, threads=t)
+            y = conv(x)
+            r = (rng.standard_normal(y.shape) * 20).astype(np.float32)
+            r[..., :3] = -y[..., :3]  # exact zeros: +1 bits
+            want = y + r
+            want_bits = xnor.pack_activations(want, layout="nhwc", isa=isa)
+            got, bits = conv(x, residual=r, sign_bits=True)
+            assert got.tobytes() == want.tobytes() and bits.tobytes() == want_bits.tobytes()
+            inplace = r.copy()
+            got, bits = conv(x, residual=inplace, sign_bits=True, out=inplace)
+            assert got is inplace and got.tobytes() == want.tobytes()
+            assert bits.tobytes() == want_bits.tobytes()
+            got, bits = conv(x, sign_bits=True)
+            assert got.tobytes() == y.tobytes()
+            assert bits.tobytes() == xnor.pack_activations(y, layout="nhwc", isa=isa).tobytes()
+    with pytest.raises(ModelError, match="shape"):
+        conv(x, residual=r[:, :1])
+
+
 def test_thresholds_reproduce_float32_sign_for_every_dot():
     rng = np.random.default_rng(5)
     k = 300

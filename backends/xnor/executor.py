@@ -40,6 +40,8 @@ class Executor:
         meta = {p.key: p.value for p in proto.metadata_props}
         self.metadata = meta
         self.plan = _plan.build(proto, self.threads, self.isa)
+        self._proto = proto
+        self._unfused = None
         p = self.plan
         self.input_name = p.input_name
         self.input_shape = p.input_shape
@@ -73,31 +75,42 @@ class Executor:
         return np.ascontiguousarray(y)
 
     def _loop(self, vals, profile):
+        # a fused step may give two values (Step.out a pair of slots)
         if profile is None:
             for fn, ins, out, free in self._steps:
-                vals[out] = fn(*[vals[i] for i in ins])
+                if out.__class__ is int:
+                    vals[out] = fn(*[vals[i] for i in ins])
+                else:
+                    vals[out[0]], vals[out[1]] = fn(*[vals[i] for i in ins])
                 for i in free:
                     vals[i] = None
         else:
             clock = time.perf_counter
             for st, (fn, ins, out, free) in zip(self.plan.steps, self._steps):
                 t0 = clock()
-                vals[out] = fn(*[vals[i] for i in ins])
+                if out.__class__ is int:
+                    vals[out] = fn(*[vals[i] for i in ins])
+                else:
+                    vals[out[0]], vals[out[1]] = fn(*[vals[i] for i in ins])
                 profile[st.kind] = profile.get(st.kind, 0.0) + clock() - t0
                 for i in free:
                     vals[i] = None
 
     def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every value of the graph by its ONNX name, in ONNX layouts (floats NCHW, bits as
-        packed NHWC words): for tests and debugging, nothing is released."""
-        vals = [None] * self.plan.n_slots
+        packed NHWC words): for tests and debugging, nothing is released. Runs an unfused plan
+        (built on first use), so values that fusion never materialises are there too."""
+        if self._unfused is None:
+            self._unfused = _plan.build(self._proto, self.threads, self.isa, fuse=False)
+        plan = self._unfused
+        vals = [None] * plan.n_slots
         vals[0] = self._check_input(x)
-        for st in self.plan.steps:  # the out-of-place ops: every value stays intact
+        for st in plan.steps:  # the out-of-place ops: every value stays intact
             vals[st.out] = st.fn(*[vals[i] for i in st.ins])
         out = {}
-        for name, slot in self.plan.names.items():
+        for name, slot in plan.names.items():
             v = vals[slot]
-            if self.plan.kinds[slot] == "f4":
+            if plan.kinds[slot] == "f4":
                 v = v.transpose(0, 3, 1, 2)
             out[name] = np.ascontiguousarray(v)
         return out

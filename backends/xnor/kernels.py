@@ -278,8 +278,17 @@ class BinaryConv2d:
         c = _words(self.out_channels) if self.output == "bits" else self.out_channels
         return n, ho, wo, c
 
-    def __call__(self, x: np.ndarray, *, check: bool = True) -> np.ndarray:
-        """Run on packed input ``x``; ``check=False`` skips the unused-bit scan (trusted input)."""
+    def __call__(self, x: np.ndarray, *, check: bool = True, residual: np.ndarray | None = None,
+                 sign_bits: bool = False, out: np.ndarray | None = None):
+        """Run on packed input ``x``; ``check=False`` skips the unused-bit scan (trusted input).
+
+        Fused epilogues of the float output (each exactly the separate op it replaces):
+        ``residual`` (float32, the output's shape) is added after the affine map, rounded on its
+        own as a graph's ``Add`` would; ``sign_bits=True`` also returns the packed sign of the
+        final value (``pack_activations(y, layout="nhwc")``), as ``(y, bits)``. ``out`` is a
+        float32 C-contiguous array of the output's shape to write into; it may be ``residual``
+        itself (each element is read before it is written).
+        """
         if check:
             x = _check_packed(x, self.in_channels, "packed input")
         elif not (isinstance(x, np.ndarray) and x.dtype == np.uint64 and x.ndim == 4
@@ -287,19 +296,28 @@ class BinaryConv2d:
             raise ModelError(f"packed input must be (N, H, W, {_words(self.in_channels)}) uint64")
         x = np.ascontiguousarray(x)
         shape = self.out_shape(*x.shape[:3])
+        if (residual is not None or sign_bits or out is not None) and self.output != "float":
+            raise ModelError("residual, sign_bits and out need output='float'")
+        for name, a in (("residual", residual), ("out", out)):
+            if a is not None and not (isinstance(a, np.ndarray) and a.dtype == np.float32
+                                      and a.shape == shape and a.flags.c_contiguous):
+                raise ModelError(f"{name} must be a C-contiguous float32 array of shape {shape}")
         try:
             if self.output == "int32":
-                out = np.empty(shape, np.int32)
-                self._plan.run_int32(x, out, self.threads, self.isa)
+                y = np.empty(shape, np.int32)
+                self._plan.run_int32(x, y, self.threads, self.isa)
             elif self.output == "float":
-                out = np.empty(shape, np.float32)
-                self._plan.run_affine(x, out, self._mul, self._bias, self.threads, self.isa)
+                y = np.empty(shape, np.float32) if out is None else out
+                bits = np.zeros(shape[:3] + (_words(self.out_channels),), np.uint64) if sign_bits else None
+                self._plan.run_affine(x, y, self._mul, self._bias, residual, bits, self.threads, self.isa)
+                if sign_bits:
+                    return y, bits
             else:
-                out = np.zeros(shape, np.uint64)
-                self._plan.run_bits(x, out, self._thr, self._flip, self.threads, self.isa)
+                y = np.zeros(shape, np.uint64)
+                self._plan.run_bits(x, y, self._thr, self._flip, self.threads, self.isa)
         except ValueError as e:
             raise ModelError(str(e)) from e
-        return out
+        return y
 
 
 def binary_conv2d(x: np.ndarray, weights: np.ndarray, in_channels: int, **kwargs) -> np.ndarray:

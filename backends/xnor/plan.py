@@ -6,6 +6,12 @@ from the model alone, before any kernel sees data: every node's operator, arity,
 initializer dtypes and sizes, the bit packing of weights, and the static shape of every value
 (for any batch size). A model that fails any check raises `ModelError` naming the node.
 
+With ``fuse`` (the default), a float ``XnorConv`` read only by an ``Add`` becomes one step with
+the add in its epilogue, and a ``PackBits`` (no threshold) of such a step's output is produced
+by the same step (``Step.out`` is then a pair of slots): each fused value is bit-identical to
+the separate ops (see kernels.BinaryConv2d), and saves a pass over memory. `fuse=False` keeps
+every node's value (``Executor.run_all``).
+
 Values live in one of three forms (the `Val.kind`):
 - ``"f4"``: a 4-D float32 activation, logically NCHW ``(N,) + shape`` but stored channels-last
   (NHWC), the layout the XNOR kernels read and write;
@@ -43,6 +49,7 @@ class Step:
     name: str
     into: object = None  # the same op writing into its first input (see _in_place)
     fast: object = None  # `into` where the plan proved it safe: what `run` calls
+    conv: object = None  # the kernels.BinaryConv2d of a native float XnorConv (for fusion)
 
 
 @dataclass
@@ -94,7 +101,7 @@ def _initializers(graph) -> dict[str, np.ndarray]:
     return out
 
 
-def build(proto, threads: int, isa: str) -> Plan:
+def build(proto, threads: int, isa: str, fuse: bool = True) -> Plan:
     """Validate `proto` (already passed `backends.onnx.load_model`) and compile its plan."""
     from . import floatplan
     g = proto.graph
@@ -167,7 +174,6 @@ def build(proto, threads: int, isa: str) -> Plan:
             step, val = got if got else floatplan.ort_step(node, slots, vals, inits, threads, opset, chain)
             step.out = new(chain[-1].output[0], val, chain[-1])
             plan.steps.append(step)
-            plan.counts[step.kind] = plan.counts.get(step.kind, 0) + 1
             k += 1 + len(chain)
             continue
         k += 1
@@ -176,6 +182,8 @@ def build(proto, threads: int, isa: str) -> Plan:
         for i in node.input:
             if i and i not in slots and i not in inits:
                 raise _err(node, f"input {i!r} is not produced by an earlier node nor an initializer")
+        if fuse and _fuse(node, plan, slots, vals, consumers, new):
+            continue
         if node.domain == "ai.fractalc":
             step, val = _fractalc_node(node, slots, vals, inits, threads, isa)
         elif node.domain in ("", "ai.onnx"):
@@ -184,7 +192,8 @@ def build(proto, threads: int, isa: str) -> Plan:
             raise _err(node, f"operator domain {node.domain!r} is not supported by the native runtime")
         step.out = new(node.output[0], val, node)
         plan.steps.append(step)
-        plan.counts[step.kind] = plan.counts.get(step.kind, 0) + 1
+    for st in plan.steps:
+        plan.counts[st.kind] = plan.counts.get(st.kind, 0) + 1
 
     out = g.output[0].name
     if out not in slots:
@@ -201,6 +210,9 @@ def build(proto, threads: int, isa: str) -> Plan:
     for k, st in enumerate(plan.steps):
         for s in st.ins:
             last[s] = k
+    for k, st in enumerate(plan.steps):  # a fused output nothing reads dies at once
+        for s in _outs(st):
+            last.setdefault(s, k)
     free = [[] for _ in plan.steps]
     for s, k in last.items():
         if s != plan.output_slot:
@@ -227,7 +239,56 @@ def _in_place(plan: Plan, free) -> None:
             st.fast = into
             plan.inplace += 1
         if st.kind in _FRESH or "+" in st.kind or st.kind in ("Conv", "Gemm"):
-            fresh.add(st.out)
+            fresh.add(_outs(st)[0])
+
+
+def _outs(st: Step) -> tuple[int, ...]:
+    return st.out if isinstance(st.out, tuple) else (st.out,)
+
+
+def _fuse(node, plan: Plan, slots, vals, consumers, new) -> bool:
+    """Fold `node` into the step of a float XnorConv where that is exact (see the module doc):
+    ``Add(conv, r)`` (conv read by nothing else, r a channels-last value of the same shape)
+    or ``PackBits(v)`` without threshold where v is such a step's only output. The conv step
+    moves to the Add's place in the plan (its input is alive there: values are freed only after
+    their last use, computed on the final plan). True when fused."""
+    if len(node.output) != 1 or node.attribute:
+        return False
+    producer = {st.out: st for st in plan.steps[-64:] if st.conv is not None}
+    if node.op_type == "Add" and node.domain in ("", "ai.onnx") and len(node.input) == 2:
+        for a, r in (node.input, node.input[::-1]):
+            st = producer.get(slots.get(a, -1))
+            if (st is None or st.kind != "XnorConv" or consumers.get(a) != 1 or a == r or r not in slots
+                    or vals[slots[r]].kind != "f4" or vals[slots[r]].shape != vals[st.out].shape):
+                continue
+            conv, x_slot = st.conv, st.ins[0]
+            plan.steps.remove(st)
+            fused = Step(lambda r_, x_, _c=conv: _c(x_, check=False, residual=r_), (slots[r], x_slot), -1,
+                         "XnorConv+Add", node.name, conv=conv)
+            fused.into = lambda r_, x_, _c=conv: _c(x_, check=False, residual=r_, out=r_)
+            fused.out = new(node.output[0], Val("f4", vals[st.out].shape), node)
+            plan.steps.append(fused)
+            return True
+        return False
+    if node.op_type == "PackBits" and node.domain == "ai.fractalc" and len(node.input) == 1:
+        from fractalc.backends.onnx import ops
+        try:
+            ops.check_node(node)
+        except ops.OpError as exc:
+            raise ModelError(str(exc)) from None
+        st = producer.get(slots.get(node.input[0], -1))
+        if st is None or vals[st.out].kind != "f4":
+            return False
+        conv = st.conv
+        if st.kind == "XnorConv":
+            st.fn = lambda x_, _c=conv: _c(x_, check=False, sign_bits=True)
+        else:
+            st.fn = lambda r_, x_, _c=conv: _c(x_, check=False, residual=r_, sign_bits=True)
+            st.into = lambda r_, x_, _c=conv: _c(x_, check=False, residual=r_, sign_bits=True, out=r_)
+        st.out = (st.out, new(node.output[0], Val("bits", vals[st.out].shape), node))
+        st.kind += "+PackBits"
+        return True
+    return False
 
 
 def _value(node, name, slots, vals, kinds):
@@ -337,6 +398,8 @@ def _xnor_conv(node, slots, vals, inits, threads, isa, ops):
 
         def fn(x, _c=conv):
             return _c(x, check=False)
+        if a.output == "float":
+            return Step(fn, (s,), -1, "XnorConv", node.name, conv=conv), val
     else:
         # asymmetric pads or strides: legal in the op contract, not in the kernels' API; the
         # exact numpy reference runs these (no lowered fractalc graph has one)

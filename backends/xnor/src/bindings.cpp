@@ -2,9 +2,11 @@
 // arguments with clear messages and allocates outputs; checks here only guard memory safety.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -124,7 +126,9 @@ NB_MODULE(_xnor, m) {
             run_checked(p, x, o, out.size(), p.c_out, threads, isa);
         })
         .def("run_affine", [](const ConvPlan& p, Arr<const uint64_t, 4> x, Arr<float, 4> out,
-                              Arr<const float, 1> mul, Arr<const float, 1> bias, int threads, const std::string& isa) {
+                              Arr<const float, 1> mul, Arr<const float, 1> bias,
+                              std::optional<Arr<const float, 4>> residual, std::optional<Arr<uint64_t, 4>> sign_bits,
+                              int threads, const std::string& isa) {
             require(static_cast<int>(out.shape(3)) == p.c_out, "output channels mismatch");
             require(static_cast<int>(mul.shape(0)) == p.c_out && static_cast<int>(bias.shape(0)) == p.c_out,
                     "mul and bias need one value per output channel");
@@ -133,8 +137,20 @@ NB_MODULE(_xnor, m) {
             o.data = out.data();
             o.mul = mul.data();
             o.bias = bias.data();
+            if (residual) {
+                for (int d = 0; d < 4; ++d)
+                    require(residual->shape(d) == out.shape(d), "residual must have the output's shape");
+                o.residual = residual->data();
+            }
+            if (sign_bits) {
+                for (int d = 0; d < 3; ++d)
+                    require(sign_bits->shape(d) == out.shape(d), "sign bits must have the output's pixels");
+                require(static_cast<int>(sign_bits->shape(3)) == words(p.c_out), "sign bits: words mismatch");
+                o.sign_bits = sign_bits->data();
+            }
             run_checked(p, x, o, out.size(), p.c_out, threads, isa);
-        })
+        }, nb::arg("x"), nb::arg("out"), nb::arg("mul"), nb::arg("bias"), nb::arg("residual").none(),
+           nb::arg("sign_bits").none(), nb::arg("threads"), nb::arg("isa"))
         .def("run_bits", [](const ConvPlan& p, Arr<const uint64_t, 4> x, Arr<uint64_t, 4> out,
                             Arr<const int32_t, 1> thr, Arr<const int32_t, 1> flip, int threads, const std::string& isa) {
             require(static_cast<int>(out.shape(3)) == words(p.c_out), "output words mismatch");

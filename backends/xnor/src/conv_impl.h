@@ -73,11 +73,21 @@ inline void store_one(const ConvJob& j, std::size_t m, int ct, const int32_t* co
             const float* __restrict bias = j.out.bias + c0;
             // One rounding (fmaf), the XnorConv contract; float(dot) is exact (|dot| < 2^24).
             for (int q = 0; q < kCoTile; ++q) y[q] = std::fma(static_cast<float>(dot[q]), mul[q], bias[q]);
+            if (j.out.residual) {  // the fused Add: a second, separate rounding, as the graph has it
+                const float* __restrict r = j.out.residual + m * j.c_out + c0;
+                for (int q = 0; q < cn; ++q) y[q] += r[q];
+            }
             float* __restrict o = static_cast<float*>(j.out.data) + m * j.c_out + c0;
             if (cn == kCoTile) {
                 for (int q = 0; q < kCoTile; ++q) o[q] = y[q];
             } else {
                 for (int q = 0; q < cn; ++q) o[q] = y[q];
+            }
+            if (j.out.sign_bits) {  // the fused PackBits (bit 1 iff y < 0; NaN and -0.0 give 0)
+                uint32_t bits = 0;
+                for (int q = 0; q < cn; ++q) bits |= static_cast<uint32_t>(y[q] < 0.0f) << q;
+                const std::size_t half_words = 2 * static_cast<std::size_t>((j.c_out + 63) / 64);
+                reinterpret_cast<uint32_t*>(j.out.sign_bits)[m * half_words + ct] = bits;
             }
             break;
         }

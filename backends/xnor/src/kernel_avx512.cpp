@@ -93,12 +93,27 @@ XNOR_AVX512 inline void store_tile_avx512(const ConvJob& j, std::size_t m0, int 
             const __m512 mul_lo = _mm512_loadu_ps(j.out.mul + c0), mul_hi = _mm512_loadu_ps(j.out.mul + c0 + 16);
             const __m512 b_lo = _mm512_loadu_ps(j.out.bias + c0), b_hi = _mm512_loadu_ps(j.out.bias + c0 + 16);
             float* o = static_cast<float*>(j.out.data) + m0 * j.c_out + c0;
+            const float* r = j.out.residual ? j.out.residual + m0 * j.c_out + c0 : nullptr;
+            const std::size_t half_words = 2 * static_cast<std::size_t>((j.c_out + 63) / 64);
+            uint32_t* sb = j.out.sign_bits ? reinterpret_cast<uint32_t*>(j.out.sign_bits) + m0 * half_words + ct
+                                           : nullptr;
+            const __m512 zero = _mm512_setzero_ps();
             for (int p = 0; p < np; ++p, o += j.c_out) {
                 // One rounding (fmaf), the XnorConv contract; float(dot) is exact (|dot| < 2^24).
-                const __m512 ylo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dlo[p]), mul_lo, b_lo);
-                const __m512 yhi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dhi[p]), mul_hi, b_hi);
+                __m512 ylo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dlo[p]), mul_lo, b_lo);
+                __m512 yhi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dhi[p]), mul_hi, b_hi);
+                if (r) {  // the fused Add: a second, separate rounding, as the graph has it
+                    ylo = _mm512_add_ps(ylo, _mm512_maskz_loadu_ps(mlo, r));
+                    yhi = _mm512_add_ps(yhi, _mm512_maskz_loadu_ps(mhi, r + 16));
+                    r += j.c_out;
+                }
                 _mm512_mask_storeu_ps(o, mlo, ylo);
                 _mm512_mask_storeu_ps(o + 16, mhi, yhi);
+                if (sb) {  // the fused PackBits: bit 1 iff y < 0 (ordered: NaN gives 0)
+                    *sb = static_cast<uint32_t>(_mm512_mask_cmp_ps_mask(mlo, ylo, zero, _CMP_LT_OQ)) |
+                          static_cast<uint32_t>(_mm512_mask_cmp_ps_mask(mhi, yhi, zero, _CMP_LT_OQ)) << 16;
+                    sb += half_words;
+                }
             }
             break;
         }
