@@ -316,3 +316,40 @@ def test_concurrent_callers_share_the_pool_safely():
     for t in ts:
         t.join()
     assert not bad
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_pointwise_conv_matches_torch_and_is_the_same_on_every_isa(pool):
+    rng = np.random.default_rng(21)
+    for n, h, w_, c, co in ((1, 8, 8, 64, 128), (2, 7, 5, 70, 37), (3, 3, 4, 3, 100)):
+        x = rng.standard_normal((n, h, w_, c)).astype(np.float32)
+        w = rng.standard_normal((c, co)).astype(np.float32)
+        b = rng.standard_normal(co).astype(np.float32)
+        # dyadic data (multiples of 1/4 with few bits): every engine computes it exactly
+        xd, wd, bd = (np.round(a * 4) / 4 for a in (x, w, b))
+        tx = torch.from_numpy(xd.astype(np.float64)).permute(0, 3, 1, 2)
+        if pool:
+            tx = F.avg_pool2d(tx, 2)
+        want = F.conv2d(tx, torch.from_numpy(wd.T.astype(np.float64))[:, :, None, None],
+                        torch.from_numpy(bd.astype(np.float64))).permute(0, 2, 3, 1).numpy()
+        got = xnor.pointwise_conv(xd, wd, bd, pool=pool)
+        assert got.shape == want.shape and np.array_equal(got, want.astype(np.float32))
+        outs = {xnor.pointwise_conv(x, w, b, pool=pool, isa=isa, threads=t).tobytes()
+                for isa in xnor.available_isas() for t in (1, 2, 3)}
+        assert len(outs) == 1
+        y = np.frombuffer(outs.pop(), np.float32).reshape(got.shape)
+        tx = torch.from_numpy(x.astype(np.float64)).permute(0, 3, 1, 2)
+        tx = F.avg_pool2d(tx, 2) if pool else tx
+        ref = F.conv2d(tx, torch.from_numpy(w.T.astype(np.float64))[:, :, None, None],
+                       torch.from_numpy(b.astype(np.float64))).permute(0, 2, 3, 1).numpy()
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_pointwise_conv_refuses_bad_shapes():
+    x = np.zeros((1, 4, 4, 8), np.float32)
+    with pytest.raises(ModelError, match="do not fit"):
+        xnor.pointwise_conv(x, np.zeros((7, 3), np.float32), np.zeros(3, np.float32))
+    with pytest.raises(ModelError, match="float32"):
+        xnor.pointwise_conv(x.astype(np.float64), np.zeros((8, 3), np.float32), np.zeros(3, np.float32))
+    with pytest.raises(ModelError, match="2x2"):
+        xnor.pointwise_conv(x[:, :1], np.zeros((8, 3), np.float32), np.zeros(3, np.float32), pool=True)

@@ -2,7 +2,7 @@
 
 Three ways, chosen per node at load time (see plan.py for the value forms):
 - numpy on channels-last values for the cheap element-wise ops, Concat, pools (`_native`);
-- Bi-Real's downsampling path (avgpool, 1x1 conv, BN) as numpy pool + one MatMul (`pointwise`);
+- Bi-Real's downsampling path (avgpool, 1x1 conv, BN) as one native kernel (`pointwise`);
 - onnxruntime for float convolutions and Gemm with the BN / ReLU / pools around them, one
   session per chain (`float_chain`, `ort_step`), and for any other standard operator.
 """
@@ -58,11 +58,13 @@ def float_chain(nodes, k, consumers, inits) -> list:
     return chain
 
 
-def pointwise(node, chain, slots, vals, inits, threads):
+def pointwise(node, chain, slots, vals, inits, threads, isa):
     """[AveragePool 2x2/2 ->] 1x1 Conv [-> BatchNormalization] (Bi-Real's downsampling path)
-    on channels-last values: numpy pool, then one MatMul+Add with the BN folded into the
-    weights. Saves the two layout transposes of an NCHW chain (measured at 56x56x64, batch 8:
-    2.1 ms as a chain, 1.2 ms this way). None where the chain is anything else."""
+    on channels-last values: one native kernel (kernels.pointwise_conv: pool and matrix product
+    with the BN folded into the weights; same bytes on every ISA). Saves the two layout
+    transposes of an NCHW chain (measured at 56x56x64, batch 8: 2.1 ms as a chain, 1.2 ms as
+    numpy pool + onnxruntime MatMul) and, at batch 1, onnxruntime's per-call overhead
+    (Bi-Real ResNet18's three shortcuts: 0.66 ms that way). None where the chain is anything else."""
     seq = [node] + list(chain)
     ops_ = [n.op_type for n in seq]
     if ops_ and ops_[0] == "AveragePool":
@@ -113,21 +115,12 @@ def pointwise(node, chain, slots, vals, inits, threads):
         s_ = np.sqrt((v_ + eps).astype(np.float64))  # var + eps rounded in float32, as torch
         scale = g_.astype(np.float64) / s_
         bias = (bias - m_) * scale + b_
-    w2 = (wt[:, :, 0, 0].astype(np.float64) * scale[:, None]).T.astype(np.float32)
-    from . import ortnode
-    mm = ortnode.matmul_add(np.ascontiguousarray(w2), bias.astype(np.float32), threads)
-    if pool is not None:
-        def fn(x, _mm=mm):
-            ho, wo = x.shape[1] // 2, x.shape[2] // 2
-            v = x[:, :2 * ho, :2 * wo]
-            # torch's avg_pool2d order: row by row, then the exact division by 4
-            p = np.add(v[:, 0::2, 0::2], v[:, 0::2, 1::2])
-            p += v[:, 1::2, 0::2]
-            p += v[:, 1::2, 1::2]
-            p *= np.float32(0.25)
-            return _mm(p)
-    else:
-        fn = mm
+    w2 = np.ascontiguousarray((wt[:, :, 0, 0].astype(np.float64) * scale[:, None]).T.astype(np.float32))
+    b2 = bias.astype(np.float32)
+    from . import kernels
+
+    def fn(x, _w=w2, _b=b2, _p=pool is not None, _t=threads, _i=isa):
+        return kernels.pointwise_conv(x, _w, _b, pool=_p, threads=_t, isa=_i)
     label = "+".join(n.op_type for n in [node] + list(chain))
     return Step(fn, (slots[src],), -1, label, node.name), Val("f4", (co, h, w))
 

@@ -320,6 +320,40 @@ class BinaryConv2d:
         return y
 
 
+def pointwise_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, *, pool: bool = False,
+                   threads: int | None = None, isa: str | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Float 1x1 convolution of channels-last ``x`` ``(N, H, W, C)``: ``x @ w + b`` per pixel
+    (``w`` ``(C, C_out)``, ``b`` ``(C_out,)``, float32), after a 2x2 stride-2 average pool when
+    ``pool`` (output ``(N, H//2, W//2, C_out)``). Bi-Real's downsampling shortcut, with its
+    BatchNorm folded into ``w`` and ``b``.
+
+    Every ISA path gives the same bytes: the pool adds row by row (torch's order) then
+    multiplies by 0.25, and each output accumulates ``fma`` over ascending input channels from
+    0, adding the bias last (one float32 order, not a tree).
+    """
+    for name, a, nd in (("x", x, 4), ("w", w, 2), ("b", b, 1)):
+        if not (isinstance(a, np.ndarray) and a.dtype == np.float32 and a.ndim == nd):
+            raise ModelError(f"pointwise_conv: {name} must be a {nd}-D float32 array")
+    n, h, wd, c = x.shape
+    if w.shape[0] != c or b.shape != (w.shape[1],) or min(x.shape) < 1 or w.shape[1] < 1:
+        raise ModelError(f"pointwise_conv: x {x.shape}, w {w.shape} and b {b.shape} do not fit "
+                         "(w must be (C_in, C_out), b (C_out,))")
+    if pool and (h < 2 or wd < 2):
+        raise ModelError(f"pointwise_conv: a 2x2 pool needs at least 2x2 pixels, got {h}x{wd}")
+    shape = (n, h // 2, wd // 2, w.shape[1]) if pool else (n, h, wd, w.shape[1])
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
+              and out.flags.c_contiguous):
+        raise ModelError(f"pointwise_conv: out must be a C-contiguous float32 array of shape {shape}")
+    try:
+        _xnor.pointwise_conv(np.ascontiguousarray(x), bool(pool), np.ascontiguousarray(w),
+                                          np.ascontiguousarray(b), out, _threads(threads), resolve_isa(isa))
+    except ValueError as e:
+        raise ModelError(str(e)) from e
+    return out
+
+
 def binary_conv2d(x: np.ndarray, weights: np.ndarray, in_channels: int, **kwargs) -> np.ndarray:
     """One-shot :class:`BinaryConv2d` (prepares the weights on every call); same arguments."""
     return BinaryConv2d(weights, in_channels, **kwargs)(x)

@@ -114,20 +114,6 @@ def make(node, inits, in_shapes, opset: int, threads: int, chain=()):
     return f, tail
 
 
-def matmul_add(w: np.ndarray, b: np.ndarray, threads: int):
-    """``x @ w + b`` on channels-last ``x`` (N, H, W, C_in) in onnxruntime: a 1x1 convolution
-    with no layout change (w: (C_in, C_out), b: (C_out,), float32)."""
-    from onnx import TensorProto, helper, numpy_helper
-    g = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["t"]), helper.make_node("Add", ["t", "b"], ["y"])], "mm",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "H", "W", int(w.shape[0])])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
-    sess = _session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), threads)
-    run = sess.run
-    return lambda x: run(None, {"x": x})[0]
-
-
 def whole(proto, input_name: str, input_shape, threads: int):
     """A model with no ai.fractalc operator (the standard ``onnx`` flavour, or a float network)
     in one onnxruntime session: NCHW in, the graph output out, and its shape tail."""

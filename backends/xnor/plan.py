@@ -170,7 +170,7 @@ def build(proto, threads: int, isa: str, fuse: bool = True) -> Plan:
                     raise _err(nd, f"the runtime needs exactly one output per node, got {len(nd.output)}")
             if node.input[0] not in slots:
                 raise _err(node, f"input {node.input[0]!r} is not produced by an earlier node")
-            got = floatplan.pointwise(node, chain, slots, vals, inits, threads)
+            got = floatplan.pointwise(node, chain, slots, vals, inits, threads, isa)
             step, val = got if got else floatplan.ort_step(node, slots, vals, inits, threads, opset, chain)
             step.out = new(chain[-1].output[0], val, chain[-1])
             plan.steps.append(step)

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "conv.h"
+#include "pointwise.h"
 #include "xnor.h"
 
 namespace nb = nanobind;
@@ -104,6 +105,28 @@ NB_MODULE(_xnor, m) {
         PackNchwJob j{x.data(), x.shape(0), x.shape(2), C, out.data(), parse_isa(isa)};
         nb::gil_scoped_release release;
         parallel_run(threads, parts_for(j.HW / 64 + 1, threads), pack_nchw_work, &j);
+    });
+
+    m.def("pointwise_conv", [](Arr<const float, 4> x, bool pool, Arr<const float, 2> w, Arr<const float, 1> b,
+                               Arr<float, 4> out, int threads, const std::string& isa) {
+        require(x.shape(0) < (1u << 30) && x.shape(1) < (1u << 30) && x.shape(2) < (1u << 30) &&
+                    x.shape(3) < (1u << 30) && w.shape(1) < (1u << 30),
+                "pointwise_conv: dimensions too large");
+        const int N = static_cast<int>(x.shape(0)), H = static_cast<int>(x.shape(1)),
+                  W = static_cast<int>(x.shape(2)), C = static_cast<int>(x.shape(3));
+        const int Co = static_cast<int>(w.shape(1));
+        require(N > 0 && H > 0 && W > 0 && C > 0 && Co > 0, "pointwise_conv: empty input or weights");
+        require(static_cast<int>(w.shape(0)) == C && static_cast<int>(b.shape(0)) == Co,
+                "pointwise_conv: weights must be (C_in, C_out) and bias (C_out)");
+        require(!pool || (H >= 2 && W >= 2), "pointwise_conv: pooling needs at least 2x2 pixels");
+        const std::size_t Ho = pool ? H / 2 : H, Wo = pool ? W / 2 : W;
+        require(out.shape(0) == x.shape(0) && out.shape(1) == Ho && out.shape(2) == Wo &&
+                    static_cast<int>(out.shape(3)) == Co,
+                "pointwise_conv: output shape mismatch");
+        require(threads >= 1 && threads <= 1024, "threads must be in 1..1024");
+        const Isa i = parse_isa(isa);
+        nb::gil_scoped_release release;
+        pointwise_conv(x.data(), N, H, W, C, pool, w.data(), Co, b.data(), out.data(), threads, i);
     });
 
     nb::class_<ConvPlan>(m, "ConvPlan")
