@@ -1,8 +1,10 @@
 """Kernel benchmark: one binary 3x3 conv (stride 1, pad 1, C_in = C_out) against fp32 baselines.
 
-Not a test. Contenders, measured interleaved in one process (round-robin, each timed call
-preceded by an untimed warm call, 2 ms idle between contenders so no one's spinning threads
-steal the other's cores):
+Not a test. Contenders, measured interleaved in one process (round-robin). Each turn: 2 ms
+idle (so no one's spinning threads steal the next contender's cores), then untimed calls for at
+least 3 ms (steady state: every engine's worker threads awake, as for a layer inside a running
+network; on this VM a thread woken from sleep can take longer than a whole 0.1 ms layer to get
+a core back), then 3 timed calls:
 
 - ``xnor_bits``   our kernel, packed input -> packed output with a fused threshold (what chained
                   binary layers run),
@@ -139,10 +141,14 @@ def bench_case(hw: int, c: int, n: int, threads: int, rounds: int, rng) -> dict:
             getattr(fn, "setup", lambda: None)()
             time.sleep(0.002)
             fn()
-            c0, t0 = time.thread_time(), time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-            cpu[k].append(time.thread_time() - c0)
+            warm_until = time.perf_counter() + 0.003
+            while time.perf_counter() < warm_until:
+                fn()
+            for _ in range(3):
+                c0, t0 = time.thread_time(), time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+                cpu[k].append(time.thread_time() - c0)
     med = {k: statistics.median(v) for k, v in times.items()}
     med["torch"] = min(med["torch_nchw"], med["torch_cl"])
     med["torch_1t"] = min(med["torch_nchw_1t"], med["torch_cl_1t"])
@@ -176,7 +182,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", default="build/bench_kernels.json", help="where to write results")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=31, help="timed calls per contender (batch 1)")
+    ap.add_argument("--rounds", type=int, default=31, help="turns per contender at batch 1 (3 timed calls each)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--quick", action="store_true", help="few rounds, for a smoke run")
     args = ap.parse_args(argv)

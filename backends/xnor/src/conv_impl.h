@@ -115,7 +115,17 @@ inline void store_tile_generic(const ConvJob& j, std::size_t m0, int np, int ct,
     for (int p = 0; p < np; ++p) store_one<threshold_bits>(j, m0 + p, ct, corr[p], cnt + p * kCoTile);
 }
 
+// A micro-kernel (counts into cnt) followed by a separate store: the portable and AVX2 paths.
 template <auto tile, auto store_tile = store_tile_generic<threshold_bits_generic>>
+inline void tile_then_store(const ConvJob& j, const uint64_t* const* xs, int np, std::size_t m0, int ct,
+                            const int32_t* const* corr, int32_t* cnt) {
+    tile(xs, np, j.wt + ct * j.wt_tile, j.kh, j.L, j.row_stride, cnt);
+    store_tile(j, m0, np, ct, corr, cnt);
+}
+
+// tile_store(j, xs, np, m0, ct, corr, scratch) computes and stores one (np pixels x 32 channels)
+// item; scratch holds kMaxPixTile * kCoTile counts for paths that go through memory.
+template <auto tile_store>
 inline void work_loop(void* ctx, int tid, int nthreads) {
     const ConvJob& j = *static_cast<const ConvJob*>(ctx);
     const std::size_t b = j.items * tid / nthreads, e = j.items * (tid + 1) / nthreads;
@@ -150,10 +160,7 @@ inline void work_loop(void* ctx, int tid, int nthreads) {
                 }
             }
         }
-        for (int ct = ct0; ct < ct1; ++ct) {
-            tile(xs, np, j.wt + ct * j.wt_tile, j.kh, j.L, j.row_stride, cnt);
-            store_tile(j, m0, np, ct, corr, cnt);
-        }
+        for (int ct = ct0; ct < ct1; ++ct) tile_store(j, xs, np, m0, ct, corr, cnt);
         it += ct1 - ct0;
         ++pt;
         ct0 = 0;

@@ -77,7 +77,7 @@ XNOR_AVX2 inline void mk_avx2(const uint64_t* const* xs, int np, const uint64_t*
 }
 
 XNOR_AVX2 void work_avx2(void* job, int tid, int nthreads) {
-    work_loop<mk_avx2>(job, tid, nthreads);
+    work_loop<tile_then_store<mk_avx2>>(job, tid, nthreads);
 }
 
 }  // namespace xnor

@@ -1,6 +1,9 @@
 // AVX-512 VPOPCNTDQ micro-kernel: NP pixels x 32 output channels held in NP*4 zmm accumulators
 // (24 for NP = 6). Per input word: four weight-vector loads, NP broadcasts, and NP*4
-// xor/popcount/add triples (see docs in ../shared xnor-performance-notes).
+// xor/popcount/add triples (see docs in ../shared xnor-performance-notes). The epilogue works on
+// the accumulators in registers: one permute per 16 channels narrows the 64-bit counts to
+// int32 lanes (no store and reload of the counts), then the zero-padding correction and the
+// requested output transform; channels past c_out are masked off.
 #include <immintrin.h>
 
 #include "conv_impl.h"
@@ -11,70 +14,18 @@ namespace xnor {
 namespace {
 
 template <int NP>
-XNOR_AVX512 inline void tile(const uint64_t* const* xs, const uint64_t* wt, int kh, int L,
-                             std::size_t rs, int32_t* cnt) {
-    __m512i acc[NP][4];
-#pragma GCC unroll 8
-    for (int p = 0; p < NP; ++p)
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j) acc[p][j] = _mm512_setzero_si512();
-    for (int ky = 0; ky < kh; ++ky) {
-        const uint64_t* w = wt + static_cast<std::size_t>(ky) * L * kCoTile;
-        const uint64_t* x[NP];
-#pragma GCC unroll 8
-        for (int p = 0; p < NP; ++p) x[p] = xs[p] + ky * rs;
-        for (int k = 0; k < L; ++k) {
-            const __m512i w0 = _mm512_loadu_si512(w + k * kCoTile);
-            const __m512i w1 = _mm512_loadu_si512(w + k * kCoTile + 8);
-            const __m512i w2 = _mm512_loadu_si512(w + k * kCoTile + 16);
-            const __m512i w3 = _mm512_loadu_si512(w + k * kCoTile + 24);
-#pragma GCC unroll 8
-            for (int p = 0; p < NP; ++p) {
-                const __m512i a = _mm512_set1_epi64(static_cast<long long>(x[p][k]));
-                acc[p][0] = _mm512_add_epi64(acc[p][0], _mm512_popcnt_epi64(_mm512_xor_si512(a, w0)));
-                acc[p][1] = _mm512_add_epi64(acc[p][1], _mm512_popcnt_epi64(_mm512_xor_si512(a, w1)));
-                acc[p][2] = _mm512_add_epi64(acc[p][2], _mm512_popcnt_epi64(_mm512_xor_si512(a, w2)));
-                acc[p][3] = _mm512_add_epi64(acc[p][3], _mm512_popcnt_epi64(_mm512_xor_si512(a, w3)));
-            }
-        }
-    }
-#pragma GCC unroll 8
-    for (int p = 0; p < NP; ++p)
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j)
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(cnt + p * kCoTile + j * 8),
-                                _mm512_cvtepi64_epi32(acc[p][j]));
-}
-
-}  // namespace
-
-XNOR_AVX512 inline void mk_avx512(const uint64_t* const* xs, int np, const uint64_t* wt, int kh, int L,
-                           std::size_t rs, int32_t* cnt) {
-    switch (np) {
-        case 6: tile<6>(xs, wt, kh, L, rs, cnt); break;
-        case 5: tile<5>(xs, wt, kh, L, rs, cnt); break;
-        case 4: tile<4>(xs, wt, kh, L, rs, cnt); break;
-        case 3: tile<3>(xs, wt, kh, L, rs, cnt); break;
-        case 2: tile<2>(xs, wt, kh, L, rs, cnt); break;
-        default: tile<1>(xs, wt, kh, L, rs, cnt); break;
-    }
-}
-
-// The fused epilogue of a tile with 16-lane integer and float vectors: correction, then the
-// requested output transform; channels past c_out are masked off.
-XNOR_AVX512 inline void store_tile_avx512(const ConvJob& j, std::size_t m0, int np, int ct,
-                                          const int32_t* const* corr, const int32_t* cnt) {
+XNOR_AVX512 inline void store_tile(const ConvJob& j, std::size_t m0, int ct, const int32_t* const* corr,
+                                   __m512i (&dlo)[NP], __m512i (&dhi)[NP]) {
     const int c0 = ct * kCoTile;
     const int cn = j.c_out - c0 < kCoTile ? j.c_out - c0 : kCoTile;
     const __mmask16 mlo = static_cast<__mmask16>(cn >= 16 ? 0xffff : (1u << cn) - 1);
     const __mmask16 mhi = static_cast<__mmask16>(cn >= 32 ? 0xffff : cn > 16 ? (1u << (cn - 16)) - 1 : 0);
+    // dot = K - 2 * count - correction
     const __m512i K = _mm512_set1_epi32(j.K);
-    __m512i dlo[kMaxPixTile], dhi[kMaxPixTile];
-    for (int p = 0; p < np; ++p) {
-        const __m512i clo = _mm512_load_si512(cnt + p * kCoTile);
-        const __m512i chi = _mm512_load_si512(cnt + p * kCoTile + 16);
-        dlo[p] = _mm512_sub_epi32(K, _mm512_add_epi32(clo, clo));
-        dhi[p] = _mm512_sub_epi32(K, _mm512_add_epi32(chi, chi));
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) {
+        dlo[p] = _mm512_sub_epi32(K, _mm512_add_epi32(dlo[p], dlo[p]));
+        dhi[p] = _mm512_sub_epi32(K, _mm512_add_epi32(dhi[p], dhi[p]));
         if (corr[p]) {
             dlo[p] = _mm512_sub_epi32(dlo[p], _mm512_loadu_si512(corr[p] + c0));
             dhi[p] = _mm512_sub_epi32(dhi[p], _mm512_loadu_si512(corr[p] + c0 + 16));
@@ -83,7 +34,8 @@ XNOR_AVX512 inline void store_tile_avx512(const ConvJob& j, std::size_t m0, int 
     switch (j.out.kind) {
         case OutKind::int32: {
             int32_t* o = static_cast<int32_t*>(j.out.data) + m0 * j.c_out + c0;
-            for (int p = 0; p < np; ++p, o += j.c_out) {
+#pragma GCC unroll 8
+            for (int p = 0; p < NP; ++p, o += j.c_out) {
                 _mm512_mask_storeu_epi32(o, mlo, dlo[p]);
                 _mm512_mask_storeu_epi32(o + 16, mhi, dhi[p]);
             }
@@ -98,7 +50,8 @@ XNOR_AVX512 inline void store_tile_avx512(const ConvJob& j, std::size_t m0, int 
             uint32_t* sb = j.out.sign_bits ? reinterpret_cast<uint32_t*>(j.out.sign_bits) + m0 * half_words + ct
                                            : nullptr;
             const __m512 zero = _mm512_setzero_ps();
-            for (int p = 0; p < np; ++p, o += j.c_out) {
+#pragma GCC unroll 8
+            for (int p = 0; p < NP; ++p, o += j.c_out) {
                 // One rounding (fmaf), the XnorConv contract; float(dot) is exact (|dot| < 2^24).
                 __m512 ylo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dlo[p]), mul_lo, b_lo);
                 __m512 yhi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dhi[p]), mul_hi, b_hi);
@@ -125,7 +78,8 @@ XNOR_AVX512 inline void store_tile_avx512(const ConvJob& j, std::size_t m0, int 
                 static_cast<uint32_t>(_mm512_test_epi32_mask(_mm512_loadu_si512(j.out.flip + c0 + 16), one)) << 16;
             const std::size_t half_words = 2 * static_cast<std::size_t>((j.c_out + 63) / 64);
             uint32_t* o = static_cast<uint32_t*>(j.out.data) + m0 * half_words + ct;
-            for (int p = 0; p < np; ++p, o += half_words) {
+#pragma GCC unroll 8
+            for (int p = 0; p < NP; ++p, o += half_words) {
                 const uint32_t lt = static_cast<uint32_t>(_mm512_cmplt_epi32_mask(dlo[p], t_lo)) |
                                     static_cast<uint32_t>(_mm512_cmplt_epi32_mask(dhi[p], t_hi)) << 16;
                 *o = lt ^ flip;  // padded channels: thr = INT32_MIN, flip = 0 -> bit 0
@@ -135,8 +89,65 @@ XNOR_AVX512 inline void store_tile_avx512(const ConvJob& j, std::size_t m0, int 
     }
 }
 
+template <int NP>
+XNOR_AVX512 inline void tile(const ConvJob& j, const uint64_t* const* xs, std::size_t m0, int ct,
+                             const int32_t* const* corr) {
+    const uint64_t* wt = j.wt + ct * j.wt_tile;
+    const int L = j.L;
+    const std::size_t rs = j.row_stride;
+    __m512i acc[NP][4];
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p)
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) acc[p][q] = _mm512_setzero_si512();
+    for (int ky = 0; ky < j.kh; ++ky) {
+        const uint64_t* w = wt + static_cast<std::size_t>(ky) * L * kCoTile;
+        const uint64_t* x[NP];
+#pragma GCC unroll 8
+        for (int p = 0; p < NP; ++p) x[p] = xs[p] + ky * rs;
+        for (int k = 0; k < L; ++k) {
+            const __m512i w0 = _mm512_loadu_si512(w + k * kCoTile);
+            const __m512i w1 = _mm512_loadu_si512(w + k * kCoTile + 8);
+            const __m512i w2 = _mm512_loadu_si512(w + k * kCoTile + 16);
+            const __m512i w3 = _mm512_loadu_si512(w + k * kCoTile + 24);
+#pragma GCC unroll 8
+            for (int p = 0; p < NP; ++p) {
+                const __m512i a = _mm512_set1_epi64(static_cast<long long>(x[p][k]));
+                acc[p][0] = _mm512_add_epi64(acc[p][0], _mm512_popcnt_epi64(_mm512_xor_si512(a, w0)));
+                acc[p][1] = _mm512_add_epi64(acc[p][1], _mm512_popcnt_epi64(_mm512_xor_si512(a, w1)));
+                acc[p][2] = _mm512_add_epi64(acc[p][2], _mm512_popcnt_epi64(_mm512_xor_si512(a, w2)));
+                acc[p][3] = _mm512_add_epi64(acc[p][3], _mm512_popcnt_epi64(_mm512_xor_si512(a, w3)));
+            }
+        }
+    }
+    // Counts are < 2^31: the low dword of each 64-bit lane is the count. Even dwords of (a, b)
+    // are channels 0..7 of a then 0..7 of b.
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    __m512i clo[NP], chi[NP];
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) {
+        clo[p] = _mm512_permutex2var_epi32(acc[p][0], even, acc[p][1]);
+        chi[p] = _mm512_permutex2var_epi32(acc[p][2], even, acc[p][3]);
+    }
+    store_tile<NP>(j, m0, ct, corr, clo, chi);
+}
+
+}  // namespace
+
+XNOR_AVX512 inline void tile_store_avx512(const ConvJob& j, const uint64_t* const* xs, int np, std::size_t m0,
+                                          int ct, const int32_t* const* corr, int32_t*) {
+    switch (np) {
+        case 6: tile<6>(j, xs, m0, ct, corr); break;
+        case 5: tile<5>(j, xs, m0, ct, corr); break;
+        case 4: tile<4>(j, xs, m0, ct, corr); break;
+        case 3: tile<3>(j, xs, m0, ct, corr); break;
+        case 2: tile<2>(j, xs, m0, ct, corr); break;
+        default: tile<1>(j, xs, m0, ct, corr); break;
+    }
+}
+
 XNOR_AVX512 void work_avx512(void* job, int tid, int nthreads) {
-    work_loop<mk_avx512, store_tile_avx512>(job, tid, nthreads);
+    work_loop<tile_store_avx512>(job, tid, nthreads);
 }
 
 }  // namespace xnor

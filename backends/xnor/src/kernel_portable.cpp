@@ -22,7 +22,7 @@ inline void mk_portable(const uint64_t* const* xs, int np, const uint64_t* wt, i
 }
 
 void work_portable(void* job, int tid, int nthreads) {
-    work_loop<mk_portable>(job, tid, nthreads);
+    work_loop<tile_then_store<mk_portable>>(job, tid, nthreads);
 }
 
 }  // namespace xnor
