@@ -353,3 +353,27 @@ def test_pointwise_conv_refuses_bad_shapes():
         xnor.pointwise_conv(x.astype(np.float64), np.zeros((8, 3), np.float32), np.zeros(3, np.float32))
     with pytest.raises(ModelError, match="2x2"):
         xnor.pointwise_conv(x[:, :1], np.zeros((8, 3), np.float32), np.zeros(3, np.float32), pool=True)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_mean_join_equals_numpy_sum_then_div_on_every_isa(k):
+    rng = np.random.default_rng(30 + k)
+    for shape in ((2, 5, 3, 70), (1, 4, 4, 64), (3, 1, 2, 7)):
+        xs = [(rng.standard_normal(shape) * 10).astype(np.float32) for _ in range(k)]
+        xs[0][..., :2] = -sum(x[..., :2] for x in xs[1:]) if k > 1 else 0.0  # exact zeros: +1
+        want = xs[0].copy()
+        for x in xs[1:]:
+            want = want + x
+        want = want / np.float32(k)
+        want_bits = xnor.pack_activations(want, layout="nhwc")
+        for isa in xnor.available_isas():
+            for t in (1, 2):
+                y = xnor.mean_join(xs, k, isa=isa, threads=t)
+                assert y.tobytes() == want.tobytes()
+                y, bits = xnor.mean_join(xs, k, sign_bits=True, isa=isa, threads=t)
+                assert y.tobytes() == want.tobytes() and bits.tobytes() == want_bits.tobytes()
+                first = xs[0].copy()
+                y = xnor.mean_join([first] + xs[1:], k, out=first, isa=isa, threads=t)
+                assert y is first and y.tobytes() == want.tobytes()
+    with pytest.raises(ModelError, match="shape"):
+        xnor.mean_join([xs[0], xs[0][:1]], 2)

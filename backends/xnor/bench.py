@@ -95,14 +95,15 @@ class FileContender:
 
 
 def time_interleaved(fns: dict, x: np.ndarray, repeats: int, warmup: int = 2,
-                     gap_s: float = 0.02) -> dict[str, list[float]]:
-    """Per contender, `repeats` wall times of one call, in rounds of one call each.
+                     gap_s: float = 0.02, warm_s: float = 0.01, per_turn: int = 2) -> dict[str, list[float]]:
+    """Per contender, `repeats` * `per_turn` wall times of one call, in rounds of one turn each.
 
     `gap_s` of sleep before each engine's turn lets the previous engine's worker threads stop
     spinning (onnxruntime's and OpenMP's pools busy-wait after a call), so no engine is timed
-    while another one's idle threads still hold the cores; then one untimed call brings the
-    engine back to its steady state (after an idle gap every engine's first call is slower:
-    ~1 ms for a 4 ms model here) and the next call is timed."""
+    while another one's idle threads still hold the cores; then untimed calls for at least
+    `warm_s` bring the engine back to its steady state (after an idle gap every engine's first
+    calls are slower: a worker thread woken from sleep on this VM can take a millisecond to get
+    its core back), and `per_turn` calls are timed."""
     for f in fns.values():
         for _ in range(warmup):
             f(x)
@@ -111,9 +112,13 @@ def time_interleaved(fns: dict, x: np.ndarray, repeats: int, warmup: int = 2,
         for k, f in fns.items():
             time.sleep(gap_s)
             f(x)
-            t0 = time.perf_counter()
-            f(x)
-            times[k].append(time.perf_counter() - t0)
+            until = time.perf_counter() + warm_s
+            while time.perf_counter() < until:
+                f(x)
+            for _ in range(per_turn):
+                t0 = time.perf_counter()
+                f(x)
+                times[k].append(time.perf_counter() - t0)
     return times
 
 
@@ -132,6 +137,9 @@ def bench_model(contenders: Contenders, batch: int, threads_list=(2, 1), repeats
             from fractalc.runtime import Session
             s = Session(contenders.xnor_bytes, threads=t)
             prof: dict[str, float] = {}
+            until = time.perf_counter() + 0.05  # steady state, as for the timed runs
+            while time.perf_counter() < until:
+                s.run(x)
             n = max(3, repeats // 2)
             for _ in range(n):
                 s.run(x, profile=prof)

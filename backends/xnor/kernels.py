@@ -354,6 +354,35 @@ def pointwise_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, *, pool: bool = 
     return out
 
 
+def mean_join(xs, divisor, *, sign_bits: bool = False, out: np.ndarray | None = None,
+              threads: int | None = None, isa: str | None = None):
+    """A fractal join: ``((xs[0] + xs[1]) + ...) / divisor`` on equally shaped float32 arrays
+    (channels last), each operation rounded once in that order (the lowered graph's Sum, then
+    Div: a true division). ``sign_bits=True`` also returns the packed sign of the result
+    (``pack_activations(y, layout="nhwc")``) as ``(y, bits)``. ``out`` (float32, C-contiguous,
+    the inputs' shape) may be ``xs[0]``. Same bytes on every ISA."""
+    xs = list(xs)
+    if not xs or not all(isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim >= 2 for x in xs):
+        raise ModelError("mean_join: needs one or more float32 arrays of rank >= 2")
+    shape = xs[0].shape
+    if any(x.shape != shape for x in xs) or min(shape) < 1:
+        raise ModelError(f"mean_join: inputs must share one non-empty shape, got {[x.shape for x in xs]}")
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
+              and out.flags.c_contiguous):
+        raise ModelError(f"mean_join: out must be a C-contiguous float32 array of shape {shape}")
+    c = shape[-1]
+    flat = [np.ascontiguousarray(x).reshape(-1, c) for x in xs]
+    bits = np.empty(shape[:-1] + (_words(c),), np.uint64) if sign_bits else None
+    try:
+        _xnor.mean_join(flat, float(np.float32(divisor)), out.reshape(-1, c),
+                        None if bits is None else bits.reshape(-1, _words(c)), _threads(threads), resolve_isa(isa))
+    except ValueError as e:
+        raise ModelError(str(e)) from e
+    return (out, bits) if sign_bits else out
+
+
 def binary_conv2d(x: np.ndarray, weights: np.ndarray, in_channels: int, **kwargs) -> np.ndarray:
     """One-shot :class:`BinaryConv2d` (prepares the weights on every call); same arguments."""
     return BinaryConv2d(weights, in_channels, **kwargs)(x)

@@ -7,9 +7,10 @@ initializer dtypes and sizes, the bit packing of weights, and the static shape o
 (for any batch size). A model that fails any check raises `ModelError` naming the node.
 
 With ``fuse`` (the default), a float ``XnorConv`` read only by an ``Add`` becomes one step with
-the add in its epilogue, and a ``PackBits`` (no threshold) of such a step's output is produced
-by the same step (``Step.out`` is then a pair of slots): each fused value is bit-identical to
-the separate ops (see kernels.BinaryConv2d), and saves a pass over memory. `fuse=False` keeps
+the add in its epilogue, a mean join (``Sum`` or ``Add``, then ``Div`` by a constant) one
+native kernel, and a ``PackBits`` (no threshold) of either's output is produced by the same step
+(``Step.out`` is then a pair of slots): each fused value is bit-identical to the separate ops
+(see kernels.BinaryConv2d, kernels.mean_join), and each fusion saves a pass over memory. `fuse=False` keeps
 every node's value (``Executor.run_all``).
 
 Values live in one of three forms (the `Val.kind`):
@@ -50,6 +51,7 @@ class Step:
     into: object = None  # the same op writing into its first input (see _in_place)
     fast: object = None  # `into` where the plan proved it safe: what `run` calls
     conv: object = None  # the kernels.BinaryConv2d of a native float XnorConv (for fusion)
+    join: object = None  # the float32 divisor of a fused mean join (Sum+Div, for fusion)
 
 
 @dataclass
@@ -182,7 +184,7 @@ def build(proto, threads: int, isa: str, fuse: bool = True) -> Plan:
         for i in node.input:
             if i and i not in slots and i not in inits:
                 raise _err(node, f"input {i!r} is not produced by an earlier node nor an initializer")
-        if fuse and _fuse(node, plan, slots, vals, consumers, new):
+        if fuse and _fuse(node, plan, slots, vals, consumers, new, inits, threads, isa):
             continue
         if node.domain == "ai.fractalc":
             step, val = _fractalc_node(node, slots, vals, inits, threads, isa)
@@ -246,16 +248,18 @@ def _outs(st: Step) -> tuple[int, ...]:
     return st.out if isinstance(st.out, tuple) else (st.out,)
 
 
-def _fuse(node, plan: Plan, slots, vals, consumers, new) -> bool:
-    """Fold `node` into the step of a float XnorConv where that is exact (see the module doc):
-    ``Add(conv, r)`` (conv read by nothing else, r a channels-last value of the same shape)
-    or ``PackBits(v)`` without threshold where v is such a step's only output. The conv step
-    moves to the Add's place in the plan (its input is alive there: values are freed only after
-    their last use, computed on the final plan). True when fused."""
+def _fuse(node, plan: Plan, slots, vals, consumers, new, inits, threads, isa) -> bool:
+    """Fold `node` into an earlier step where that is exact (see the module doc):
+    ``Add(conv, r)`` (a float XnorConv read by nothing else, r a channels-last value of the same
+    shape) into the conv's epilogue; ``Div(sum, d)`` (a numpy Add/Sum read by nothing else, d a
+    float32 scalar) into one mean-join kernel; ``PackBits(v)`` without threshold where v is the
+    only output of either. A moved step's inputs are alive at its new place: values are freed
+    only after their last use, computed on the final plan. True when fused."""
     if len(node.output) != 1 or node.attribute:
         return False
-    producer = {st.out: st for st in plan.steps[-64:] if st.conv is not None}
-    if node.op_type == "Add" and node.domain in ("", "ai.onnx") and len(node.input) == 2:
+    producer = {st.out: st for st in plan.steps[-64:] if st.conv is not None or st.join is not None}
+    standard = node.domain in ("", "ai.onnx")
+    if node.op_type == "Add" and standard and len(node.input) == 2:
         for a, r in (node.input, node.input[::-1]):
             st = producer.get(slots.get(a, -1))
             if (st is None or st.kind != "XnorConv" or consumers.get(a) != 1 or a == r or r not in slots
@@ -270,6 +274,18 @@ def _fuse(node, plan: Plan, slots, vals, consumers, new) -> bool:
             plan.steps.append(fused)
             return True
         return False
+    if node.op_type == "Div" and standard and len(node.input) == 2 and plan.steps:
+        st, d = plan.steps[-1], inits.get(node.input[1])
+        if (st.kind not in ("Add", "Sum") or st.out != slots.get(node.input[0]) or consumers.get(node.input[0]) != 1
+                or vals[st.out].kind != "f4" or d is None or d.dtype != np.float32 or d.size != 1 or d.ndim > 1):
+            return False
+        div = np.float32(d.reshape(()))
+        fused = Step(lambda *xs, _d=div: kernels.mean_join(xs, _d, threads=threads, isa=isa), st.ins, -1,
+                     st.kind + "+Div", node.name, join=div)
+        fused.into = lambda *xs, _d=div: kernels.mean_join(xs, _d, out=xs[0], threads=threads, isa=isa)
+        plan.steps[-1] = fused
+        fused.out = new(node.output[0], Val("f4", vals[st.out].shape), node)
+        return True
     if node.op_type == "PackBits" and node.domain == "ai.fractalc" and len(node.input) == 1:
         from fractalc.backends.onnx import ops
         try:
@@ -279,8 +295,12 @@ def _fuse(node, plan: Plan, slots, vals, consumers, new) -> bool:
         st = producer.get(slots.get(node.input[0], -1))
         if st is None or vals[st.out].kind != "f4":
             return False
-        conv = st.conv
-        if st.kind == "XnorConv":
+        conv, div = st.conv, st.join
+        if st.join is not None:
+            st.fn = lambda *xs, _d=div: kernels.mean_join(xs, _d, sign_bits=True, threads=threads, isa=isa)
+            st.into = lambda *xs, _d=div: kernels.mean_join(xs, _d, sign_bits=True, out=xs[0], threads=threads,
+                                                            isa=isa)
+        elif st.kind == "XnorConv":
             st.fn = lambda x_, _c=conv: _c(x_, check=False, sign_bits=True)
         else:
             st.fn = lambda r_, x_, _c=conv: _c(x_, check=False, residual=r_, sign_bits=True)

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "conv.h"
+#include "join.h"
 #include "pointwise.h"
 #include "xnor.h"
 
@@ -128,6 +129,28 @@ NB_MODULE(_xnor, m) {
         nb::gil_scoped_release release;
         pointwise_conv(x.data(), N, H, W, C, pool, w.data(), Co, b.data(), out.data(), threads, i);
     });
+
+    m.def("mean_join", [](std::vector<Arr<const float, 2>> xs, float divisor, Arr<float, 2> out,
+                          std::optional<Arr<uint64_t, 2>> sign_bits, int threads, const std::string& isa) {
+        require(!xs.empty() && xs.size() <= 4096, "mean_join: needs 1..4096 inputs");
+        const std::size_t P = out.shape(0), C = out.shape(1);
+        require(P > 0 && C > 0 && C < (1u << 30), "mean_join: empty or oversized output");
+        std::vector<const float*> ptrs;
+        for (const auto& x : xs) {
+            require(x.shape(0) == P && x.shape(1) == C, "mean_join: inputs must all have the output's shape");
+            ptrs.push_back(x.data());
+        }
+        if (sign_bits)
+            require(sign_bits->shape(0) == P && static_cast<int>(sign_bits->shape(1)) == words(static_cast<int>(C)),
+                    "mean_join: sign bits shape mismatch");
+        require(threads >= 1 && threads <= 1024, "threads must be in 1..1024");
+        const Isa i = parse_isa(isa);
+        uint64_t* bits = sign_bits ? sign_bits->data() : nullptr;
+        nb::gil_scoped_release release;
+        mean_join(ptrs.data(), static_cast<int>(ptrs.size()), P, static_cast<int>(C), divisor, out.data(), bits,
+                  threads, i);
+    }, nb::arg("xs"), nb::arg("divisor"), nb::arg("out"), nb::arg("sign_bits").none(), nb::arg("threads"),
+       nb::arg("isa"));
 
     nb::class_<ConvPlan>(m, "ConvPlan")
         .def("__init__",
