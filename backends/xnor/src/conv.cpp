@@ -150,60 +150,6 @@ void ConvPlan::run(const uint64_t* x, int N, int H, int W, const Output& out, in
     }
 
     const std::size_t cpad = static_cast<std::size_t>(nct_) * kCoTile;
-        t->corr.assign(rr.size() * cr.size() * cpad, 0);
-        for (std::size_t rc = 0; rc < rr.size(); ++rc)
-            for (std::size_t cc = 0; cc < cr.size(); ++cc)
-                for (int co = 0; co < c_out; ++co) {
-                    int s = 0;
-                    for (int ky = 0; ky < kh; ++ky)
-                        for (int kx = 0; kx < kw; ++kx) {
-                            const bool inside = ky >= rr[rc].first && ky < rr[rc].second &&
-                                                kx >= cr[cc].first && kx < cr[cc].second;
-                            if (!inside) s += wsum_[(static_cast<std::size_t>(co) * kh + ky) * kw + kx];
-                        }
-                    t->corr[(rc * cr.size() + cc) * cpad + co] = s;
-                }
-    }
-    // A plan sees few input sizes (usually one); keep the most recent handful.
-    if (cache_.size() >= 8) cache_.erase(cache_.begin());
-    cache_.emplace_back(std::make_pair(H, W), t);
-    return t;
-}
-
-void ConvPlan::run(const uint64_t* x, int N, int H, int W, const Output& out, int threads,
-                   Isa isa) const {
-    if (N <= 0 || H <= 0 || W <= 0) throw std::invalid_argument("binary conv: empty input");
-    if (H + 2 * pad_ < kh || W + 2 * pad_ < kw)
-        throw std::invalid_argument("binary conv: input " + std::to_string(H) + "x" + std::to_string(W) +
-                                    " is smaller than the kernel after padding");
-    if (out.kind == OutKind::affine && static_cast<int64_t>(kh) * kw * c_in > (int64_t{1} << 24))
-        throw std::invalid_argument("binary conv: float output needs kh*kw*C_in <= 2^24 (float(dot) exact)");
-    const int Ho = out_size(H, kh), Wo = out_size(W, kw);
-    const int Hp = H + 2 * pad_, Wp = W + 2 * pad_;
-    const uint64_t* xp = x;
-    if (pad_ > 0) {
-        // Zero words are +1 in the packed domain: the "one" padding; "zero" is corrected below.
-        auto& buf = tls_padded;
-        const std::size_t row = static_cast<std::size_t>(Wp) * cw;
-        buf.resize(static_cast<std::size_t>(N) * Hp * row);
-        for (int n = 0; n < N; ++n)
-            for (int y = 0; y < Hp; ++y) {
-                uint64_t* dst = buf.data() + (static_cast<std::size_t>(n) * Hp + y) * row;
-                const int sy = y - pad_;
-                if (sy < 0 || sy >= H) {
-                    std::memset(dst, 0, row * sizeof(uint64_t));
-                    continue;
-                }
-                const std::size_t edge = static_cast<std::size_t>(pad_) * cw;
-                std::memset(dst, 0, edge * sizeof(uint64_t));
-                std::memcpy(dst + edge, x + (static_cast<std::size_t>(n) * H + sy) * W * cw,
-                            static_cast<std::size_t>(W) * cw * sizeof(uint64_t));
-                std::memset(dst + edge + static_cast<std::size_t>(W) * cw, 0, edge * sizeof(uint64_t));
-            }
-        xp = buf.data();
-    }
-
-    const std::size_t cpad = static_cast<std::size_t>(nct_) * kCoTile;
     const std::shared_ptr<const BorderTables> bt = border_tables(H, W);
     const bool need_corr = zero_ && !bt->corr.empty();
     ConvJob j;
