@@ -22,7 +22,7 @@ Prints medians, ratios to torch, binary MACs/s and the fraction of the ~2.3 T bi
 XNOR port-bound peak of 2 cores (docs: ../shared/docs/xnor-performance-notes.md), the issue's
 targets, and writes JSON.
 
-    .venv/bin/python benchmarks/bench_kernels.py --json build/bench_kernels.json
+    .venv/bin/python benchmarks/bench_kernels.py --json benchmarks/results/bench_kernels.json
 """
 from __future__ import annotations
 
@@ -180,7 +180,7 @@ def bench_case(hw: int, c: int, n: int, threads: int, rounds: int, rng) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--json", default="build/bench_kernels.json", help="where to write results")
+    ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "bench_kernels.json"), help="where to write results")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=31, help="turns per contender at batch 1 (3 timed calls each)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
@@ -264,7 +264,8 @@ def main(argv=None) -> int:
         print(f"load average during the run: {' '.join(load)} on {len(__import__('os').sched_getaffinity(0))} CPUs "
               "(above ~1 the 2-thread numbers are distorted by other processes)")
     out = {"cpu": cpu_model(), "isa": isa, "loadavg": load, "threads": args.threads, "peak_binary_macs_per_s": PEAK,
-           "python": sys.version.split()[0], "results": results, "summary": summary, "targets": TARGETS}
+           "python": sys.version.split()[0], "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "results": results, "summary": summary, "targets": TARGETS}
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     from fractalc.fileio import atomic_write

@@ -4,7 +4,7 @@ Bi-Real ResNet18 and RF-c3d4 ResNet21(53) at 224x224, batch 1 and 8, 2 threads a
 runtime on the `onnx-xnor` lowering against onnxruntime on the standard `onnx` export of the same
 (seeded) weights and torch eager fp32 (the torch backend's network in binary mode), interleaved
 in one process. Prints medians, ratios (their median / ours) and where our time goes per op
-kind; writes JSON (default build/bench_models.json).
+kind; writes JSON (default benchmarks/results/bench_models.json).
 
     .venv/bin/python benchmarks/bench_models.py [--repeats 10] [--json out.json] [--quick]
 
@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--batch", type=int, action="append", help="batch sizes (default 1 and 8)")
     ap.add_argument("--threads", type=int, action="append", help="thread counts (default 2 and 1)")
-    ap.add_argument("--json", default=str(ROOT / "build" / "bench_models.json"), help="where to write results")
+    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "bench_models.json"), help="where to write results")
     ap.add_argument("--quick", action="store_true", help="3 repeats, batch 1 only (a smoke run)")
     args = ap.parse_args(argv)
     from fractalc.backends.onnx import weights

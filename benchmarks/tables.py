@@ -3,7 +3,7 @@
 Reads the JSON that bench_kernels.py and bench_models.py wrote (defaults: build/) and prints the
 tables the README shows, so every number there can be traced to a run:
 
-    .venv/bin/python benchmarks/tables.py [--kernels build/bench_kernels.json] [--models build/bench_models.json]
+    .venv/bin/python benchmarks/tables.py [--kernels benchmarks/results/bench_kernels.json] [--models benchmarks/results/bench_models.json]
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def kernel_table(d: dict) -> str:
                 f"{s['macs_batch1'] / 1e12:.2f} T (>= {t['macs_batch1'] / 1e12:g}), batch 8 "
                 f"{s['macs_batch8'] / 1e12:.2f} T (>= {t['macs_batch8'] / 1e12:g}); 2 threads beat 1 everywhere: "
                 f"{s['two_threads_beat_one_everywhere']}. CPU: {d['cpu']}, ISA path {d['isa']}, load average "
-                f"{' '.join(d['loadavg'])}.")
+                f"{' '.join(d['loadavg'])}" + (f", finished {d['finished']}." if "finished" in d else "."))
     return "\n".join(rows)
 
 
@@ -62,8 +62,8 @@ def model_table(d: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--kernels", default=str(ROOT / "build" / "bench_kernels.json"))
-    ap.add_argument("--models", default=str(ROOT / "build" / "bench_models.json"))
+    ap.add_argument("--kernels", default=str(ROOT / "benchmarks" / "results" / "bench_kernels.json"))
+    ap.add_argument("--models", default=str(ROOT / "benchmarks" / "results" / "bench_models.json"))
     args = ap.parse_args(argv)
     for title, path, fn in (("Kernel benchmark", args.kernels, kernel_table),
                             ("Model benchmark", args.models, model_table)):
