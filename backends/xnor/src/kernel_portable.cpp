@@ -21,6 +21,13 @@ inline void mk_portable(const uint64_t* const* xs, int np, const uint64_t* wt, i
     }
 }
 
+// On x86-64 the baseline ISA has no popcnt instruction, so std::popcount is a ~12-instruction
+// bit trick there; a second clone for CPUs with POPCNT (chosen once at load through an ifunc)
+// runs the same code about 5x faster. Elsewhere (e.g. aarch64) the one compilation is native.
+// The sanitizer build (XNOR_NO_CLONES) runs the baseline compilation, so both are tested here.
+#if defined(__x86_64__) && defined(__GLIBC__) && !defined(__clang__) && !defined(XNOR_NO_CLONES)
+__attribute__((target_clones("popcnt", "default"), flatten))
+#endif
 void work_portable(void* job, int tid, int nthreads) {
     work_loop<tile_then_store<mk_portable>>(job, tid, nthreads);
 }
