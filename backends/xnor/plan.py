@@ -266,7 +266,7 @@ def _fuse(node, plan: Plan, slots, vals, consumers, new, inits, threads, isa) ->
                     or vals[slots[r]].kind != "f4" or vals[slots[r]].shape != vals[st.out].shape):
                 continue
             conv, x_slot = st.conv, st.ins[0]
-            plan.steps.remove(st)
+            del plan.steps[next(i for i, s_ in enumerate(plan.steps) if s_ is st)]
             fused = Step(lambda r_, x_, _c=conv: _c(x_, check=False, residual=r_), (slots[r], x_slot), -1,
                          "XnorConv+Add", node.name, conv=conv)
             fused.into = lambda r_, x_, _c=conv: _c(x_, check=False, residual=r_, out=r_)
