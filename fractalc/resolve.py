@@ -50,6 +50,31 @@ def _suggest(name: str, options) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+# `import "fractalc:sofar.fr"` reads the spec library shipped inside the package (specs/lib in
+# the source tree): specs written anywhere, and generated variants moved anywhere, can use it.
+LIBRARY = "fractalc:"
+
+
+def library_dir() -> Path:
+    """The bundled spec library: fractalc/lib in an installed package, else specs/lib."""
+    try:
+        from importlib import resources
+        d = Path(str(resources.files("fractalc").joinpath("lib")))
+        if (d / "sofar.fr").is_file():
+            return d
+    except (ModuleNotFoundError, TypeError, NotADirectoryError):
+        pass
+    return Path(__file__).resolve().parent.parent / "specs" / "lib"
+
+
+def import_target(importer: Path, path: str) -> Path:
+    """The file an `import "path"` in `importer` reads: relative to the importing file, or in
+    the bundled library for a ``fractalc:`` path."""
+    if path.startswith(LIBRARY):
+        return library_dir() / path[len(LIBRARY):]
+    return importer.parent / path
+
+
 def load(path: str | Path) -> Spec:
     """Parse `path` and everything it imports, then check the whole spec."""
     main = str(path)
@@ -63,6 +88,9 @@ def load(path: str | Path) -> Spec:
         if rp in seen:
             return {str(p)} | below.get(str(p), set())
         if not p.is_file():
+            if loc is not None and p.parent == library_dir():
+                have = ", ".join(sorted(f"{LIBRARY}{f.name}" for f in library_dir().glob("*.fr")))
+                raise SpecError(f"no library file {LIBRARY}{p.name} (the library has: {have})", loc)
             raise SpecError(f"cannot import {str(p)!r}: no such file", loc)
         seen.add(rp)
         module = S.parse_file(p)
@@ -70,7 +98,7 @@ def load(path: str | Path) -> Spec:
         spec.files.append(str(p))
         mine: set[str] = set()
         for imp in module.imports:
-            mine |= visit(p.parent / imp.path, False, imp.loc)
+            mine |= visit(import_target(p, imp.path), False, imp.loc)
         below[str(p)] = mine
         for prm in module.params:
             prev = spec.params.get(prm.name)

@@ -294,7 +294,7 @@ def rewrite_spec(spec: str | Path, out: str | Path, values: Mapping[str, str],
     (``--set``-style expression text), its imports made relative to `out`'s directory."""
     from .expand import _override_expr
     from .formatter import Document
-    from .resolve import load
+    from .resolve import LIBRARY, load
     spec = Path(spec)
     s = load(spec)
     doc = Document.parse(spec.read_text(), str(spec))
@@ -302,7 +302,7 @@ def rewrite_spec(spec: str | Path, out: str | Path, values: Mapping[str, str],
         doc.set_param(name, _override_expr(name, text, s))
     src_dir = spec.resolve().parent
     out_dir = Path(out).resolve().parent
-    doc.map_imports(lambda p: Path(os.path.relpath(src_dir / p, out_dir)).as_posix())
+    doc.map_imports(lambda p: p if p.startswith(LIBRARY) else Path(os.path.relpath(src_dir / p, out_dir)).as_posix())
     doc.header = list(header or [])
     return doc.render()
 
@@ -497,8 +497,9 @@ def _floats(xs) -> str:
 
 
 def spec_text(name: str, p: Point, value: int, lib: str, header: list[str]) -> str:
-    """The unformatted text of one variant (imports `lib`/common.fr and `lib`/sofar.fr)."""
-    lines = [*header, f'import "{lib}/common.fr"', f'import "{lib}/sofar.fr"', "",
+    """The unformatted text of one variant (imports `lib`common.fr and `lib`sofar.fr: `lib` is
+    ``fractalc:`` for the bundled library, else a directory path ending in ``/``)."""
+    lines = [*header, f'import "{lib}common.fr"', f'import "{lib}sofar.fr"', "",
              f'param dataset = "{p.dataset}"']
     n = len(p.blocks)
     if p.kind == "resnet":
@@ -596,7 +597,11 @@ def generate(space_path: str | Path, out: str | Path, *, max_nodes: int = 100_00
                                          max_nodes=max_nodes)
                 baselines[f"{p.baseline.stem} ({p.dataset})"] = budgets[key]
             budget = budgets[key]
-            lib = Path(os.path.relpath(lib_dir, out.resolve())).as_posix()
+            # the bundled library by name (the variant works wherever it is moved), another
+            # library beside the baseline by a path relative to the output directory
+            from .resolve import LIBRARY, library_dir
+            lib = (LIBRARY if lib_dir.resolve() == library_dir().resolve()
+                   else Path(os.path.relpath(lib_dir, out.resolve())).as_posix() + "/")
             header = _header(space, name, p, budget, lib_files)
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".fr", dir=out)
             os.close(fd)

@@ -160,6 +160,17 @@ def test_headers_record_provenance(generated):
     assert str(out) not in text  # no absolute paths: the bytes do not depend on the machine
 
 
+def test_generated_specs_import_the_bundled_library_and_move_anywhere(generated, tmp_path):
+    _, _, out, _ = generated
+    name = "rf_c2d2_resnet13_cifar10"
+    text = (out / f"{name}.fr").read_text()
+    assert 'import "fractalc:common.fr"' in text and 'import "fractalc:sofar.fr"' in text
+    moved = tmp_path / "somewhere" / "else" / f"{name}.fr"
+    moved.parent.mkdir(parents=True)
+    moved.write_text(text)
+    assert compile_spec(moved).graph.shape("output") == compile_spec(out / f"{name}.fr").graph.shape("output")
+
+
 def test_table_csv_json_agree(generated):
     root, _, _, r = generated
     rows = list(csv.DictReader(io.StringIO((root / "t.csv").read_text())))
@@ -179,7 +190,7 @@ def test_table_csv_json_agree(generated):
 
 def test_deterministic(generated, tmp_path_factory):
     root, space, out, _ = generated
-    out2 = root / "b" / "out"  # same depth below root: same relative library path
+    out2 = root / "b" / "c" / "out"  # another depth: the bundled library is imported by name
     r = CliRunner().invoke(cli, ["generate", str(space), "-o", str(out2), "--json", "-"],
                            catch_exceptions=False)
     assert r.exit_code == 0

@@ -1,4 +1,5 @@
-"""The built wheel ships grammars/ and backends/ and works outside the source tree."""
+"""The built wheel ships grammars/, backends/ and the spec library, and works outside the
+source tree."""
 from __future__ import annotations
 
 import shutil
@@ -22,6 +23,7 @@ def test_wheel_installs_and_checks_a_spec_outside_the_tree(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "fractalc/grammars/fractal.lark" in names
     assert "fractalc/backends/__init__.py" in names
+    assert {"fractalc/lib/sofar.fr", "fractalc/lib/common.fr"} <= set(names)
 
     env_dir = tmp_path / "fresh"
     venv.create(env_dir, with_pip=True)
@@ -36,6 +38,12 @@ def test_wheel_installs_and_checks_a_spec_outside_the_tree(tmp_path):
                        cwd=work, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ok: rf_c3d4_resnet21") and "depth 21" in r.stdout
+    # a spec with no library beside it: `import "fractalc:..."` reads the one in the wheel
+    (work / "mine.fr").write_text('import "fractalc:sofar.fr"\n\nnetwork mine {\n'
+                                  '    input [64, 8, 8]\n    b = RF[3, 64]\n}\n')
+    r = subprocess.run([str(env_dir / "bin" / "fractalc"), "check", "mine.fr"], cwd=work,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("ok: mine"), r.stderr
     r = subprocess.run([str(py), "-c", "import fractalc, fractalc.backends; print(fractalc.__file__)"],
                        cwd=work, capture_output=True, text=True)
     assert r.returncode == 0 and str(env_dir) in r.stdout
