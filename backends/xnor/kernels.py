@@ -172,6 +172,17 @@ def _check_packed(a: np.ndarray, channels: int, what: str) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def _float_buffer(a, shape, what: str) -> np.ndarray:
+    """`a` if it is a C-contiguous float32 array of `shape` (an ``out=`` or ``residual=``
+    argument), a new one when `a` is None; ModelError otherwise."""
+    if a is None:
+        return np.empty(shape, np.float32)
+    if not (isinstance(a, np.ndarray) and a.dtype == np.float32 and a.shape == tuple(shape)
+            and a.flags.c_contiguous):
+        raise ModelError(f"{what} must be a C-contiguous float32 array of shape {tuple(shape)}")
+    return a
+
+
 def thresholds_from_affine(mul: np.ndarray, bias: np.ndarray,
                            max_abs_dot: int) -> tuple[np.ndarray, np.ndarray]:
     """Integer ``(threshold, flip)`` equal to the float32 sign of ``fmaf(dot, mul, bias)``.
@@ -298,16 +309,14 @@ class BinaryConv2d:
         shape = self.out_shape(*x.shape[:3])
         if (residual is not None or sign_bits or out is not None) and self.output != "float":
             raise ModelError("residual, sign_bits and out need output='float'")
-        for name, a in (("residual", residual), ("out", out)):
-            if a is not None and not (isinstance(a, np.ndarray) and a.dtype == np.float32
-                                      and a.shape == shape and a.flags.c_contiguous):
-                raise ModelError(f"{name} must be a C-contiguous float32 array of shape {shape}")
+        if residual is not None:
+            _float_buffer(residual, shape, "residual")
         try:
             if self.output == "int32":
                 y = np.empty(shape, np.int32)
                 self._plan.run_int32(x, y, self.threads, self.isa)
             elif self.output == "float":
-                y = np.empty(shape, np.float32) if out is None else out
+                y = _float_buffer(out, shape, "out")
                 bits = np.zeros(shape[:3] + (_words(self.out_channels),), np.uint64) if sign_bits else None
                 self._plan.run_affine(x, y, self._mul, self._bias, residual, bits, self.threads, self.isa)
                 if sign_bits:
@@ -341,14 +350,10 @@ def pointwise_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, *, pool: bool = 
     if pool and (h < 2 or wd < 2):
         raise ModelError(f"pointwise_conv: a 2x2 pool needs at least 2x2 pixels, got {h}x{wd}")
     shape = (n, h // 2, wd // 2, w.shape[1]) if pool else (n, h, wd, w.shape[1])
-    if out is None:
-        out = np.empty(shape, np.float32)
-    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
-              and out.flags.c_contiguous):
-        raise ModelError(f"pointwise_conv: out must be a C-contiguous float32 array of shape {shape}")
+    out = _float_buffer(out, shape, "pointwise_conv: out")
     try:
         _xnor.pointwise_conv(np.ascontiguousarray(x), bool(pool), np.ascontiguousarray(w),
-                                          np.ascontiguousarray(b), out, _threads(threads), resolve_isa(isa))
+                             np.ascontiguousarray(b), out, _threads(threads), resolve_isa(isa))
     except ValueError as e:
         raise ModelError(str(e)) from e
     return out
@@ -367,11 +372,7 @@ def mean_join(xs, divisor, *, sign_bits: bool = False, out: np.ndarray | None = 
     shape = xs[0].shape
     if any(x.shape != shape for x in xs) or min(shape) < 1:
         raise ModelError(f"mean_join: inputs must share one non-empty shape, got {[x.shape for x in xs]}")
-    if out is None:
-        out = np.empty(shape, np.float32)
-    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
-              and out.flags.c_contiguous):
-        raise ModelError(f"mean_join: out must be a C-contiguous float32 array of shape {shape}")
+    out = _float_buffer(out, shape, "mean_join: out")
     c = shape[-1]
     flat = [np.ascontiguousarray(x).reshape(-1, c) for x in xs]
     bits = np.empty(shape[:-1] + (_words(c),), np.uint64) if sign_bits else None
