@@ -40,7 +40,7 @@ class Executor:
         meta = {p.key: p.value for p in proto.metadata_props}
         self.metadata = meta
         self.plan = _plan.build(proto, self.threads, self.isa)
-        self._proto = proto
+        self._source = model  # what the caller gave (a path, bytes or a proto): run_all reloads it
         self._unfused = None
         p = self.plan
         self.input_name = p.input_name
@@ -99,9 +99,11 @@ class Executor:
     def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every value of the graph by its ONNX name, in ONNX layouts (floats NCHW, bits as
         packed NHWC words): for tests and debugging, nothing is released. Runs an unfused plan
-        (built on first use), so values that fusion never materialises are there too."""
+        (built on first use from the model as given: a file is read again), so values that
+        fusion never materialises are there too."""
         if self._unfused is None:
-            self._unfused = _plan.build(self._proto, self.threads, self.isa, fuse=False)
+            from fractalc.backends.onnx.loader import load_model
+            self._unfused = _plan.build(load_model(self._source), self.threads, self.isa, fuse=False)
         plan = self._unfused
         vals = [None] * plan.n_slots
         vals[0] = self._check_input(x)
