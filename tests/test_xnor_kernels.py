@@ -377,3 +377,22 @@ def test_mean_join_equals_numpy_sum_then_div_on_every_isa(k):
                 assert y is first and y.tobytes() == want.tobytes()
     with pytest.raises(ModelError, match="shape"):
         xnor.mean_join([xs[0], xs[0][:1]], 2)
+
+
+def test_pack_thresholded_equals_the_reference_packbits():
+    reference_ = pytest.importorskip("fractalc.backends.onnx.reference")
+    rng = np.random.default_rng(40)
+    for shape in ((2, 5, 3, 70), (1, 4, 4, 64), (1, 2, 2, 200)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        c = shape[-1]
+        t = rng.standard_normal(c).astype(np.float32)
+        f = rng.integers(0, 2, c).astype(bool)
+        x[..., :2] = np.nan                   # NaN packs +1 either way
+        t[5], t[6] = np.inf, -np.inf
+        x[0, 0, 0, 7:9] = t[7:9]              # x == t packs +1 either way
+        want = reference_.pack_bits(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), t, f)
+        outs = {xnor.pack_thresholded(x, t, f, isa=isa, threads=n).tobytes()
+                for isa in xnor.available_isas() for n in (1, 2)}
+        assert outs == {want.tobytes()}
+    with pytest.raises(ModelError, match="shape"):
+        xnor.pack_thresholded(x, t[:-1], f)

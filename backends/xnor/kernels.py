@@ -131,6 +131,24 @@ def pack_activations(x: np.ndarray, layout: Literal["nchw", "nhwc"] = "nchw",
     return out
 
 
+def pack_thresholded(x: np.ndarray, threshold: np.ndarray, flip: np.ndarray,
+                     threads: int | None = None, isa: str | None = None) -> np.ndarray:
+    """Pack NHWC float32 ``x`` ``(N, H, W, C)`` with a per-channel threshold (a BatchNorm folded
+    into ``PackBits``): bit 1 (-1) where ``x < threshold[c]``, or ``x > threshold[c]`` where
+    ``flip[c]``; NaN packs +1. Same bytes on every ISA."""
+    if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 4 and min(x.shape) > 0):
+        raise ModelError("pack_thresholded needs a non-empty 4-D float32 NHWC array")
+    n, h, w, c = x.shape
+    t = np.ascontiguousarray(threshold, np.float32)
+    f = np.ascontiguousarray(np.asarray(flip) != 0, np.uint8)
+    if t.shape != (c,) or f.shape != (c,):
+        raise ModelError(f"threshold and flip need shape ({c},), got {t.shape} and {f.shape}")
+    out = np.empty((n, h, w, _words(c)), np.uint64)
+    _xnor.pack_nhwc_threshold(np.ascontiguousarray(x).reshape(n * h * w, c), t, f,
+                              out.reshape(n * h * w, _words(c)), _threads(threads), resolve_isa(isa))
+    return out
+
+
 def unpack_activations(packed: np.ndarray, channels: int,
                        layout: Literal["nchw", "nhwc"] = "nchw") -> np.ndarray:
     """Inverse of :func:`pack_activations` up to sign: float32 +1/-1 in the requested layout."""

@@ -348,16 +348,11 @@ def _fractalc_node(node, slots, vals, inits, threads, isa):
         c = v.shape[0]
         t = _init(node, node.input[1], inits, np.float32, (c,))
         f = _init(node, node.input[2], inits, np.bool_, (c,))
-        # bit 1 where x < t (x > t with flip) == where s*x - s*t < 0 with s = -1 for flip:
-        # s*x and s*t are exact, and with gradual underflow a float difference is < 0 exactly
-        # when the first operand is smaller (NaN, also from inf - inf, packs +1 in both forms)
-        sgn = np.where(f, np.float32(-1), np.float32(1)).astype(np.float32)
-        st = np.negative(t, where=f, out=t.copy())
+        # bit 1 where x < t, or x > t with flip (NaN: +1), in one native pass
+        tf, ff = np.ascontiguousarray(t), np.ascontiguousarray(f)
 
-        def pack_thr(x, _s=sgn, _st=st, _t=threads, _i=isa):
-            z = np.multiply(x, _s)
-            np.subtract(z, _st, out=z)
-            return kernels.pack_activations(z, layout="nhwc", threads=_t, isa=_i)
+        def pack_thr(x, _t=tf, _f=ff, _n=threads, _i=isa):
+            return kernels.pack_thresholded(x, _t, _f, threads=_n, isa=_i)
         return Step(pack_thr, (s,), -1, "PackBits", node.name), Val("bits", v.shape)
     if node.op_type == "UnpackBits":
         s, v = _value(node, node.input[0], slots, vals, ("bits",))

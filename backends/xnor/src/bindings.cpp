@@ -40,6 +40,21 @@ void pack_nhwc_work(void* ctx, int tid, int T) {
     pack_nhwc_rows(j.x, j.pixels * tid / T, j.pixels * (tid + 1) / T, j.C, j.out, j.isa);
 }
 
+struct PackThrJob {
+    const float* x;
+    std::size_t pixels;
+    int C;
+    const float* t;
+    const uint8_t* flip;
+    uint64_t* out;
+    Isa isa;
+};
+
+void pack_thr_work(void* ctx, int tid, int T) {
+    auto& j = *static_cast<PackThrJob*>(ctx);
+    pack_nhwc_threshold_rows(j.x, j.pixels * tid / T, j.pixels * (tid + 1) / T, j.C, j.t, j.flip, j.out, j.isa);
+}
+
 struct PackNchwJob {
     const float* x;
     std::size_t N, HW;
@@ -95,6 +110,19 @@ NB_MODULE(_xnor, m) {
         PackNhwcJob j{x.data(), x.shape(0), C, out.data(), parse_isa(isa)};
         nb::gil_scoped_release release;
         parallel_run(threads, parts_for(j.pixels, threads), pack_nhwc_work, &j);
+    });
+
+    m.def("pack_nhwc_threshold", [](Arr<const float, 2> x, Arr<const float, 1> t, Arr<const uint8_t, 1> flip,
+                                    Arr<uint64_t, 2> out, int threads, const std::string& isa) {
+        const int C = static_cast<int>(x.shape(1));
+        require(C > 0 && out.shape(0) == x.shape(0) && static_cast<int>(out.shape(1)) == words(C),
+                "pack_nhwc_threshold: output shape mismatch");
+        require(static_cast<int>(t.shape(0)) == C && static_cast<int>(flip.shape(0)) == C,
+                "pack_nhwc_threshold: threshold and flip need one value per channel");
+        require(threads >= 1 && threads <= 1024, "threads must be in 1..1024");
+        PackThrJob j{x.data(), x.shape(0), C, t.data(), flip.data(), out.data(), parse_isa(isa)};
+        nb::gil_scoped_release release;
+        parallel_run(threads, parts_for(j.pixels, threads), pack_thr_work, &j);
     });
 
     m.def("pack_nchw", [](Arr<const float, 3> x, Arr<uint64_t, 3> out, int threads, const std::string& isa) {

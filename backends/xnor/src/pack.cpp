@@ -1,5 +1,6 @@
 // Float -> bit packing. Bit 1 means x < 0, so +0.0, -0.0 and NaN all pack as +1 (sign(0) = +1).
 #include <cstring>
+#include <vector>
 
 #include "xnor.h"
 
@@ -84,7 +85,70 @@ __attribute__((target("avx512f"))) void pack_nchw_avx512(const float* x, int C, 
 }
 #endif
 
+// Thresholded packing (a BatchNorm folded into PackBits): bit 1 where x < t[c], or x > t[c]
+// where flip[c]; NaN compares false both ways (bit 0, +1), as in the reference executor.
+void pack_nhwc_thr_portable(const float* x, std::size_t p0, std::size_t p1, int C, const float* t,
+                            const uint8_t* flip, uint64_t* out) {
+    const int Cw = (C + 63) / 64;
+    for (std::size_t p = p0; p < p1; ++p) {
+        const float* xp = x + p * C;
+        uint64_t* op = out + p * Cw;
+        for (int w = 0; w < Cw; ++w) {
+            const int c0 = w * 64;
+            const int n = C - c0 < 64 ? C - c0 : 64;
+            uint64_t word = 0;
+            for (int j = 0; j < n; ++j) {
+                const float v = xp[c0 + j], th = t[c0 + j];
+                word |= static_cast<uint64_t>(flip[c0 + j] ? v > th : v < th) << j;
+            }
+            op[w] = word;
+        }
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) void pack_nhwc_thr_avx512(const float* x, std::size_t p0, std::size_t p1,
+                                                              int C, const float* t, const uint8_t* flip,
+                                                              uint64_t* out) {
+    const int Cw = (C + 63) / 64;
+    // the flips as one 16-bit mask per 16 channels, built once per call
+    std::vector<__mmask16> fmask(static_cast<std::size_t>(Cw) * 4, 0);
+    for (int c = 0; c < C; ++c)
+        if (flip[c]) fmask[c / 16] = static_cast<__mmask16>(fmask[c / 16] | (1u << (c % 16)));
+    for (std::size_t p = p0; p < p1; ++p) {
+        const float* xp = x + p * C;
+        uint64_t* op = out + p * Cw;
+        for (int w = 0; w < Cw; ++w) {
+            uint64_t word = 0;
+            for (int q = 0; q < 4; ++q) {
+                const int c0 = w * 64 + q * 16;
+                const int n = C - c0;
+                if (n <= 0) break;
+                const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xffff)
+                                            : static_cast<__mmask16>((1u << n) - 1);
+                const __m512 v = _mm512_maskz_loadu_ps(m, xp + c0);
+                const __m512 th = _mm512_maskz_loadu_ps(m, t + c0);
+                const __mmask16 f = fmask[c0 / 16];
+                const __mmask16 lt = _mm512_mask_cmp_ps_mask(m & ~f, v, th, _CMP_LT_OQ);
+                const __mmask16 gt = _mm512_mask_cmp_ps_mask(m & f, v, th, _CMP_GT_OQ);
+                word |= static_cast<uint64_t>(static_cast<uint16_t>(lt | gt)) << (q * 16);
+            }
+            op[w] = word;
+        }
+    }
+}
+#endif
+
 }  // namespace
+
+void pack_nhwc_threshold_rows(const float* x, std::size_t p0, std::size_t p1, int C, const float* t,
+                              const uint8_t* flip, uint64_t* out, Isa isa) {
+#if defined(__x86_64__)
+    if (isa == Isa::avx512) return pack_nhwc_thr_avx512(x, p0, p1, C, t, flip, out);
+#endif
+    (void)isa;
+    pack_nhwc_thr_portable(x, p0, p1, C, t, flip, out);
+}
 
 void pack_nhwc_rows(const float* x, std::size_t p0, std::size_t p1, int C, uint64_t* out, Isa isa) {
 #if defined(__x86_64__)
