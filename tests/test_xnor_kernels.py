@@ -396,3 +396,35 @@ def test_pack_thresholded_equals_the_reference_packbits():
         assert outs == {want.tobytes()}
     with pytest.raises(ModelError, match="shape"):
         xnor.pack_thresholded(x, t[:-1], f)
+
+
+@pytest.mark.parametrize("pool", [False, "avg", "max"])
+@pytest.mark.parametrize("bn,relu", [(True, True), (True, False), (False, True)])
+def test_pointwise_conv_prologue_bn_pool_relu(pool, bn, relu):
+    # DenseNet's transition: BN -> max pool -> ReLU -> 1x1 conv; against torch in float64 on
+    # dyadic data (exact in every engine), and the same bytes on every ISA on random data
+    rng = np.random.default_rng(50)
+    n, h, w_, c, co = 2, 6, 5, 70, 37
+    x = (np.round(rng.standard_normal((n, h, w_, c)) * 4) / 4).astype(np.float32)
+    w = (np.round(rng.standard_normal((c, co)) * 4) / 4).astype(np.float32)
+    b = (np.round(rng.standard_normal(co) * 4) / 4).astype(np.float32)
+    sc = (rng.integers(-4, 5, c) / 2).astype(np.float32) if bn else None
+    sh = (np.round(rng.standard_normal(c) * 4) / 4).astype(np.float32) if bn else None
+    t = torch.from_numpy(x.astype(np.float64)).permute(0, 3, 1, 2)
+    if bn:
+        t = t * torch.from_numpy(sc.astype(np.float64))[None, :, None, None] \
+            + torch.from_numpy(sh.astype(np.float64))[None, :, None, None]
+    if pool == "avg":
+        t = F.avg_pool2d(t, 2)
+    elif pool == "max":
+        t = F.max_pool2d(t, 2)
+    if relu:
+        t = F.relu(t)
+    want = F.conv2d(t, torch.from_numpy(w.T.astype(np.float64))[:, :, None, None],
+                    torch.from_numpy(b.astype(np.float64))).permute(0, 2, 3, 1).numpy()
+    got = xnor.pointwise_conv(x, w, b, pool=pool, scale=sc, shift=sh, relu=relu)
+    assert np.array_equal(got, want.astype(np.float32))
+    xr = rng.standard_normal(x.shape).astype(np.float32)
+    outs = {xnor.pointwise_conv(xr, w, b, pool=pool, scale=sc, shift=sh, relu=relu, isa=isa, threads=t_).tobytes()
+            for isa in xnor.available_isas() for t_ in (1, 2)}
+    assert len(outs) == 1

@@ -52,12 +52,16 @@ def concat_channels(x, *rest):
     return np.concatenate((x,) + rest, axis=-1)
 
 
-def batchnorm(gamma, beta, mean, var, eps: float):
-    g, b, m, v = (np.asarray(a, np.float64) for a in (gamma, beta, mean, var))
+def bn_affine(gamma, beta, mean, var, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (scale, shift) with BN(x) = x * scale + shift (computed in float64, rounded once)."""
+    g, b, m = (np.asarray(a, np.float64) for a in (gamma, beta, mean))
     # var + eps in float32 first, as torch and onnxruntime compute it
-    s = np.sqrt(np.float32(var.astype(np.float32) + np.float32(eps)).astype(np.float64))
-    scale = (g / s).astype(np.float32)
-    shift = (b - m * g / s).astype(np.float32)
+    s = np.sqrt(np.float32(np.asarray(var, np.float32) + np.float32(eps)).astype(np.float64))
+    return (g / s).astype(np.float32), (b - m * g / s).astype(np.float32)
+
+
+def batchnorm(gamma, beta, mean, var, eps: float):
+    scale, shift = bn_affine(gamma, beta, mean, var, eps)
 
     def f(x):
         y = np.multiply(x, scale)

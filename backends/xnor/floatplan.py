@@ -58,34 +58,65 @@ def float_chain(nodes, k, consumers, inits) -> list:
     return chain
 
 
-def pointwise(node, chain, slots, vals, inits, threads, isa):
-    """[AveragePool 2x2/2 ->] 1x1 Conv [-> BatchNormalization] (Bi-Real's downsampling path)
-    on channels-last values: one native kernel (kernels.pointwise_conv: pool and matrix product
-    with the BN folded into the weights; same bytes on every ISA). Saves the two layout
-    transposes of an NCHW chain (measured at 56x56x64, batch 8: 2.1 ms as a chain, 1.2 ms as
-    numpy pool + onnxruntime MatMul) and, at batch 1, onnxruntime's per-call overhead
-    (Bi-Real ResNet18's three shortcuts: 0.66 ms that way). None where the chain is anything else."""
-    seq = [node] + list(chain)
-    ops_ = [n.op_type for n in seq]
-    if ops_ and ops_[0] == "AveragePool":
-        pool, seq = seq[0], seq[1:]
-    else:
-        pool = None
-    if not seq or seq[0].op_type != "Conv" or len(seq) > 2 or (len(seq) == 2 and seq[1].op_type != "BatchNormalization"):
+def _bn_params(bn, inits, c):
+    """(gamma, beta, mean, var, eps) of a BatchNormalization on `c` channels whose parameters are
+    float32 initializers, else None."""
+    if bn.op_type != "BatchNormalization" or len(bn.input) != 5 or set(_attrs(bn)) - {"epsilon", "momentum"}:
         return None
+    ps = [inits.get(i) for i in bn.input[1:]]
+    if any(a is None or a.dtype != np.float32 or a.shape != (c,) for a in ps):
+        return None
+    return (*ps, float(_attrs(bn).get("epsilon", 1e-5)))
+
+
+def _pool2(nd, h, w):
+    """'avg' or 'max' for a 2x2 stride-2 unpadded pool node on an h x w input, else None."""
+    if nd.op_type not in ("AveragePool", "MaxPool"):
+        return None
+    at = _attrs(nd)
+    extra = {"count_include_pad"} if nd.op_type == "AveragePool" else {"storage_order", "dilations"}
+    if (tuple(at.get("kernel_shape", ())) != (2, 2) or tuple(at.get("strides", ())) != (2, 2)
+            or any(at.get("pads", (0, 0, 0, 0))) or at.get("ceil_mode", 0) != 0
+            or at.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or h < 2 or w < 2
+            or at.get("storage_order", 0) != 0 or tuple(at.get("dilations", (1, 1))) != (1, 1)
+            or set(at) - {"kernel_shape", "strides", "pads", "ceil_mode", "auto_pad"} - extra):
+        return None
+    return "avg" if nd.op_type == "AveragePool" else "max"
+
+
+def pointwise(node, chain, slots, vals, inits, threads, isa):
+    """[BatchNormalization ->] [AveragePool|MaxPool 2x2/2 ->] [Relu ->] 1x1 Conv
+    [-> BatchNormalization] on channels-last values: one native kernel (kernels.pointwise_conv;
+    same bytes on every ISA), the BN before the conv as its prologue (``x * scale + shift``, as
+    the numpy BatchNormalization step rounds), the one after folded into the weights. Bi-Real's
+    downsampling path (avgpool, conv, BN) and DenseNet's transition (BN, max pool, ReLU, conv).
+    Saves the two layout transposes of an NCHW chain in onnxruntime and its per-call overhead
+    (Bi-Real ResNet18's three shortcuts at batch 1: 0.66 ms as numpy pool + onnxruntime MatMul,
+    0.24 ms this way; BinaryDenseNet28's transitions: 4.8 ms in onnxruntime). None where the
+    chain is anything else."""
+    seq = [node] + list(chain)
     src = node.input[0]
     if src not in slots or vals[slots[src]].kind != "f4":
         return None
     c, h, w = vals[slots[src]].shape
-    if pool is not None:
-        at = _attrs(pool)
-        if (tuple(at.get("kernel_shape", ())) != (2, 2) or tuple(at.get("strides", ())) != (2, 2)
-                or any(at.get("pads", (0, 0, 0, 0))) or at.get("ceil_mode", 0) != 0
-                or at.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or h < 2 or w < 2
-                or set(at) - {"kernel_shape", "strides", "pads", "ceil_mode", "auto_pad", "count_include_pad"}):
+    k = 0
+    pre = None
+    if k < len(seq) and seq[k].op_type == "BatchNormalization":
+        ps = _bn_params(seq[k], inits, c)
+        if ps is None:
             return None
+        pre = floatops.bn_affine(*ps)
+        k += 1
+    pool = _pool2(seq[k], h, w) if k < len(seq) else None
+    if pool is not None:
         h, w = h // 2, w // 2
-    conv = seq[0]
+        k += 1
+    relu = k < len(seq) and seq[k].op_type == "Relu" and len(seq[k].input) == 1 and not seq[k].attribute
+    k += relu
+    if k >= len(seq) or seq[k].op_type != "Conv":
+        return None
+    conv = seq[k]
+    k += 1
     at = _attrs(conv)
     if (set(at) - {"kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"}
             or tuple(at.get("kernel_shape", (1, 1))) != (1, 1) or tuple(at.get("strides", (1, 1))) != (1, 1)
@@ -104,24 +135,22 @@ def pointwise(node, chain, slots, vals, inits, threads, isa):
             return None
         bias = b.astype(np.float64)
     scale = np.ones(co, np.float64)
-    if len(seq) == 2:
-        bn = seq[1]
-        if len(bn.input) != 5 or set(_attrs(bn)) - {"epsilon", "momentum"}:
+    if k < len(seq):
+        ps = _bn_params(seq[k], inits, co)
+        if ps is None or k + 1 != len(seq):
             return None
-        g_, b_, m_, v_ = (inits.get(i) for i in bn.input[1:])
-        if any(a is None or a.dtype != np.float32 or a.shape != (co,) for a in (g_, b_, m_, v_)):
-            return None
-        eps = np.float32(_attrs(bn).get("epsilon", 1e-5))
-        s_ = np.sqrt((v_ + eps).astype(np.float64))  # var + eps rounded in float32, as torch
+        g_, b_, m_, v_, eps = ps
+        s_ = np.sqrt((v_ + np.float32(eps)).astype(np.float64))  # var + eps rounded in float32, as torch
         scale = g_.astype(np.float64) / s_
         bias = (bias - m_) * scale + b_
     w2 = np.ascontiguousarray((wt[:, :, 0, 0].astype(np.float64) * scale[:, None]).T.astype(np.float32))
     b2 = bias.astype(np.float32)
     from . import kernels
+    sc, sh = pre if pre is not None else (None, None)
 
-    def fn(x, _w=w2, _b=b2, _p=pool is not None, _t=threads, _i=isa):
-        return kernels.pointwise_conv(x, _w, _b, pool=_p, threads=_t, isa=_i)
-    label = "+".join(n.op_type for n in [node] + list(chain))
+    def fn(x, _w=w2, _b=b2, _p=pool or False, _sc=sc, _sh=sh, _r=bool(relu), _t=threads, _i=isa):
+        return kernels.pointwise_conv(x, _w, _b, pool=_p, scale=_sc, shift=_sh, relu=_r, threads=_t, isa=_i)
+    label = "+".join(n.op_type for n in seq)
     return Step(fn, (slots[src],), -1, label, node.name), Val("f4", (co, h, w))
 
 

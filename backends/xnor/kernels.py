@@ -347,16 +347,19 @@ class BinaryConv2d:
         return y
 
 
-def pointwise_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, *, pool: bool = False,
+def pointwise_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, *, pool: bool | str = False,
+                   scale: np.ndarray | None = None, shift: np.ndarray | None = None, relu: bool = False,
                    threads: int | None = None, isa: str | None = None, out: np.ndarray | None = None) -> np.ndarray:
-    """Float 1x1 convolution of channels-last ``x`` ``(N, H, W, C)``: ``x @ w + b`` per pixel
-    (``w`` ``(C, C_out)``, ``b`` ``(C_out,)``, float32), after a 2x2 stride-2 average pool when
-    ``pool`` (output ``(N, H//2, W//2, C_out)``). Bi-Real's downsampling shortcut, with its
-    BatchNorm folded into ``w`` and ``b``.
+    """Float 1x1 convolution of channels-last ``x`` ``(N, H, W, C)``: ``p @ w + b`` per pixel
+    (``w`` ``(C, C_out)``, ``b`` ``(C_out,)``, float32), where ``p`` is ``x`` after an optional
+    prologue, in this order: ``x * scale[c] + shift[c]`` (a BatchNorm), a 2x2 stride-2 pool
+    (``pool=True`` or ``"avg"``, or ``"max"``; output ``(N, H//2, W//2, C_out)``), ReLU. Covers
+    Bi-Real's downsampling shortcut (avgpool, conv, its BN folded into ``w`` and ``b``) and
+    DenseNet's transition (BN, max pool, ReLU, conv).
 
-    Every ISA path gives the same bytes: the pool adds row by row (torch's order) then
-    multiplies by 0.25, and each output accumulates ``fma`` over ascending input channels from
-    0, adding the bias last (one float32 order, not a tree).
+    Every ISA path gives the same bytes: the BN multiplies then adds (two roundings), the average
+    pool adds row by row (torch's order) then multiplies by 0.25, and each output accumulates
+    ``fma`` over ascending input channels from 0, adding the bias last.
     """
     for name, a, nd in (("x", x, 4), ("w", w, 2), ("b", b, 1)):
         if not (isinstance(a, np.ndarray) and a.dtype == np.float32 and a.ndim == nd):
@@ -365,13 +368,23 @@ def pointwise_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, *, pool: bool = 
     if w.shape[0] != c or b.shape != (w.shape[1],) or min(x.shape) < 1 or w.shape[1] < 1:
         raise ModelError(f"pointwise_conv: x {x.shape}, w {w.shape} and b {b.shape} do not fit "
                          "(w must be (C_in, C_out), b (C_out,))")
-    if pool and (h < 2 or wd < 2):
+    kinds = {False: 0, None: 0, True: 1, "avg": 1, "max": 2}
+    if not isinstance(pool, (bool, str, type(None))) or pool not in kinds:
+        raise ModelError(f"pointwise_conv: pool must be False, True, 'avg' or 'max', got {pool!r}")
+    if kinds[pool] and (h < 2 or wd < 2):
         raise ModelError(f"pointwise_conv: a 2x2 pool needs at least 2x2 pixels, got {h}x{wd}")
-    shape = (n, h // 2, wd // 2, w.shape[1]) if pool else (n, h, wd, w.shape[1])
+    if (scale is None) != (shift is None):
+        raise ModelError("pointwise_conv: scale and shift go together")
+    if scale is not None:
+        scale, shift = (np.ascontiguousarray(v, np.float32) for v in (scale, shift))
+        if scale.shape != (c,) or shift.shape != (c,):
+            raise ModelError(f"pointwise_conv: scale and shift need shape ({c},)")
+    shape = (n, h // 2, wd // 2, w.shape[1]) if kinds[pool] else (n, h, wd, w.shape[1])
     out = _float_buffer(out, shape, "pointwise_conv: out")
     try:
-        _xnor.pointwise_conv(np.ascontiguousarray(x), bool(pool), np.ascontiguousarray(w),
-                             np.ascontiguousarray(b), out, _threads(threads), resolve_isa(isa))
+        _xnor.pointwise_conv(np.ascontiguousarray(x), kinds[pool], scale, shift, bool(relu),
+                             np.ascontiguousarray(w), np.ascontiguousarray(b), out, _threads(threads),
+                             resolve_isa(isa))
     except ValueError as e:
         raise ModelError(str(e)) from e
     return out

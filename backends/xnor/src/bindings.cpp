@@ -136,8 +136,9 @@ NB_MODULE(_xnor, m) {
         parallel_run(threads, parts_for(j.HW / 64 + 1, threads), pack_nchw_work, &j);
     });
 
-    m.def("pointwise_conv", [](Arr<const float, 4> x, bool pool, Arr<const float, 2> w, Arr<const float, 1> b,
-                               Arr<float, 4> out, int threads, const std::string& isa) {
+    m.def("pointwise_conv", [](Arr<const float, 4> x, int pool, std::optional<Arr<const float, 1>> scale,
+                               std::optional<Arr<const float, 1>> shift, bool relu, Arr<const float, 2> w,
+                               Arr<const float, 1> b, Arr<float, 4> out, int threads, const std::string& isa) {
         require(x.shape(0) < (1u << 30) && x.shape(1) < (1u << 30) && x.shape(2) < (1u << 30) &&
                     x.shape(3) < (1u << 30) && w.shape(1) < (1u << 30),
                 "pointwise_conv: dimensions too large");
@@ -147,7 +148,18 @@ NB_MODULE(_xnor, m) {
         require(N > 0 && H > 0 && W > 0 && C > 0 && Co > 0, "pointwise_conv: empty input or weights");
         require(static_cast<int>(w.shape(0)) == C && static_cast<int>(b.shape(0)) == Co,
                 "pointwise_conv: weights must be (C_in, C_out) and bias (C_out)");
-        require(!pool || (H >= 2 && W >= 2), "pointwise_conv: pooling needs at least 2x2 pixels");
+        require(pool >= 0 && pool <= 2, "pointwise_conv: pool must be 0 (none), 1 (avg) or 2 (max)");
+        require(pool == 0 || (H >= 2 && W >= 2), "pointwise_conv: pooling needs at least 2x2 pixels");
+        require(scale.has_value() == shift.has_value(), "pointwise_conv: scale and shift go together");
+        PwPrologue pro;
+        pro.pool = static_cast<PwPool>(pool);
+        pro.relu = relu;
+        if (scale) {
+            require(static_cast<int>(scale->shape(0)) == C && static_cast<int>(shift->shape(0)) == C,
+                    "pointwise_conv: scale and shift need one value per input channel");
+            pro.scale = scale->data();
+            pro.shift = shift->data();
+        }
         const std::size_t Ho = pool ? H / 2 : H, Wo = pool ? W / 2 : W;
         require(out.shape(0) == x.shape(0) && out.shape(1) == Ho && out.shape(2) == Wo &&
                     static_cast<int>(out.shape(3)) == Co,
@@ -155,8 +167,9 @@ NB_MODULE(_xnor, m) {
         require(threads >= 1 && threads <= 1024, "threads must be in 1..1024");
         const Isa i = parse_isa(isa);
         nb::gil_scoped_release release;
-        pointwise_conv(x.data(), N, H, W, C, pool, w.data(), Co, b.data(), out.data(), threads, i);
-    });
+        pointwise_conv(x.data(), N, H, W, C, pro, w.data(), Co, b.data(), out.data(), threads, i);
+    }, nb::arg("x"), nb::arg("pool"), nb::arg("scale").none(), nb::arg("shift").none(), nb::arg("relu"),
+       nb::arg("w"), nb::arg("b"), nb::arg("out"), nb::arg("threads"), nb::arg("isa"));
 
     m.def("mean_join", [](std::vector<Arr<const float, 2>> xs, float divisor, Arr<float, 2> out,
                           std::optional<Arr<uint64_t, 2>> sign_bits, int threads, const std::string& isa) {

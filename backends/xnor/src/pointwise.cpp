@@ -1,6 +1,6 @@
-// Pointwise float convolution (see pointwise.h): pixel tiles of up to 6 are pooled into a
-// per-thread buffer, then a 6 x 64 register tile (24 zmm accumulators on AVX-512) walks the
-// input channels. The scalar form is the reference the vector form matches bit for bit: same
+// Pointwise float convolution (see pointwise.h): pixel tiles of up to 6 go through the
+// prologue (BN, 2x2 pool, ReLU) into a per-thread buffer, then a 6 x 64 register tile (24 zmm
+// accumulators on AVX-512) walks the input channels. The scalar form is the reference the vector form matches bit for bit: same
 // pooling order, fma accumulation over ascending c from 0, bias added last.
 #include "pointwise.h"
 
@@ -20,7 +20,7 @@ constexpr int kPix = 6;
 struct PwJob {
     const float* x;
     int N, H, W, C, Ho, Wo, Co;
-    bool pool;
+    PwPrologue pro;
     const float* w;
     const float* b;
     float* out;
@@ -28,27 +28,59 @@ struct PwJob {
     Isa isa;
 };
 
-// Row pointers of the tile's (pooled) input pixels.
+inline bool has_prologue(const PwPrologue& pr) { return pr.pool != PwPool::none || pr.scale || pr.relu; }
+
+// Row pointers of the tile's input pixels after the prologue (computed into `buf`), or straight
+// into x when there is none. Scalar code shared by every ISA path (the build forbids fp
+// contraction, so x * scale + shift rounds twice everywhere).
 inline int tile_rows(const PwJob& j, std::size_t t, std::vector<float>& buf, const float** rows) {
     const std::size_t pixels = static_cast<std::size_t>(j.N) * j.Ho * j.Wo;
     const std::size_t m0 = t * kPix;
     const int np = static_cast<int>(std::min<std::size_t>(kPix, pixels - m0));
+    const PwPrologue& pr = j.pro;
     for (int p = 0; p < np; ++p) {
         const std::size_t m = m0 + p;
-        if (!j.pool) {
+        if (!has_prologue(pr)) {
             rows[p] = j.x + m * j.C;
+            continue;
+        }
+        float* dst = buf.data() + static_cast<std::size_t>(p) * j.C;
+        if (pr.pool == PwPool::none) {
+            const float* r = j.x + m * j.C;
+            for (int c = 0; c < j.C; ++c) {
+                float v = pr.scale ? r[c] * pr.scale[c] + pr.shift[c] : r[c];
+                if (pr.relu) v = v < 0.0f ? 0.0f : v;
+                dst[c] = v;
+            }
+            rows[p] = dst;
             continue;
         }
         const std::size_t n = m / (static_cast<std::size_t>(j.Ho) * j.Wo);
         const int oy = static_cast<int>(m / j.Wo % j.Ho), ox = static_cast<int>(m % j.Wo);
         const float* r0 = j.x + ((n * j.H + 2 * oy) * j.W + 2 * ox) * j.C;
         const float* r1 = r0 + static_cast<std::size_t>(j.W) * j.C;
-        float* dst = buf.data() + static_cast<std::size_t>(p) * j.C;
         for (int c = 0; c < j.C; ++c) {
-            float s = r0[c] + r0[c + j.C];
-            s += r1[c];
-            s += r1[c + j.C];
-            dst[c] = s * 0.25f;
+            float a = r0[c], b = r0[c + j.C], e = r1[c], d = r1[c + j.C];
+            if (pr.scale) {
+                const float sc = pr.scale[c], sh = pr.shift[c];
+                a = a * sc + sh;
+                b = b * sc + sh;
+                e = e * sc + sh;
+                d = d * sc + sh;
+            }
+            float v;
+            if (pr.pool == PwPool::avg) {  // torch's order: row by row, then the exact / 4
+                v = a + b;
+                v += e;
+                v += d;
+                v *= 0.25f;
+            } else {                       // max in the same order; NaN-free data assumed equal
+                v = b > a ? b : a;
+                v = e > v ? e : v;
+                v = d > v ? d : v;
+            }
+            if (pr.relu) v = v < 0.0f ? 0.0f : v;
+            dst[c] = v;
         }
         rows[p] = dst;
     }
@@ -189,7 +221,7 @@ void pw_work(void* ctx, int part, int nparts) {
     const std::size_t t0 = j.tiles * part / nparts, t1 = j.tiles * (part + 1) / nparts;
     if (t0 >= t1) return;
     thread_local std::vector<float> buf;
-    if (j.pool) buf.resize(static_cast<std::size_t>(kPix) * j.C);
+    if (has_prologue(j.pro)) buf.resize(static_cast<std::size_t>(kPix) * j.C);
 #if defined(__x86_64__)
     if (j.isa == Isa::avx512) return work_avx512(j, t0, t1, buf);
     if (j.isa == Isa::avx2) return work_avx2(j, t0, t1, buf);
@@ -199,9 +231,10 @@ void pw_work(void* ctx, int part, int nparts) {
 
 }  // namespace
 
-void pointwise_conv(const float* x, int N, int H, int W, int C, bool pool, const float* w, int Co,
-                    const float* b, float* out, int threads, Isa isa) {
-    PwJob j{x, N, H, W, C, pool ? H / 2 : H, pool ? W / 2 : W, Co, pool, w, b, out, 0, isa};
+void pointwise_conv(const float* x, int N, int H, int W, int C, const PwPrologue& pro, const float* w,
+                    int Co, const float* b, float* out, int threads, Isa isa) {
+    const bool pool = pro.pool != PwPool::none;
+    PwJob j{x, N, H, W, C, pool ? H / 2 : H, pool ? W / 2 : W, Co, pro, w, b, out, 0, isa};
     const std::size_t pixels = static_cast<std::size_t>(N) * j.Ho * j.Wo;
     j.tiles = (pixels + kPix - 1) / kPix;
     if (j.tiles == 0) return;

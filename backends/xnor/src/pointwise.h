@@ -1,5 +1,6 @@
-// Float pointwise convolution on channels-last activations, optionally after a 2x2/2 average
-// pool: Bi-Real's downsampling shortcut (AvgPool -> 1x1 Conv -> BN, the BN folded into w and b).
+// Float pointwise convolution on channels-last activations with an optional prologue: Bi-Real's
+// downsampling shortcut (AvgPool -> 1x1 Conv -> BN, the BN folded into w and b) and DenseNet's
+// transition (BN -> MaxPool -> ReLU -> 1x1 Conv).
 #pragma once
 
 #include <cstddef>
@@ -9,12 +10,24 @@
 
 namespace xnor {
 
+enum class PwPool : int { none = 0, avg = 1, max = 2 };
+
+// What happens to the input before the product, in this order: a per-channel affine map
+// (a BatchNorm: x * scale[c] + shift[c], two roundings), a 2x2 stride-2 pool (average: added
+// row by row, then * 0.25; max: left to right), ReLU.
+struct PwPrologue {
+    const float* scale = nullptr;  // with shift; null for none
+    const float* shift = nullptr;
+    PwPool pool = PwPool::none;
+    bool relu = false;
+};
+
 // x: (N, H, W, C) float; w: (C, Co) row-major; b: (Co); out: (N, Ho, Wo, Co) with Ho = H/2,
-// Wo = W/2 (floor) when pool, else H, W. Every ISA computes each output exactly the same way:
-//   p[c] = (((x00 + x01) + x10) + x11) * 0.25      (pool; x otherwise)
+// Wo = W/2 (floor) when pooling, else H, W. Every ISA computes each output the same way:
+//   p[c] = prologue(x)[c]
 //   acc  = fma(p[C-1], w[C-1][o], ... fma(p[0], w[0][o], 0))
 //   y[o] = acc + b[o]
-void pointwise_conv(const float* x, int N, int H, int W, int C, bool pool, const float* w, int Co,
-                    const float* b, float* out, int threads, Isa isa);
+void pointwise_conv(const float* x, int N, int H, int W, int C, const PwPrologue& pro, const float* w,
+                    int Co, const float* b, float* out, int threads, Isa isa);
 
 }  // namespace xnor
