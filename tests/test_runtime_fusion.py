@@ -86,3 +86,66 @@ def test_fused_plan_equals_unfused_and_reference(share):
         # c1, c2: conv + residual + the next layer's pack; c3 (read by the join), c4: conv + add
         assert counts == {"PackBits": 1, "XnorConv+Add+PackBits": 2, "XnorConv+Add": 2,
                           "Sum+Div+PackBits": 1}, counts
+
+
+def test_dense_concat_chains_share_a_buffer_safely():
+    """x2 = [x1, y2], x3 = [x2, y3] and the output share one buffer; a second concat extending
+    x1 (a branch) must not, and a BatchNormalization reading x2 last must not run in place."""
+    rng = np.random.default_rng(9)
+    g_ = 24
+    inits, nodes = [], []
+
+    def init(name, a):
+        inits.append(numpy_helper.from_array(a, name))
+        return name
+
+    def conv(name, src, cin):
+        w = packing.pack_weights_tight(rng.standard_normal((g_, cin, 3, 3)).astype(np.float32))
+        nodes.append(helper.make_node(
+            "XnorConv", [src, init(f"{name}.w", w), init(f"{name}.m", (rng.standard_normal(g_) / 30).astype(np.float32)),
+                         init(f"{name}.b", rng.standard_normal(g_).astype(np.float32))],
+            [name], name, domain=ops.DOMAIN, in_channels=cin, out_channels=g_, kernel_shape=[3, 3],
+            strides=[1, 1], pads=[1, 1, 1, 1], padding="zero", output_type="float"))
+        return name
+
+    def pack(name, src, c):  # a BN folded into the pack: per-channel thresholds
+        nodes.append(helper.make_node("PackBits", [src, init(f"{name}.t", rng.standard_normal(c).astype(np.float32)),
+                                                   init(f"{name}.f", rng.integers(0, 2, c).astype(bool))],
+                                      [name], name, domain=ops.DOMAIN))
+        return name
+
+    def concat(name, *ins):
+        nodes.append(helper.make_node("Concat", list(ins), [name], name, axis=1))
+        return name
+
+    c = C
+    x1 = concat("x1", "input", conv("y1", pack("p0", "input", c), c))
+    x2 = concat("x2", x1, conv("y2", pack("p1", x1, c + g_), c + g_))
+    x3 = concat("x3", x2, conv("y3", pack("p2", x2, c + 2 * g_), c + 2 * g_))
+    branch = concat("branch", x1, conv("z", pack("pz", x1, c + g_), c + g_))   # x1 extended twice
+    k = c + 2 * g_
+    nodes.append(helper.make_node("BatchNormalization", [x2] + [init(f"bn.{n}", v) for n, v in (
+        ("g", rng.uniform(0.5, 2, k).astype(np.float32)), ("b", rng.standard_normal(k).astype(np.float32)),
+        ("m", rng.standard_normal(k).astype(np.float32)), ("v", rng.uniform(0.5, 2, k).astype(np.float32)))],
+        ["bn1"], "bn1"))                  # x2's last reader: in place, it would rewrite x3's prefix
+    concat("output", x3, branch, "bn1")
+    vi = helper.make_tensor_value_info
+    width = (c + 3 * g_) + (c + 2 * g_) + (c + 2 * g_)
+    graph = helper.make_graph(nodes, "dense", [vi("input", TensorProto.FLOAT, ["N", c, H, H])],
+                              [vi("output", TensorProto.FLOAT, ["N", width, H, H])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)] + ops.opset_imports())
+    model.ir_version = 8
+    x = rng.standard_normal((2, c, H, H)).astype(np.float32)
+    want = reference.run_reference(model, x, outputs=["output"])["output"]
+    ex = Executor(model.SerializeToString(), threads=2)
+    got = ex.run(x)
+    assert got.tobytes() == ex.run_all(x)["output"].tobytes()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    steps = {st.name: st for st in ex.plan.steps}
+    chain = {n: steps[n].fn.__kwdefaults__["_c"] for n in ("x1", "x2", "x3", "branch")}
+    # x1 is extended twice (x2, branch), so neither shares its buffer; x3 and the output (a
+    # concat whose first input is x3) extend x2's, which is as wide as the output
+    assert chain["x3"] is chain["x2"] is steps["output"].fn.__kwdefaults__["_c"]
+    assert chain["x2"].width == width
+    assert len({id(chain[n]) for n in ("x1", "x2", "branch")}) == 3
+    assert all(steps[n].view for n in chain) and steps["bn1"].fast is None  # no in-place write

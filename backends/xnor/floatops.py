@@ -52,6 +52,48 @@ def concat_channels(x, *rest):
     return np.concatenate((x,) + rest, axis=-1)
 
 
+class DenseChain:
+    """Concats that each extend the previous one's output (a dense block: x1 = [x0, y1],
+    x2 = [x1, y2], ...) share one buffer as wide as the last: member k writes only its new
+    channels and returns the channel prefix ``buf[..., :C_k]`` (a view), so a block costs one
+    copy of each value instead of one copy of the whole stack per layer. Earlier prefixes stay
+    valid, since channels are never rewritten; the plan keeps these views out of in-place ops
+    and lets no prefix be extended twice. `width` is set by the plan as members are added."""
+
+    def __init__(self):
+        self.width = 0
+
+    def head(self, c0: int):
+        """The first member: allocates the buffer and copies its first input in."""
+        def f(x, *rest, _c=self):
+            n = x.shape[-1] + sum(r.shape[-1] for r in rest)
+            if _c.width == n:  # a chain of one: a plain concat
+                return np.concatenate((x,) + rest, axis=-1)
+            buf = np.empty(x.shape[:-1] + (_c.width,), np.float32)
+            buf[..., :c0] = x
+            return _c._append(buf, c0, rest)
+        return f
+
+    def member(self, c_prev: int):
+        """A later member: appends to the buffer behind its first input (or concatenates, when
+        that input is not such a prefix view)."""
+        def f(x, *rest, _c=self):
+            b = x.base
+            if not (isinstance(b, np.ndarray) and b.ndim == 4 and b.shape[:-1] == x.shape[:-1]
+                    and b.shape[-1] == _c.width and x.shape[-1] == c_prev
+                    and b.__array_interface__["data"][0] == x.__array_interface__["data"][0]):
+                return np.concatenate((x,) + rest, axis=-1)
+            return _c._append(b, c_prev, rest)
+        return f
+
+    @staticmethod
+    def _append(buf, c, rest):
+        for r in rest:
+            buf[..., c:c + r.shape[-1]] = r
+            c += r.shape[-1]
+        return buf[..., :c]
+
+
 def bn_affine(gamma, beta, mean, var, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """float32 (scale, shift) with BN(x) = x * scale + shift (computed in float64, rounded once)."""
     g, b, m = (np.asarray(a, np.float64) for a in (gamma, beta, mean))

@@ -144,9 +144,24 @@ def pack_thresholded(x: np.ndarray, threshold: np.ndarray, flip: np.ndarray,
     if t.shape != (c,) or f.shape != (c,):
         raise ModelError(f"threshold and flip need shape ({c},), got {t.shape} and {f.shape}")
     out = np.empty((n, h, w, _words(c)), np.uint64)
-    _xnor.pack_nhwc_threshold(np.ascontiguousarray(x).reshape(n * h * w, c), t, f,
-                              out.reshape(n * h * w, _words(c)), _threads(threads), resolve_isa(isa))
+    _xnor.pack_nhwc_threshold(_channel_rows(x), c, t, f, out.reshape(n * h * w, _words(c)),
+                              _threads(threads), resolve_isa(isa))
     return out
+
+
+def _channel_rows(x: np.ndarray) -> np.ndarray:
+    """(pixels, stride) float32 rows whose first C entries are the pixels of NHWC `x`: `x`
+    itself when contiguous, its base when `x` is a channel prefix ``base[..., :C]`` of a
+    contiguous array (a growing dense-block buffer: no copy), else a contiguous copy."""
+    n, h, w, c = x.shape
+    if x.flags.c_contiguous:
+        return x.reshape(n * h * w, c)
+    b = x.base
+    if (isinstance(b, np.ndarray) and b.flags.c_contiguous and b.dtype == x.dtype and b.ndim == 4
+            and b.shape[:3] == x.shape[:3] and b.strides == x.strides
+            and b.__array_interface__["data"][0] == x.__array_interface__["data"][0]):
+        return b.reshape(n * h * w, b.shape[3])
+    return np.ascontiguousarray(x).reshape(n * h * w, c)
 
 
 def unpack_activations(packed: np.ndarray, channels: int,

@@ -52,6 +52,7 @@ class Step:
     fast: object = None  # `into` where the plan proved it safe: what `run` calls
     conv: object = None  # the kernels.BinaryConv2d of a native float XnorConv (for fusion)
     join: object = None  # the float32 divisor of a fused mean join (Sum+Div, for fusion)
+    view: bool = False   # the output may be a view of a shared buffer: never written in place
 
 
 @dataclass
@@ -161,6 +162,12 @@ def build(proto, threads: int, isa: str, fuse: bool = True) -> Plan:
             consumers[i] = consumers.get(i, 0) + 1
     for o in g.output:
         consumers[o.name] = consumers.get(o.name, 0) + 1
+    # dense blocks: how many channel Concats extend each value (a prefix may be extended once)
+    extended: dict[str, int] = {}
+    for node in g.node:
+        if _channel_concat(node):
+            extended[node.input[0]] = extended.get(node.input[0], 0) + 1
+    chains: dict[int, object] = {}  # slot of a chain member's output -> its floatops.DenseChain
     nodes = list(g.node)
     k = 0
     while k < len(nodes):
@@ -185,6 +192,20 @@ def build(proto, threads: int, isa: str, fuse: bool = True) -> Plan:
             if i and i not in slots and i not in inits:
                 raise _err(node, f"input {i!r} is not produced by an earlier node nor an initializer")
         if fuse and _fuse(node, plan, slots, vals, consumers, new, inits, threads, isa):
+            continue
+        if _channel_concat(node) and all(i in slots and vals[slots[i]].kind == "f4" for i in node.input) \
+                and len({vals[slots[i]].shape[1:] for i in node.input}) == 1:
+            from .floatops import DenseChain
+            vs = [vals[slots[i]] for i in node.input]
+            width = sum(v.shape[0] for v in vs)
+            parent = chains.get(slots[node.input[0]]) if extended.get(node.input[0]) == 1 else None
+            chain = parent or DenseChain()
+            fn = chain.member(vs[0].shape[0]) if parent else chain.head(vs[0].shape[0])
+            chain.width = width
+            step = Step(fn, tuple(slots[i] for i in node.input), -1, "Concat", node.name, view=True)
+            step.out = new(node.output[0], Val("f4", (width,) + vs[0].shape[1:]), node)
+            chains[step.out] = chain
+            plan.steps.append(step)
             continue
         if node.domain == "ai.fractalc":
             step, val = _fractalc_node(node, slots, vals, inits, threads, isa)
@@ -240,8 +261,17 @@ def _in_place(plan: Plan, free) -> None:
                 and st.ins[0] not in st.ins[1:]:
             st.fast = into
             plan.inplace += 1
-        if st.kind in _FRESH or "+" in st.kind or st.kind in ("Conv", "Gemm"):
+        if (st.kind in _FRESH or "+" in st.kind or st.kind in ("Conv", "Gemm")) and not st.view:
             fresh.add(_outs(st)[0])
+
+
+def _channel_concat(node) -> bool:
+    """A standard Concat of two or more values along the channel axis (NCHW axis 1)."""
+    if node.op_type != "Concat" or node.domain not in ("", "ai.onnx") or len(node.input) < 2 \
+            or len(node.output) != 1 or not all(node.input):
+        return False
+    at = [a for a in node.attribute]
+    return len(at) == 1 and at[0].name == "axis" and at[0].i in (1, -3)
 
 
 def _outs(st: Step) -> tuple[int, ...]:

@@ -42,7 +42,7 @@ void pack_nhwc_work(void* ctx, int tid, int T) {
 
 struct PackThrJob {
     const float* x;
-    std::size_t pixels;
+    std::size_t stride, pixels;
     int C;
     const float* t;
     const uint8_t* flip;
@@ -52,7 +52,8 @@ struct PackThrJob {
 
 void pack_thr_work(void* ctx, int tid, int T) {
     auto& j = *static_cast<PackThrJob*>(ctx);
-    pack_nhwc_threshold_rows(j.x, j.pixels * tid / T, j.pixels * (tid + 1) / T, j.C, j.t, j.flip, j.out, j.isa);
+    pack_nhwc_threshold_rows(j.x, j.stride, j.pixels * tid / T, j.pixels * (tid + 1) / T, j.C, j.t, j.flip, j.out,
+                             j.isa);
 }
 
 struct PackNchwJob {
@@ -112,15 +113,16 @@ NB_MODULE(_xnor, m) {
         parallel_run(threads, parts_for(j.pixels, threads), pack_nhwc_work, &j);
     });
 
-    m.def("pack_nhwc_threshold", [](Arr<const float, 2> x, Arr<const float, 1> t, Arr<const uint8_t, 1> flip,
+    // x: (pixels, stride) rows of which the first C channels are packed (C <= stride)
+    m.def("pack_nhwc_threshold", [](Arr<const float, 2> x, int C, Arr<const float, 1> t, Arr<const uint8_t, 1> flip,
                                     Arr<uint64_t, 2> out, int threads, const std::string& isa) {
-        const int C = static_cast<int>(x.shape(1));
-        require(C > 0 && out.shape(0) == x.shape(0) && static_cast<int>(out.shape(1)) == words(C),
+        require(C > 0 && static_cast<std::size_t>(C) <= x.shape(1) && out.shape(0) == x.shape(0) &&
+                    static_cast<int>(out.shape(1)) == words(C),
                 "pack_nhwc_threshold: output shape mismatch");
         require(static_cast<int>(t.shape(0)) == C && static_cast<int>(flip.shape(0)) == C,
                 "pack_nhwc_threshold: threshold and flip need one value per channel");
         require(threads >= 1 && threads <= 1024, "threads must be in 1..1024");
-        PackThrJob j{x.data(), x.shape(0), C, t.data(), flip.data(), out.data(), parse_isa(isa)};
+        PackThrJob j{x.data(), x.shape(1), x.shape(0), C, t.data(), flip.data(), out.data(), parse_isa(isa)};
         nb::gil_scoped_release release;
         parallel_run(threads, parts_for(j.pixels, threads), pack_thr_work, &j);
     });

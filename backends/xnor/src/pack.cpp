@@ -87,11 +87,11 @@ __attribute__((target("avx512f"))) void pack_nchw_avx512(const float* x, int C, 
 
 // Thresholded packing (a BatchNorm folded into PackBits): bit 1 where x < t[c], or x > t[c]
 // where flip[c]; NaN compares false both ways (bit 0, +1), as in the reference executor.
-void pack_nhwc_thr_portable(const float* x, std::size_t p0, std::size_t p1, int C, const float* t,
-                            const uint8_t* flip, uint64_t* out) {
+void pack_nhwc_thr_portable(const float* x, std::size_t stride, std::size_t p0, std::size_t p1, int C,
+                            const float* t, const uint8_t* flip, uint64_t* out) {
     const int Cw = (C + 63) / 64;
     for (std::size_t p = p0; p < p1; ++p) {
-        const float* xp = x + p * C;
+        const float* xp = x + p * stride;
         uint64_t* op = out + p * Cw;
         for (int w = 0; w < Cw; ++w) {
             const int c0 = w * 64;
@@ -107,16 +107,16 @@ void pack_nhwc_thr_portable(const float* x, std::size_t p0, std::size_t p1, int 
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx512f"))) void pack_nhwc_thr_avx512(const float* x, std::size_t p0, std::size_t p1,
-                                                              int C, const float* t, const uint8_t* flip,
-                                                              uint64_t* out) {
+__attribute__((target("avx512f"))) void pack_nhwc_thr_avx512(const float* x, std::size_t stride, std::size_t p0,
+                                                              std::size_t p1, int C, const float* t,
+                                                              const uint8_t* flip, uint64_t* out) {
     const int Cw = (C + 63) / 64;
     // the flips as one 16-bit mask per 16 channels, built once per call
     std::vector<__mmask16> fmask(static_cast<std::size_t>(Cw) * 4, 0);
     for (int c = 0; c < C; ++c)
         if (flip[c]) fmask[c / 16] = static_cast<__mmask16>(fmask[c / 16] | (1u << (c % 16)));
     for (std::size_t p = p0; p < p1; ++p) {
-        const float* xp = x + p * C;
+        const float* xp = x + p * stride;
         uint64_t* op = out + p * Cw;
         for (int w = 0; w < Cw; ++w) {
             uint64_t word = 0;
@@ -141,13 +141,13 @@ __attribute__((target("avx512f"))) void pack_nhwc_thr_avx512(const float* x, std
 
 }  // namespace
 
-void pack_nhwc_threshold_rows(const float* x, std::size_t p0, std::size_t p1, int C, const float* t,
-                              const uint8_t* flip, uint64_t* out, Isa isa) {
+void pack_nhwc_threshold_rows(const float* x, std::size_t stride, std::size_t p0, std::size_t p1, int C,
+                              const float* t, const uint8_t* flip, uint64_t* out, Isa isa) {
 #if defined(__x86_64__)
-    if (isa == Isa::avx512) return pack_nhwc_thr_avx512(x, p0, p1, C, t, flip, out);
+    if (isa == Isa::avx512) return pack_nhwc_thr_avx512(x, stride, p0, p1, C, t, flip, out);
 #endif
     (void)isa;
-    pack_nhwc_thr_portable(x, p0, p1, C, t, flip, out);
+    pack_nhwc_thr_portable(x, stride, p0, p1, C, t, flip, out);
 }
 
 void pack_nhwc_rows(const float* x, std::size_t p0, std::size_t p1, int C, uint64_t* out, Isa isa) {

@@ -31,9 +31,10 @@ int pixel_tile(Isa isa);
 // Packing (row ranges so callers can split work over threads).
 // NHWC float (pixels x C) -> (pixels x Cw) words, for pixels [p0, p1).
 void pack_nhwc_rows(const float* x, std::size_t p0, std::size_t p1, int C, uint64_t* out, Isa isa);
-// The same with a per-channel threshold: bit 1 where x < t[c], or x > t[c] where flip[c] != 0.
-void pack_nhwc_threshold_rows(const float* x, std::size_t p0, std::size_t p1, int C, const float* t,
-                              const uint8_t* flip, uint64_t* out, Isa isa);
+// The same with a per-channel threshold: bit 1 where x < t[c], or x > t[c] where flip[c] != 0;
+// pixel p's C channels start at x + p * stride (stride >= C: a channel prefix of wider rows).
+void pack_nhwc_threshold_rows(const float* x, std::size_t stride, std::size_t p0, std::size_t p1, int C,
+                              const float* t, const uint8_t* flip, uint64_t* out, Isa isa);
 // NCHW float for one image plane set: x is (C, HW); writes (HW, Cw) words for hw in [h0, h1).
 void pack_nchw_image(const float* x, int C, std::size_t HW, std::size_t h0, std::size_t h1,
                      uint64_t* out, Isa isa);
