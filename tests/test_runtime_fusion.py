@@ -149,3 +149,6 @@ def test_dense_concat_chains_share_a_buffer_safely():
     assert chain["x2"].width == width
     assert len({id(chain[n]) for n in ("x1", "x2", "branch")}) == 3
     assert all(steps[n].view for n in chain) and steps["bn1"].fast is None  # no in-place write
+    # each new value comes from a conv read only by its concat: written into the buffer
+    assert ex.plan.counts.get("XnorConv+Concat") == 4 and ex.plan.counts.get("Concat") == 1 \
+        and "XnorConv" not in ex.plan.counts

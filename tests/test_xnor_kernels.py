@@ -428,3 +428,20 @@ def test_pointwise_conv_prologue_bn_pool_relu(pool, bn, relu):
     outs = {xnor.pointwise_conv(xr, w, b, pool=pool, scale=sc, shift=sh, relu=relu, isa=isa, threads=t_).tobytes()
             for isa in xnor.available_isas() for t_ in (1, 2)}
     assert len(outs) == 1
+
+
+@pytest.mark.parametrize("isa", ISAS, ids=isa_id)
+def test_float_output_into_a_channel_slice_of_a_wider_buffer(isa):
+    rng = np.random.default_rng(60)
+    n, ci, co, hw = 2, 70, 37, 5
+    x = xnor.pack_activations(rng.standard_normal((n, ci, hw, hw)).astype(np.float32))
+    conv = xnor.BinaryConv2d(xnor.pack_weights(rng.standard_normal((co, ci, 3, 3))), ci, padding=1,
+                             output="float", mul=rng.standard_normal(co).astype(np.float32),
+                             bias=rng.standard_normal(co).astype(np.float32), isa=isa, threads=2)
+    want = conv(x)
+    buf = np.full((n, hw, hw, 100), 7.0, np.float32)
+    assert conv(x, out=buf, out_offset=40) is buf
+    assert buf[..., 40:77].tobytes() == want.tobytes()
+    assert (buf[..., :40] == 7).all() and (buf[..., 77:] == 7).all()
+    with pytest.raises(ModelError, match="out_offset"):
+        conv(x, out=buf, out_offset=64)

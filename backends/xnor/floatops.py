@@ -58,23 +58,25 @@ class DenseChain:
     channels and returns the channel prefix ``buf[..., :C_k]`` (a view), so a block costs one
     copy of each value instead of one copy of the whole stack per layer. Earlier prefixes stay
     valid, since channels are never rewritten; the plan keeps these views out of in-place ops
-    and lets no prefix be extended twice. `width` is set by the plan as members are added."""
+    and lets no prefix be extended twice. `width` is set by the plan as members are added.
+
+    A new value may also come straight from a float binary conv (`convs[i]` not None: the
+    member's input i is then the conv's packed input), which writes into the buffer slice."""
 
     def __init__(self):
         self.width = 0
 
-    def head(self, c0: int):
+    def head(self, c0: int, adds, convs):
         """The first member: allocates the buffer and copies its first input in."""
         def f(x, *rest, _c=self):
-            n = x.shape[-1] + sum(r.shape[-1] for r in rest)
-            if _c.width == n:  # a chain of one: a plain concat
-                return np.concatenate((x,) + rest, axis=-1)
+            if _c.width == c0 + sum(adds):  # a chain of one: a plain concat
+                return np.concatenate((x,) + _c._values(rest, convs), axis=-1)
             buf = np.empty(x.shape[:-1] + (_c.width,), np.float32)
             buf[..., :c0] = x
-            return _c._append(buf, c0, rest)
+            return _c._append(buf, c0, rest, adds, convs)
         return f
 
-    def member(self, c_prev: int):
+    def member(self, c_prev: int, adds, convs):
         """A later member: appends to the buffer behind its first input (or concatenates, when
         that input is not such a prefix view)."""
         def f(x, *rest, _c=self):
@@ -82,15 +84,22 @@ class DenseChain:
             if not (isinstance(b, np.ndarray) and b.ndim == 4 and b.shape[:-1] == x.shape[:-1]
                     and b.shape[-1] == _c.width and x.shape[-1] == c_prev
                     and b.__array_interface__["data"][0] == x.__array_interface__["data"][0]):
-                return np.concatenate((x,) + rest, axis=-1)
-            return _c._append(b, c_prev, rest)
+                return np.concatenate((x,) + _c._values(rest, convs), axis=-1)
+            return _c._append(b, c_prev, rest, adds, convs)
         return f
 
     @staticmethod
-    def _append(buf, c, rest):
-        for r in rest:
-            buf[..., c:c + r.shape[-1]] = r
-            c += r.shape[-1]
+    def _values(rest, convs):
+        return tuple(cv(r, check=False) if cv is not None else r for r, cv in zip(rest, convs))
+
+    @staticmethod
+    def _append(buf, c, rest, adds, convs):
+        for r, n, cv in zip(rest, adds, convs):
+            if cv is not None:
+                cv(r, check=False, out=buf, out_offset=c)
+            else:
+                buf[..., c:c + n] = r
+            c += n
         return buf[..., :c]
 
 

@@ -323,7 +323,7 @@ class BinaryConv2d:
         return n, ho, wo, c
 
     def __call__(self, x: np.ndarray, *, check: bool = True, residual: np.ndarray | None = None,
-                 sign_bits: bool = False, out: np.ndarray | None = None):
+                 sign_bits: bool = False, out: np.ndarray | None = None, out_offset: int | None = None):
         """Run on packed input ``x``; ``check=False`` skips the unused-bit scan (trusted input).
 
         Fused epilogues of the float output (each exactly the separate op it replaces):
@@ -331,7 +331,9 @@ class BinaryConv2d:
         own as a graph's ``Add`` would; ``sign_bits=True`` also returns the packed sign of the
         final value (``pack_activations(y, layout="nhwc")``), as ``(y, bits)``. ``out`` is a
         float32 C-contiguous array of the output's shape to write into; it may be ``residual``
-        itself (each element is read before it is written).
+        itself (each element is read before it is written). With ``out_offset``, ``out`` may be
+        wider, ``(N, Ho, Wo, C)``: the result goes to its channels ``[out_offset, out_offset +
+        C_out)`` (a slice of a dense block's buffer) and ``out`` is returned whole.
         """
         if check:
             x = _check_packed(x, self.in_channels, "packed input")
@@ -349,9 +351,18 @@ class BinaryConv2d:
                 y = np.empty(shape, np.int32)
                 self._plan.run_int32(x, y, self.threads, self.isa)
             elif self.output == "float":
-                y = _float_buffer(out, shape, "out")
+                offset = 0
+                if out_offset is None:
+                    y = _float_buffer(out, shape, "out")
+                else:
+                    offset = int(out_offset)
+                    if not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.flags.c_contiguous
+                            and out.shape[:3] == shape[:3] and 0 <= offset <= out.shape[3] - shape[3]):
+                        raise ModelError(f"out with out_offset={out_offset} must be a C-contiguous float32 "
+                                         f"array {shape[:3]} + (C,) with C >= {offset + shape[3]}")
+                    y = out
                 bits = np.zeros(shape[:3] + (_words(self.out_channels),), np.uint64) if sign_bits else None
-                self._plan.run_affine(x, y, self._mul, self._bias, residual, bits, self.threads, self.isa)
+                self._plan.run_affine(x, y, offset, self._mul, self._bias, residual, bits, self.threads, self.isa)
                 if sign_bits:
                     return y, bits
             else:

@@ -200,9 +200,24 @@ def build(proto, threads: int, isa: str, fuse: bool = True) -> Plan:
             width = sum(v.shape[0] for v in vs)
             parent = chains.get(slots[node.input[0]]) if extended.get(node.input[0]) == 1 else None
             chain = parent or DenseChain()
-            fn = chain.member(vs[0].shape[0]) if parent else chain.head(vs[0].shape[0])
+            # a new value read only here that a plain float XnorConv computes: the conv writes
+            # straight into the buffer (it moves here; its packed input is read instead)
+            ins, convs = [slots[node.input[0]]], []
+            for name in node.input[1:]:
+                st = next((t for t in reversed(plan.steps[-64:]) if t.out == slots[name]), None)
+                if fuse and st is not None and st.kind == "XnorConv" and st.conv is not None \
+                        and consumers.get(name) == 1 and list(node.input).count(name) == 1:
+                    del plan.steps[next(i for i, t in enumerate(plan.steps) if t is st)]
+                    ins.append(st.ins[0])
+                    convs.append(st.conv)
+                else:
+                    ins.append(slots[name])
+                    convs.append(None)
+            adds = [v.shape[0] for v in vs[1:]]
+            fn = (chain.member if parent else chain.head)(vs[0].shape[0], adds, convs)
             chain.width = width
-            step = Step(fn, tuple(slots[i] for i in node.input), -1, "Concat", node.name, view=True)
+            kind = "XnorConv+Concat" if any(cv is not None for cv in convs) else "Concat"
+            step = Step(fn, tuple(ins), -1, kind, node.name, view=True)
             step.out = new(node.output[0], Val("f4", (width,) + vs[0].shape[1:]), node)
             chains[step.out] = chain
             plan.steps.append(step)

@@ -214,21 +214,25 @@ NB_MODULE(_xnor, m) {
             require(static_cast<int>(out.shape(3)) == p.c_out, "output channels mismatch");
             run_checked(p, x, o, out.size(), p.c_out, threads, isa);
         })
-        .def("run_affine", [](const ConvPlan& p, Arr<const uint64_t, 4> x, Arr<float, 4> out,
+        // out: (N, Ho, Wo, C) with channels [offset, offset + C_out) written (C >= offset + C_out)
+        .def("run_affine", [](const ConvPlan& p, Arr<const uint64_t, 4> x, Arr<float, 4> out, int offset,
                               Arr<const float, 1> mul, Arr<const float, 1> bias,
                               std::optional<Arr<const float, 4>> residual, std::optional<Arr<uint64_t, 4>> sign_bits,
                               int threads, const std::string& isa) {
-            require(static_cast<int>(out.shape(3)) == p.c_out, "output channels mismatch");
+            require(offset >= 0 && static_cast<std::size_t>(offset) + p.c_out <= out.shape(3),
+                    "output channels mismatch");
             require(static_cast<int>(mul.shape(0)) == p.c_out && static_cast<int>(bias.shape(0)) == p.c_out,
                     "mul and bias need one value per output channel");
             Output o;
             o.kind = OutKind::affine;
-            o.data = out.data();
+            o.data = out.data() + offset;
+            o.stride = out.shape(3);
             o.mul = mul.data();
             o.bias = bias.data();
             if (residual) {
-                for (int d = 0; d < 4; ++d)
+                for (int d = 0; d < 3; ++d)
                     require(residual->shape(d) == out.shape(d), "residual must have the output's shape");
+                require(static_cast<int>(residual->shape(3)) == p.c_out, "residual must have the output's shape");
                 o.residual = residual->data();
             }
             if (sign_bits) {
@@ -237,8 +241,8 @@ NB_MODULE(_xnor, m) {
                 require(static_cast<int>(sign_bits->shape(3)) == words(p.c_out), "sign bits: words mismatch");
                 o.sign_bits = sign_bits->data();
             }
-            run_checked(p, x, o, out.size(), p.c_out, threads, isa);
-        }, nb::arg("x"), nb::arg("out"), nb::arg("mul"), nb::arg("bias"), nb::arg("residual").none(),
+            run_checked(p, x, o, out.size(), out.shape(3), threads, isa);
+        }, nb::arg("x"), nb::arg("out"), nb::arg("offset"), nb::arg("mul"), nb::arg("bias"), nb::arg("residual").none(),
            nb::arg("sign_bits").none(), nb::arg("threads"), nb::arg("isa"))
         .def("run_bits", [](const ConvPlan& p, Arr<const uint64_t, 4> x, Arr<uint64_t, 4> out,
                             Arr<const int32_t, 1> thr, Arr<const int32_t, 1> flip, int threads, const std::string& isa) {

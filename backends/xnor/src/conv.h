@@ -18,6 +18,9 @@ enum class OutKind : int { int32 = 0, affine = 1, bits = 2 };
 struct Output {
     OutKind kind = OutKind::int32;
     void* data = nullptr;
+    std::size_t stride = 0;           // int32 / affine: elements from one pixel's row to the next
+                                      // (0: C_out; more: data points into wider rows, e.g. a
+                                      // channel slice of a dense block's buffer)
     const float* mul = nullptr;     // affine: y = fmaf(float(dot), mul[c], bias[c]) (one rounding)
     const float* bias = nullptr;
     const float* residual = nullptr;  // affine, optional: y = fl(y + residual[m][c]) (same layout as data)

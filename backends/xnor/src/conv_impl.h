@@ -59,7 +59,7 @@ inline void store_one(const ConvJob& j, std::size_t m, int ct, const int32_t* co
     }
     switch (j.out.kind) {
         case OutKind::int32: {
-            int32_t* __restrict o = static_cast<int32_t*>(j.out.data) + m * j.c_out + c0;
+            int32_t* __restrict o = static_cast<int32_t*>(j.out.data) + m * j.out.stride + c0;
             if (cn == kCoTile) {
                 for (int q = 0; q < kCoTile; ++q) o[q] = dot[q];
             } else {
@@ -77,7 +77,7 @@ inline void store_one(const ConvJob& j, std::size_t m, int ct, const int32_t* co
                 const float* __restrict r = j.out.residual + m * j.c_out + c0;
                 for (int q = 0; q < cn; ++q) y[q] += r[q];
             }
-            float* __restrict o = static_cast<float*>(j.out.data) + m * j.c_out + c0;
+            float* __restrict o = static_cast<float*>(j.out.data) + m * j.out.stride + c0;
             if (cn == kCoTile) {
                 for (int q = 0; q < kCoTile; ++q) o[q] = y[q];
             } else {

@@ -33,9 +33,9 @@ XNOR_AVX512 inline void store_tile(const ConvJob& j, std::size_t m0, int ct, con
     }
     switch (j.out.kind) {
         case OutKind::int32: {
-            int32_t* o = static_cast<int32_t*>(j.out.data) + m0 * j.c_out + c0;
+            int32_t* o = static_cast<int32_t*>(j.out.data) + m0 * j.out.stride + c0;
 #pragma GCC unroll 8
-            for (int p = 0; p < NP; ++p, o += j.c_out) {
+            for (int p = 0; p < NP; ++p, o += j.out.stride) {
                 _mm512_mask_storeu_epi32(o, mlo, dlo[p]);
                 _mm512_mask_storeu_epi32(o + 16, mhi, dhi[p]);
             }
@@ -44,14 +44,14 @@ XNOR_AVX512 inline void store_tile(const ConvJob& j, std::size_t m0, int ct, con
         case OutKind::affine: {
             const __m512 mul_lo = _mm512_loadu_ps(j.out.mul + c0), mul_hi = _mm512_loadu_ps(j.out.mul + c0 + 16);
             const __m512 b_lo = _mm512_loadu_ps(j.out.bias + c0), b_hi = _mm512_loadu_ps(j.out.bias + c0 + 16);
-            float* o = static_cast<float*>(j.out.data) + m0 * j.c_out + c0;
+            float* o = static_cast<float*>(j.out.data) + m0 * j.out.stride + c0;
             const float* r = j.out.residual ? j.out.residual + m0 * j.c_out + c0 : nullptr;
             const std::size_t half_words = 2 * static_cast<std::size_t>((j.c_out + 63) / 64);
             uint32_t* sb = j.out.sign_bits ? reinterpret_cast<uint32_t*>(j.out.sign_bits) + m0 * half_words + ct
                                            : nullptr;
             const __m512 zero = _mm512_setzero_ps();
 #pragma GCC unroll 8
-            for (int p = 0; p < NP; ++p, o += j.c_out) {
+            for (int p = 0; p < NP; ++p, o += j.out.stride) {
                 // One rounding (fmaf), the XnorConv contract; float(dot) is exact (|dot| < 2^24).
                 __m512 ylo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dlo[p]), mul_lo, b_lo);
                 __m512 yhi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dhi[p]), mul_hi, b_hi);
