@@ -54,6 +54,9 @@ def model_table(d: dict) -> str:
         for t, row in r["threads"].items():
             parts = ", ".join(f"{k} {v:.2f}" for k, v in row["fractalc_breakdown_ms"].items() if v >= 0.005)
             rows.append(f"- {NAMES.get(r['model'], r['model'])}, batch {r['batch']}, {t} thread(s): {parts}")
+    from bench_models import format_summary, summarize  # this directory is on sys.path
+    rows.append("")
+    rows.append(format_summary(d.get("summary") or summarize(d["results"])).replace("\n", ". ") + ".")
     rows.append("")
     rows.append(f"CPU: {d['cpu']['cpu']}, {d['cpu']['cpus']} CPUs, load average {d['cpu']['loadavg']:.2f} at the "
                 f"start, {d['loadavg_end']:.2f} at the end; {d['repeats']} rounds; started {d['started']}.")
