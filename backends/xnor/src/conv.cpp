@@ -139,13 +139,19 @@ void ConvPlan::run(const uint64_t* x, int N, int H, int W, const Output& out, in
     const uint64_t* xp = x;
     if (pad_ > 0) {
         // Zero words are +1 in the packed domain: the "one" padding; "zero" is corrected below.
-        // Copied in parallel, rows split like the output tiles below, so each core mostly reads
-        // rows it wrote (a serial copy cost ~9 % of a 56x56x64 batch-8 conv on 2 threads).
+        // Large copies run in parallel, rows split like the output tiles below, so each core
+        // mostly reads rows it wrote (a serial copy cost ~9 % of a 56x56x64 batch-8 conv on 2
+        // threads); small ones (a 56x56x64 image: 27 KB) stay on this thread, where a second
+        // hand-off to the pool would cost more than the copy.
         auto& buf = tls_padded;
         buf.resize(static_cast<std::size_t>(N) * Hp * Wp * cw);
         PadJob pj{x, buf.data(), N, H, W, Hp, Wp, cw, pad_};
         const std::size_t rows = static_cast<std::size_t>(N) * Hp;
-        parallel_run(threads, parts_for(rows, threads), pad_rows, &pj);
+        if (buf.size() * sizeof(uint64_t) >= (std::size_t{128} << 10)) {
+            parallel_run(threads, parts_for(rows, threads), pad_rows, &pj);
+        } else {
+            pad_rows(&pj, 0, 1);
+        }
         xp = buf.data();
     }
 
