@@ -11,28 +11,52 @@
 namespace xnor {
 namespace {
 
-void pack_nhwc_portable(const float* x, std::size_t p0, std::size_t p1, int C, uint64_t* out) {
+// NHWC rows: bit 1 where x < t[c], or x > t[c] where flip[c] (a BatchNorm folded into
+// PackBits); without t, where x < 0. NaN compares false both ways (bit 0, +1), as in the
+// reference executor. Pixel p's C channels start at x + p * stride.
+template <bool Thr>
+void pack_nhwc_portable_impl(const float* x, std::size_t stride, std::size_t p0, std::size_t p1, int C,
+                             const float* t, const uint8_t* flip, uint64_t* out) {
     const int Cw = (C + 63) / 64;
     for (std::size_t p = p0; p < p1; ++p) {
-        const float* xp = x + p * C;
+        const float* xp = x + p * stride;
         uint64_t* op = out + p * Cw;
         for (int w = 0; w < Cw; ++w) {
             const int c0 = w * 64;
             const int n = C - c0 < 64 ? C - c0 : 64;
             uint64_t word = 0;
-            for (int j = 0; j < n; ++j) word |= static_cast<uint64_t>(xp[c0 + j] < 0.0f) << j;
+            for (int j = 0; j < n; ++j) {
+                const float v = xp[c0 + j];
+                bool neg;
+                if constexpr (Thr) neg = flip[c0 + j] ? v > t[c0 + j] : v < t[c0 + j];
+                else neg = v < 0.0f;
+                word |= static_cast<uint64_t>(neg) << j;
+            }
             op[w] = word;
         }
     }
 }
 
+void pack_nhwc_portable(const float* x, std::size_t stride, std::size_t p0, std::size_t p1, int C,
+                        const float* t, const uint8_t* flip, uint64_t* out) {
+    if (t) pack_nhwc_portable_impl<true>(x, stride, p0, p1, C, t, flip, out);
+    else pack_nhwc_portable_impl<false>(x, stride, p0, p1, C, nullptr, nullptr, out);
+}
+
 #if defined(__x86_64__)
-__attribute__((target("avx512f"))) void pack_nhwc_avx512(const float* x, std::size_t p0,
-                                                          std::size_t p1, int C, uint64_t* out) {
+// Thr = false: the plain sign (one compare per 16 channels, no threshold loads).
+template <bool Thr>
+__attribute__((target("avx512f"))) void pack_nhwc_avx512_impl(const float* x, std::size_t stride, std::size_t p0,
+                                                               std::size_t p1, int C, const float* t,
+                                                               const uint8_t* flip, uint64_t* out) {
     const int Cw = (C + 63) / 64;
+    // the flips as one 16-bit mask per 16 channels, built once per call
+    std::vector<__mmask16> fmask(Thr ? static_cast<std::size_t>(Cw) * 4 : 0, 0);
+    for (int c = 0; Thr && c < C; ++c)
+        if (flip[c]) fmask[c / 16] = static_cast<__mmask16>(fmask[c / 16] | (1u << (c % 16)));
     const __m512 zero = _mm512_setzero_ps();
     for (std::size_t p = p0; p < p1; ++p) {
-        const float* xp = x + p * C;
+        const float* xp = x + p * stride;
         uint64_t* op = out + p * Cw;
         for (int w = 0; w < Cw; ++w) {
             uint64_t word = 0;
@@ -40,15 +64,30 @@ __attribute__((target("avx512f"))) void pack_nhwc_avx512(const float* x, std::si
                 const int c0 = w * 64 + q * 16;
                 const int n = C - c0;
                 if (n <= 0) break;
-                // Masked load past the end of the channels: lanes read as 0.0 -> bit 0.
+                // Masked loads past the end of the channels; those lanes give bit 0.
                 const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xffff)
                                             : static_cast<__mmask16>((1u << n) - 1);
                 const __m512 v = _mm512_maskz_loadu_ps(m, xp + c0);
-                word |= static_cast<uint64_t>(_mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ)) << (q * 16);
+                __mmask16 bits;
+                if constexpr (Thr) {
+                    const __m512 th = _mm512_maskz_loadu_ps(m, t + c0);
+                    const __mmask16 f = fmask[c0 / 16];
+                    bits = _mm512_mask_cmp_ps_mask(m & ~f, v, th, _CMP_LT_OQ) |
+                           _mm512_mask_cmp_ps_mask(m & f, v, th, _CMP_GT_OQ);
+                } else {
+                    bits = _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ);
+                }
+                word |= static_cast<uint64_t>(static_cast<uint16_t>(bits)) << (q * 16);
             }
             op[w] = word;
         }
     }
+}
+
+void pack_nhwc_avx512(const float* x, std::size_t stride, std::size_t p0, std::size_t p1, int C,
+                      const float* t, const uint8_t* flip, uint64_t* out) {
+    if (t) pack_nhwc_avx512_impl<true>(x, stride, p0, p1, C, t, flip, out);
+    else pack_nhwc_avx512_impl<false>(x, stride, p0, p1, C, nullptr, nullptr, out);
 }
 
 // NCHW: for 16 pixels at a time, one compare per channel gives a 16-bit mask (one bit per
@@ -85,77 +124,19 @@ __attribute__((target("avx512f"))) void pack_nchw_avx512(const float* x, int C, 
 }
 #endif
 
-// Thresholded packing (a BatchNorm folded into PackBits): bit 1 where x < t[c], or x > t[c]
-// where flip[c]; NaN compares false both ways (bit 0, +1), as in the reference executor.
-void pack_nhwc_thr_portable(const float* x, std::size_t stride, std::size_t p0, std::size_t p1, int C,
-                            const float* t, const uint8_t* flip, uint64_t* out) {
-    const int Cw = (C + 63) / 64;
-    for (std::size_t p = p0; p < p1; ++p) {
-        const float* xp = x + p * stride;
-        uint64_t* op = out + p * Cw;
-        for (int w = 0; w < Cw; ++w) {
-            const int c0 = w * 64;
-            const int n = C - c0 < 64 ? C - c0 : 64;
-            uint64_t word = 0;
-            for (int j = 0; j < n; ++j) {
-                const float v = xp[c0 + j], th = t[c0 + j];
-                word |= static_cast<uint64_t>(flip[c0 + j] ? v > th : v < th) << j;
-            }
-            op[w] = word;
-        }
-    }
-}
-
-#if defined(__x86_64__)
-__attribute__((target("avx512f"))) void pack_nhwc_thr_avx512(const float* x, std::size_t stride, std::size_t p0,
-                                                              std::size_t p1, int C, const float* t,
-                                                              const uint8_t* flip, uint64_t* out) {
-    const int Cw = (C + 63) / 64;
-    // the flips as one 16-bit mask per 16 channels, built once per call
-    std::vector<__mmask16> fmask(static_cast<std::size_t>(Cw) * 4, 0);
-    for (int c = 0; c < C; ++c)
-        if (flip[c]) fmask[c / 16] = static_cast<__mmask16>(fmask[c / 16] | (1u << (c % 16)));
-    for (std::size_t p = p0; p < p1; ++p) {
-        const float* xp = x + p * stride;
-        uint64_t* op = out + p * Cw;
-        for (int w = 0; w < Cw; ++w) {
-            uint64_t word = 0;
-            for (int q = 0; q < 4; ++q) {
-                const int c0 = w * 64 + q * 16;
-                const int n = C - c0;
-                if (n <= 0) break;
-                const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xffff)
-                                            : static_cast<__mmask16>((1u << n) - 1);
-                const __m512 v = _mm512_maskz_loadu_ps(m, xp + c0);
-                const __m512 th = _mm512_maskz_loadu_ps(m, t + c0);
-                const __mmask16 f = fmask[c0 / 16];
-                const __mmask16 lt = _mm512_mask_cmp_ps_mask(m & ~f, v, th, _CMP_LT_OQ);
-                const __mmask16 gt = _mm512_mask_cmp_ps_mask(m & f, v, th, _CMP_GT_OQ);
-                word |= static_cast<uint64_t>(static_cast<uint16_t>(lt | gt)) << (q * 16);
-            }
-            op[w] = word;
-        }
-    }
-}
-#endif
-
 }  // namespace
 
 void pack_nhwc_threshold_rows(const float* x, std::size_t stride, std::size_t p0, std::size_t p1, int C,
                               const float* t, const uint8_t* flip, uint64_t* out, Isa isa) {
 #if defined(__x86_64__)
-    if (isa == Isa::avx512) return pack_nhwc_thr_avx512(x, stride, p0, p1, C, t, flip, out);
+    if (isa == Isa::avx512) return pack_nhwc_avx512(x, stride, p0, p1, C, t, flip, out);
 #endif
     (void)isa;
-    pack_nhwc_thr_portable(x, stride, p0, p1, C, t, flip, out);
+    pack_nhwc_portable(x, stride, p0, p1, C, t, flip, out);
 }
 
 void pack_nhwc_rows(const float* x, std::size_t p0, std::size_t p1, int C, uint64_t* out, Isa isa) {
-#if defined(__x86_64__)
-    if (isa == Isa::avx512) return pack_nhwc_avx512(x, p0, p1, C, out);
-#endif
-    (void)isa;
-    pack_nhwc_portable(x, p0, p1, C, out);
+    pack_nhwc_threshold_rows(x, static_cast<std::size_t>(C), p0, p1, C, nullptr, nullptr, out, isa);
 }
 
 // Walks each channel plane contiguously and ORs its bit into a row of pixel words, so the read
