@@ -193,34 +193,7 @@ def build(proto, threads: int, isa: str, fuse: bool = True) -> Plan:
                 raise _err(node, f"input {i!r} is not produced by an earlier node nor an initializer")
         if fuse and _fuse(node, plan, slots, vals, consumers, new, inits, threads, isa):
             continue
-        if _channel_concat(node) and all(i in slots and vals[slots[i]].kind == "f4" for i in node.input) \
-                and len({vals[slots[i]].shape[1:] for i in node.input}) == 1:
-            from .floatops import DenseChain
-            vs = [vals[slots[i]] for i in node.input]
-            width = sum(v.shape[0] for v in vs)
-            parent = chains.get(slots[node.input[0]]) if extended.get(node.input[0]) == 1 else None
-            chain = parent or DenseChain()
-            # a new value read only here that a plain float XnorConv computes: the conv writes
-            # straight into the buffer (it moves here; its packed input is read instead)
-            ins, convs = [slots[node.input[0]]], []
-            for name in node.input[1:]:
-                st = next((t for t in reversed(plan.steps[-64:]) if t.out == slots[name]), None)
-                if fuse and st is not None and st.kind == "XnorConv" and st.conv is not None \
-                        and consumers.get(name) == 1 and list(node.input).count(name) == 1:
-                    del plan.steps[next(i for i, t in enumerate(plan.steps) if t is st)]
-                    ins.append(st.ins[0])
-                    convs.append(st.conv)
-                else:
-                    ins.append(slots[name])
-                    convs.append(None)
-            adds = [v.shape[0] for v in vs[1:]]
-            fn = (chain.member if parent else chain.head)(vs[0].shape[0], adds, convs)
-            chain.width = width
-            kind = "XnorConv+Concat" if any(cv is not None for cv in convs) else "Concat"
-            step = Step(fn, tuple(ins), -1, kind, node.name, view=True)
-            step.out = new(node.output[0], Val("f4", (width,) + vs[0].shape[1:]), node)
-            chains[step.out] = chain
-            plan.steps.append(step)
+        if _dense_concat(node, plan, slots, vals, consumers, new, chains, extended, fuse):
             continue
         if node.domain == "ai.fractalc":
             step, val = _fractalc_node(node, slots, vals, inits, threads, isa)
@@ -278,6 +251,43 @@ def _in_place(plan: Plan, free) -> None:
             plan.inplace += 1
         if (st.kind in _FRESH or "+" in st.kind or st.kind in ("Conv", "Gemm")) and not st.view:
             fresh.add(_outs(st)[0])
+
+
+def _dense_concat(node, plan: Plan, slots, vals, consumers, new, chains, extended, fuse) -> bool:
+    """A channel Concat of channels-last values as a member of a dense chain
+    (floatops.DenseChain): it extends the buffer of its first input where that input is a
+    chain member's output that nothing else extends, else it starts a chain. With `fuse`, a new
+    value read only here that a plain float XnorConv computes is written by the conv straight
+    into the buffer (the conv step moves here; its packed input is read instead). True when
+    the node is planned here."""
+    if not (_channel_concat(node) and all(i in slots and vals[slots[i]].kind == "f4" for i in node.input)
+            and len({vals[slots[i]].shape[1:] for i in node.input}) == 1):
+        return False
+    from .floatops import DenseChain
+    vs = [vals[slots[i]] for i in node.input]
+    width = sum(v.shape[0] for v in vs)
+    parent = chains.get(slots[node.input[0]]) if extended.get(node.input[0]) == 1 else None
+    chain = parent or DenseChain()
+    ins, convs = [slots[node.input[0]]], []
+    for name in node.input[1:]:
+        st = next((t for t in reversed(plan.steps[-64:]) if t.out == slots[name]), None)
+        if fuse and st is not None and st.kind == "XnorConv" and st.conv is not None \
+                and consumers.get(name) == 1 and list(node.input).count(name) == 1:
+            del plan.steps[next(i for i, t in enumerate(plan.steps) if t is st)]
+            ins.append(st.ins[0])
+            convs.append(st.conv)
+        else:
+            ins.append(slots[name])
+            convs.append(None)
+    adds = [v.shape[0] for v in vs[1:]]
+    fn = (chain.member if parent else chain.head)(vs[0].shape[0], adds, convs)
+    chain.width = width
+    kind = "XnorConv+Concat" if any(cv is not None for cv in convs) else "Concat"
+    step = Step(fn, tuple(ins), -1, kind, node.name, view=True)
+    step.out = new(node.output[0], Val("f4", (width,) + vs[0].shape[1:]), node)
+    chains[step.out] = chain
+    plan.steps.append(step)
+    return True
 
 
 def _channel_concat(node) -> bool:
