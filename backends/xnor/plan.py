@@ -9,9 +9,12 @@ initializer dtypes and sizes, the bit packing of weights, and the static shape o
 With ``fuse`` (the default), a float ``XnorConv`` read only by an ``Add`` becomes one step with
 the add in its epilogue, a mean join (``Sum`` or ``Add``, then ``Div`` by a constant) one
 native kernel, and a ``PackBits`` (no threshold) of either's output is produced by the same step
-(``Step.out`` is then a pair of slots): each fused value is bit-identical to the separate ops
-(see kernels.BinaryConv2d, kernels.mean_join), and each fusion saves a pass over memory. `fuse=False` keeps
-every node's value (``Executor.run_all``).
+(``Step.out`` is then a pair of slots), and a float ``XnorConv`` read only by a dense block's
+``Concat`` writes into the block's shared buffer: each fused value is bit-identical to the
+separate ops (see kernels.BinaryConv2d, kernels.mean_join), and each fusion saves a pass over
+memory. `fuse=False` keeps every node's value (``Executor.run_all``). Dense blocks' concats
+share one buffer either way (floatops.DenseChain): their outputs are views, never written in
+place (``Step.view``).
 
 Values live in one of three forms (the `Val.kind`):
 - ``"f4"``: a 4-D float32 activation, logically NCHW ``(N,) + shape`` but stored channels-last
