@@ -445,3 +445,20 @@ def test_float_output_into_a_channel_slice_of_a_wider_buffer(isa):
     assert (buf[..., :40] == 7).all() and (buf[..., 77:] == 7).all()
     with pytest.raises(ModelError, match="out_offset"):
         conv(x, out=buf, out_offset=64)
+
+
+def test_pack_thresholded_reads_a_channel_prefix_in_place():
+    # a dense block's buffer: the pack of its first C channels reads the wider rows directly
+    rng = np.random.default_rng(41)
+    buf = rng.standard_normal((2, 4, 5, 200)).astype(np.float32)
+    t = rng.standard_normal(70).astype(np.float32)
+    f = rng.integers(0, 2, 70).astype(bool)
+    view = buf[..., :70]
+    assert not view.flags.c_contiguous and view.base is buf
+    want = xnor.pack_thresholded(np.ascontiguousarray(view), t, f)
+    for isa in xnor.available_isas():
+        assert xnor.pack_thresholded(view, t, f, isa=isa).tobytes() == want.tobytes()
+    # any other non-contiguous view is copied first, with the same result
+    odd = buf[:, ::2, :, :70]
+    assert xnor.pack_thresholded(odd, t, f).tobytes() == \
+        xnor.pack_thresholded(np.ascontiguousarray(odd), t, f).tobytes()
