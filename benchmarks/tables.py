@@ -54,7 +54,7 @@ def model_table(d: dict) -> str:
         for t, row in r["threads"].items():
             parts = ", ".join(f"{k} {v:.2f}" for k, v in row["fractalc_breakdown_ms"].items() if v >= 0.005)
             rows.append(f"- {NAMES.get(r['model'], r['model'])}, batch {r['batch']}, {t} thread(s): {parts}")
-    from bench_models import format_summary, summarize  # this directory is on sys.path
+    from fractalc.backends.xnor.bench import format_summary, summarize
     rows.append("")
     rows.append(format_summary(d.get("summary") or summarize(d["results"])).replace("\n", ". ") + ".")
     rows.append("")

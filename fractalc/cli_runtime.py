@@ -91,6 +91,10 @@ def bench_cmd(target, sets, network, seed, batch, threads, repeats, engines, jso
         res = bench.bench_model(cont, b, threads_list, repeats, seed)
         results["results"].append({"model": label, **res})
         click.echo(bench.format_result(label, res))
+    results["summary"] = bench.summarize(results["results"])
+    summary = bench.format_summary(results["summary"])
+    if summary:
+        click.echo(summary)
     if json_path:
         from .fileio import atomic_write
         atomic_write(json_path, json.dumps(results, indent=2) + "\n")

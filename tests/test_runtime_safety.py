@@ -196,3 +196,19 @@ def test_cli_bench_spec_json(tmp_path):
     assert set(row["median_ms"]) == {"fractalc", "onnxruntime", "torch"}
     assert any(k.startswith("XnorConv") for k in row["fractalc_breakdown_ms"]), row["fractalc_breakdown_ms"]
     assert "speedup_vs" in row and "cpu" in data["cpu"]
+    assert data["summary"]["vs_onnxruntime_min"] == row["speedup_vs"]["onnxruntime"]
+    assert data["summary"]["two_threads_beat_one_everywhere"] is None  # one thread count only
+
+
+def test_bench_summary_by_hand():
+    from fractalc.backends.xnor.bench import format_summary, summarize
+
+    def row(ms, ort):
+        return {"median_ms": {"fractalc": ms, "onnxruntime": ort}, "speedup_vs": {"onnxruntime": ort / ms}}
+    res = [{"model": "a", "batch": 1, "threads": {"2": row(2.0, 12.0), "1": row(3.0, 24.0)}},
+           {"model": "a", "batch": 8, "threads": {"2": row(10.0, 40.0), "1": row(9.0, 80.0)}}]
+    s = summarize(res)
+    assert s["vs_onnxruntime_min"] == 4.0 and s["two_threads_speedup"] == {"a batch 1": 1.5, "a batch 8": 0.9}
+    assert s["two_threads_beat_one_everywhere"] is False
+    text = format_summary(s)
+    assert "min 4.0x, NOT met" in text and "2 threads beat 1 everywhere: False" in text

@@ -159,3 +159,31 @@ def format_result(name: str, res: dict) -> str:
             lines.append("    fractalc by op: " + ", ".join(
                 f"{k} {v:.2f}" for k, v in row["fractalc_breakdown_ms"].items()))
     return "\n".join(lines)
+
+
+TARGET_VS_ORT = 5.0  # issue 5: at least 5x faster than onnxruntime end to end
+
+
+def summarize(results: list[dict]) -> dict:
+    """The issue's target against onnxruntime, and whether 2 threads beat 1 everywhere."""
+    vs_ort = [row["speedup_vs"]["onnxruntime"] for r in results for row in r["threads"].values()
+              if "onnxruntime" in row.get("speedup_vs", {})]
+    scaling = {f"{r['model']} batch {r['batch']}": r["threads"]["1"]["median_ms"]["fractalc"]
+               / r["threads"]["2"]["median_ms"]["fractalc"]
+               for r in results if {"1", "2"} <= set(r["threads"])}
+    return {"vs_onnxruntime_min": min(vs_ort, default=None), "target_vs_onnxruntime": TARGET_VS_ORT,
+            "two_threads_speedup": scaling,
+            "two_threads_beat_one_everywhere": all(v > 1 for v in scaling.values()) if scaling else None}
+
+
+def format_summary(s: dict) -> str:
+    lines = []
+    if s["vs_onnxruntime_min"] is not None:
+        met = "met" if s["vs_onnxruntime_min"] >= s["target_vs_onnxruntime"] else "NOT met"
+        lines.append(f"target: at least {s['target_vs_onnxruntime']:g}x faster than onnxruntime: "
+                     f"min {s['vs_onnxruntime_min']:.1f}x, {met}")
+    if s["two_threads_speedup"]:
+        lines.append("2 threads vs 1 (fractalc): " + ", ".join(
+            f"{k} {v:.2f}x" for k, v in s["two_threads_speedup"].items())
+            + f"; 2 threads beat 1 everywhere: {s['two_threads_beat_one_everywhere']}")
+    return "\n".join(lines)
