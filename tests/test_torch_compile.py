@@ -58,6 +58,9 @@ def _ddp_worker(rank: int, world: int, model, init_file: str, out_file: str):
     changed = any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
     if rank == 0:
         torch.save({"same": torch.equal(gathered[0], gathered[1]), "changed": changed}, out_file)
+    # both ranks leave together: tearing gloo down while the other rank is still in its last
+    # collective aborted a run once ("terminate called without an active exception")
+    dist.barrier()
     dist.destroy_process_group()
 
 
