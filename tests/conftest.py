@@ -18,3 +18,14 @@ def spec_id(p: Path) -> str:
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one intra-op thread for the test (restored after): the machine's 2 cores are
+    shared, and one thread is several times faster than contended ones here."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

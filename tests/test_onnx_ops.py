@@ -14,12 +14,7 @@ F = torch.nn.functional
 from fractalc.backends.onnx import lower, ops, packing, reference  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sign(x):

@@ -39,13 +39,7 @@ CASES = [pytest.param(p, _overrides(p), id=spec_id(p)) for p in ALL_SPECS]
 CASES.append(pytest.param(SPECS / "bireal_resnet18.fr", {}, id="bireal_resnet18-224"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the machine's 2 cores are shared: one torch thread is several times faster here
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _session(model):

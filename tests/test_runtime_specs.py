@@ -43,12 +43,7 @@ CASES.append(pytest.param(SPECS / "bireal_resnet18.fr", {}, id="bireal_resnet18-
 COMBOS = [(isa, t) for isa in available_isas() for t in (1, 2)]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _exact_joins(g) -> bool:

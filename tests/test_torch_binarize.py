@@ -10,7 +10,7 @@ from fractalc.backends.torch import binarize as B  # noqa: E402
 from fractalc.backends.torch import build_torch  # noqa: E402
 
 from conftest import SPECS  # noqa: E402
-from test_torch_specs import one_thread  # noqa: E402,F401  (autouse: one intra-op thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def hand_sign(x):

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 from fractalc.backends.torch import build_torch  # noqa: E402
 
 from conftest import SPECS  # noqa: E402
-from test_torch_specs import one_thread  # noqa: E402,F401  (autouse: one intra-op thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def test_export_block_spec_matches_eager():

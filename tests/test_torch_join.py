@@ -11,7 +11,7 @@ from fractalc.compiler import compile_spec  # noqa: E402
 from fractalc.passes.extract_column import extract_column  # noqa: E402
 
 from conftest import SPECS  # noqa: E402
-from test_torch_specs import one_thread  # noqa: E402,F401  (autouse: one intra-op thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def test_collapsed_join_averages_with_equal_weights():

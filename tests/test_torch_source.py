@@ -19,7 +19,7 @@ from fractalc import ir  # noqa: E402
 from fractalc.passes import run_default  # noqa: E402
 
 from conftest import SPECS  # noqa: E402
-from test_torch_specs import one_thread  # noqa: E402,F401  (autouse: one intra-op thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def compile_cli(*args):

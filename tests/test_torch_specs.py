@@ -16,13 +16,7 @@ from fractalc.cost import cost  # noqa: E402
 from conftest import ALL_SPECS, SPECS, spec_id  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The machine's cores are shared: one intra-op thread is faster than contended threads.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_overrides(path) -> dict[str, str]:
