@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -100,11 +99,10 @@ def test_bad_spec(tmp_path, capsys, name, text, line, col, fragment):
 
 def test_size_guard_is_fast_for_any_columns(capsys):
     # c60 would be 2^60 nodes; a billion columns nests a billion calls: both refused at once.
+    # (how fast: benchmarks/bench_guard.py; no wall-clock assertion in a unit test)
     for cols in ("60", "1000", "1000000000"):
-        t = time.perf_counter()
         code, err = _run(["check", "specs/rf_c3d4.fr", "--set", f"columns={cols}"], capsys)
         assert code == 1 and "expansion refused" in err
-        assert time.perf_counter() - t < 2.0  # generous bound; measured well under 0.1 s
 
 
 def test_size_guard_limit_is_configurable(capsys):

@@ -1,6 +1,8 @@
 """`import "fractalc:..."`: the spec library bundled with the package (specs/lib in the tree)."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from fractalc import ir
@@ -17,12 +19,11 @@ def test_library_import_equals_the_relative_one(tmp_path):
     assert library_dir().resolve() == (SPECS / "lib").resolve()  # the source tree's library
     (tmp_path / "mine.fr").write_text('import "fractalc:sofar.fr"\n' + NET)
     by_name = compile_spec(tmp_path / "mine.fr")
-    beside = SPECS / "_tmp_mine_relative.fr"
-    try:
-        beside.write_text('import "lib/sofar.fr"\n' + NET)
-        relative = compile_spec(beside)
-    finally:
-        beside.unlink()
+    # the relative import from a copy of the tree's library (nothing is written into specs/)
+    shutil.copytree(SPECS / "lib", tmp_path / "rel" / "lib")
+    beside = tmp_path / "rel" / "mine_relative.fr"
+    beside.write_text('import "lib/sofar.fr"\n' + NET)
+    relative = compile_spec(beside)
     assert sorted(by_name.graph.g.nodes) == sorted(relative.graph.g.nodes)
     # RF with 3 columns: 2^3 - 1 = 7 binary convs, each with its residual add, 2 joins
     g = by_name.graph
