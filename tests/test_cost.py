@@ -66,3 +66,53 @@ def test_published_widths_are_the_widest_within_budget(spec, width):
     budget = cost(compile_spec(SPECS / "bireal_resnet18.fr").graph).bits
     assert cost(compile_spec(SPECS / spec, {"width": str(width)}).graph).bits <= budget
     assert cost(compile_spec(SPECS / spec, {"width": str(width + 1)}).graph).bits > budget
+
+
+# Grouped convolutions and conv biases: no shipped spec uses either, so they get their own spec.
+GROUPED = """network grouped {
+    input [8, 10, 12]
+    a = conv[12, k=3, groups=4, bias=true] >> bn
+    b = conv[6, k=1, s=2, p=0, groups=2] >> relu
+    c = conv[4, k=3, groups=1, bias=true]
+    head = gap >> linear[5]
+}
+"""
+
+
+def test_grouped_conv_and_bias_hand_count(tmp_path):
+    p = tmp_path / "grouped.fr"
+    p.write_text(GROUPED)
+    j = cost(compile_spec(p).graph).to_json()
+    layers = {l["id"]: l for l in j["layers"]}
+    # weights = out x (in / groups) x k x k, plus `out` biases; mults = weights x output pixels
+    assert layers["a.conv1"]["float_params"] == 12 * (8 // 4) * 3 * 3 + 12 == 228
+    assert layers["a.conv1"]["float_mults"] == 12 * 2 * 9 * 10 * 12
+    assert layers["b.conv1"]["float_params"] == 6 * (12 // 2) * 1 * 1 == 36  # no bias
+    assert layers["b.conv1"]["float_mults"] == 36 * 5 * 6  # stride 2: 10x12 -> 5x6
+    assert layers["c.conv1"]["float_params"] == 4 * 6 * 9 + 4 == 220
+    assert layers["c.conv1"]["float_mults"] == 4 * 6 * 9 * 5 * 6
+    assert layers["head.fc1"]["float_params"] == 4 * 5 + 5
+    assert j["params"]["float"] == 228 + 2 * 12 + 36 + 220 + 25
+    assert j["params"]["binary"] == 0 and j["params"]["bn"] == 24
+    assert j["flops"]["float_mults"] == 25920 + 1080 + 6480 + 20
+
+
+def test_grouped_conv_and_bias_match_torch(tmp_path):
+    """The cost model's float parameters, layer by layer, are torch's parameter count of the
+    built module (biases included, grouped weights out x in/groups x k x k)."""
+    from fractalc.backends.torch import from_graph  # torch: a dependency of `make test`
+    p = tmp_path / "grouped.fr"
+    p.write_text(GROUPED)
+    g = compile_spec(p).graph
+    model = from_graph(g, seed=0)
+    per_module = {name: sum(q.numel() for q in m.parameters(recurse=False))
+                  for name, m in model.named_modules()}
+    co = cost(g)
+    counted = 0
+    for layer in co.layers:
+        if layer.float_params or layer.binary_params:
+            assert layer.float_params + layer.binary_params == per_module[layer.id], layer.id
+            counted += 1
+    assert counted == 5
+    assert co.total("float_params") == sum(q.numel() for q in model.parameters())
+    assert dict(model.named_parameters())["a.conv1.weight"].shape == (12, 2, 3, 3)
