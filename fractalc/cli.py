@@ -16,7 +16,22 @@ import click
 from . import __version__
 from .errors import FractalcError
 
+def _allow_import(ctx: click.Context, param, dirs) -> None:
+    # For the whole command, not one call: a command may compile more than its SPEC (train,
+    # scale's baseline, generate's variants), and every compile must see the same rule.
+    if dirs:
+        from .resolve import allowed_imports
+        ctx.with_resource(allowed_imports(dirs))
+
+
+allow_import_option = click.option(
+    "--allow-import", "allow_import", multiple=True, metavar="DIR", expose_value=False,
+    callback=_allow_import, type=click.Path(exists=True, file_okay=False),
+    help="Let specs import files under DIR too (repeatable). By default a spec imports only "
+         "from its own folder and the bundled library.")
+
 _COMMON = [
+    allow_import_option,
     click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
                  help="Override a spec parameter (repeatable): --set width=41 --set dataset=cifar100."),
     click.option("--network", default=None, help="Which network of the spec file (default: the first)."),

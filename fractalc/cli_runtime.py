@@ -5,6 +5,7 @@ import json
 
 import click
 
+from .cli import allow_import_option
 from .errors import FractalcError
 
 
@@ -56,6 +57,7 @@ def run_cmd(model, input_path, output, threads, isa):
 @click.option("--engines", default="fractalc,onnxruntime,torch", show_default=True,
               help="Comma-separated contenders (specs): fractalc, onnxruntime, torch.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
+@allow_import_option
 def bench_cmd(target, sets, network, seed, batch, threads, repeats, engines, json_path):
     """Time a model on random input: our runtime vs onnxruntime and torch eager fp32.
 

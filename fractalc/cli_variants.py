@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli import parse_sets, spec_options
+from .cli import allow_import_option, parse_sets, spec_options
 from .errors import FractalcError
 
 
@@ -56,6 +56,7 @@ def scale(spec, sets, network, max_nodes, baseline, budget_sets, metric, param, 
               help="Draw Mbit against FLOPs for every variant, baselines marked (PNG, needs matplotlib).")
 @click.option("--max-nodes", default=100_000, show_default=True, type=click.IntRange(min=1),
               help="Size guard for every variant (IR nodes before collapsing joins).")
+@allow_import_option
 def generate(space, out, csv_path, json_path, plot_path, max_nodes):
     """Write one width-scaled spec per point of the TOML SPACE; print their costs."""
     from . import variants as V
@@ -74,6 +75,8 @@ def generate(space, out, csv_path, json_path, plot_path, max_nodes):
     if plot_path:
         V.plot(gen, plot_path)
         click.echo(f"wrote {plot_path}", err=True)
+    if not gen.variants:  # the reports above say why each point was skipped
+        raise FractalcError(f"no variant written: all {len(gen.skipped)} points of {space} were skipped")
 
 
 def _spec_files(paths) -> list[Path]:
@@ -98,8 +101,9 @@ def fmt(paths, check):
     from .formatter import check_round_trip, format_source
     changed = []
     files = _spec_files(paths)
+    from .syntax import read_spec
     for f in files:
-        text = f.read_text()
+        text = read_spec(f)
         new = format_source(text, str(f))
         if new == text:
             continue

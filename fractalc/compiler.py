@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from . import expand as _expand
 from . import ir, passes
@@ -30,9 +30,13 @@ class Compiled:
 
 
 def compile_spec(path: str | Path, overrides: dict[str, str] | None = None, *,
-                 network: str | None = None, max_nodes: int = _expand.DEFAULT_MAX_NODES) -> Compiled:
-    """Compile a `.fr` file to a verified IR graph. Raises `FractalcError` on bad input."""
-    spec = load(path)
+                 network: str | None = None, max_nodes: int = _expand.DEFAULT_MAX_NODES,
+                 allow_import: Iterable[str | Path] | None = None) -> Compiled:
+    """Compile a `.fr` file to a verified IR graph. Raises `FractalcError` on bad input.
+
+    The spec may import files from its own folder, the bundled library and the folders in
+    `allow_import` (see `resolve.load`)."""
+    spec = load(path, allow_import=allow_import)
     params = _expand.eval_params(spec, overrides)
     net = spec.select(network)
     raw = _expand.expand(spec, params, net, max_nodes=max_nodes)

@@ -16,6 +16,25 @@ def register_source(path: str, text: str) -> None:
     _SOURCES[path] = text
 
 
+def forget_source(path: str) -> None:
+    """Never show lines of `path` again (a file that is not a spec: its text stays private)."""
+    _SOURCES.pop(path, None)
+
+
+def source_line(text: str, line: int) -> str | None:
+    """Line `line` (1-based) of `text` as the parser counts lines: only ``\n`` ends a line
+    (``str.splitlines`` also splits at ``\f``, ``\v``, ``\x1c``... and would show another
+    line than the position names)."""
+    lines = text.split("\n")
+    if not 1 <= line <= len(lines):
+        return None
+    return lines[line - 1].removesuffix("\r")
+
+
+def printable(text: str) -> str:
+    """`text` with every control or invisible character replaced by ``?`` (one column each,
+    so a caret below stays aligned): a spec line cannot send escape sequences to a terminal."""
+    return "".join(c if c.isprintable() or c == " " else "?" for c in text)
 @dataclass(frozen=True)
 class Loc:
     """A position in a spec file (1-based line and column)."""
@@ -42,12 +61,11 @@ class FractalcError(Exception):
         lines = [head]
         if self.loc is not None:
             text = _SOURCES.get(self.loc.file)
-            if text is not None:
-                src = text.splitlines()
-                if 1 <= self.loc.line <= len(src):
-                    line = src[self.loc.line - 1].expandtabs(1)
-                    lines.append("    " + line)
-                    lines.append("    " + " " * max(self.loc.column - 1, 0) + "^")
+            line = source_line(text, self.loc.line) if text is not None else None
+            if line is not None:
+                # a tab is one column for the parser: show it as one space
+                lines.append("    " + printable(line.replace("\t", " ")))
+                lines.append("    " + " " * max(self.loc.column - 1, 0) + "^")
         if self.hint:
             lines.append(f"hint: {self.hint}")
         return "\n".join(lines)

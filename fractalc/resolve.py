@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import networkx as nx
 
 from . import syntax as S
 from .errors import SpecError
+from .fileio import FileRefused, read_limited
 from .prims import BUILTINS, PRIMS
 
 RESERVED = set(PRIMS) | set(BUILTINS)
@@ -67,38 +71,103 @@ def library_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "specs" / "lib"
 
 
-def import_target(importer: Path, path: str) -> Path:
-    """The file an `import "path"` in `importer` reads: relative to the importing file, or in
-    the bundled library for a ``fractalc:`` path."""
+# Folders every `load` in this context may also import from: what the CLI's --allow-import
+# adds for the whole command, so the compiles a command makes internally (training, scaling,
+# generating) follow the same rule as its first one.
+_ALLOWED: ContextVar[tuple[Path, ...]] = ContextVar("fractalc_allow_import", default=())
+
+
+@contextmanager
+def allowed_imports(dirs: Iterable[str | Path]):
+    """Within the block, every `load` also admits imports of files under `dirs`."""
+    token = _ALLOWED.set(_ALLOWED.get() + tuple(Path(d).resolve() for d in dirs))
+    try:
+        yield
+    finally:
+        _ALLOWED.reset(token)
+
+
+def import_roots(main: str | Path, allow_import: Iterable[str | Path] | None = None) -> tuple[Path, ...]:
+    """The folders (symlinks resolved) whose files a spec loaded from `main` may import: the
+    folder of `main` itself, the bundled library, `allow_import`, and the folders of any
+    enclosing `allowed_imports` block."""
+    extra = tuple(Path(d).resolve() for d in (allow_import or ()))
+    return (Path(main).parent.resolve(), library_dir().resolve(), *extra, *_ALLOWED.get())
+
+
+def _real(target: Path, path: str) -> Path:
+    try:
+        return target.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise SpecError(f"cannot import {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def import_target(importer: Path, path: str, roots: Iterable[Path] | None = None) -> Path:
+    """The file an `import "path"` in `importer` reads: relative to the importing file (or
+    absolute), or in the bundled library for a ``fractalc:`` path.
+
+    A ``fractalc:`` path must stay inside the library, and with `roots` (see `import_roots`)
+    any other path must lead, symlinks resolved, to a file under one of them; else `SpecError`
+    (without a location: the caller knows the import's)."""
     if path.startswith(LIBRARY):
-        return library_dir() / path[len(LIBRARY):]
-    return importer.parent / path
+        lib = library_dir().resolve()
+        target = lib / path[len(LIBRARY):]
+        if not _real(target, path).is_relative_to(lib):
+            raise SpecError(f"cannot import {path!r}: it leads outside the bundled library")
+        return target
+    target = importer.parent / path
+    if roots is not None:
+        roots = list(roots)
+        real = _real(target, path)
+        if not any(real.is_relative_to(r) for r in roots):
+            shown = ", ".join(repr(str(r)) for r in roots)
+            raise SpecError(f"cannot import {path!r}: it is outside the folders this spec may import "
+                            f"from ({shown})",
+                            hint="a spec imports files from its own folder (and below) and the "
+                                 "bundled library; allow another folder with --allow-import DIR")
+    return target
 
 
-def load(path: str | Path) -> Spec:
-    """Parse `path` and everything it imports, then check the whole spec."""
+def load(path: str | Path, *, allow_import: Iterable[str | Path] | None = None) -> Spec:
+    """Parse `path` and everything it imports, then check the whole spec.
+
+    Imports may only read files under `import_roots(path, allow_import)` (the spec's folder,
+    the bundled library and the allowed folders): a spec cannot read arbitrary files. Every
+    file read must be a regular UTF-8 file of at most `syntax.MAX_SPEC_BYTES`.
+    """
     main = str(path)
     spec = Spec(main=main)
     digest = hashlib.sha256()
     seen: set[Path] = set()
     below: dict[str, set[str]] = {}  # file -> the files it imports, transitively
+    roots = import_roots(main, allow_import)
 
     def visit(p: Path, is_main: bool, loc=None) -> set[str]:
-        rp = p.resolve()
+        rp = _real(p, str(p))
         if rp in seen:
             return {str(p)} | below.get(str(p), set())
-        if not p.is_file():
-            if loc is not None and p.parent == library_dir():
-                have = ", ".join(sorted(f"{LIBRARY}{f.name}" for f in library_dir().glob("*.fr")))
-                raise SpecError(f"no library file {LIBRARY}{p.name} (the library has: {have})", loc)
-            raise SpecError(f"cannot import {str(p)!r}: no such file", loc)
+        if is_main:
+            data = S.read_spec_bytes(p)
+        else:
+            try:
+                # the resolved path: the file whose location import_target checked
+                data = read_limited(rp, S.MAX_SPEC_BYTES)
+            except FileRefused as exc:
+                if exc.reason == "no such file" and p.parent.resolve() == library_dir().resolve():
+                    have = ", ".join(sorted(f"{LIBRARY}{f.name}" for f in library_dir().glob("*.fr")))
+                    raise SpecError(f"no library file {LIBRARY}{p.name} (the library has: {have})", loc) from None
+                raise SpecError(f"cannot import {str(p)!r}: {exc.reason}", loc) from None
         seen.add(rp)
-        module = S.parse_file(p)
-        digest.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+        module = S.parse_file(p, data)
+        digest.update(p.name.encode() + b"\0" + data + b"\0")
         spec.files.append(str(p))
         mine: set[str] = set()
         for imp in module.imports:
-            mine |= visit(import_target(p, imp.path), False, imp.loc)
+            try:
+                target = import_target(p, imp.path, roots)
+            except SpecError as exc:
+                raise SpecError(exc.message, imp.loc, exc.hint) from None
+            mine |= visit(target, False, imp.loc)
         below[str(p)] = mine
         for prm in module.params:
             prev = spec.params.get(prm.name)
@@ -117,10 +186,7 @@ def load(path: str | Path) -> Spec:
                 _define(spec.networks, net, "network")
         return {str(p)} | mine
 
-    p = Path(main)
-    if not p.is_file():
-        raise SpecError(f"cannot read spec file {main!r}: no such file")
-    visit(p, True)
+    visit(Path(main), True)
     spec.sha256 = digest.hexdigest()
     if not spec.networks:
         raise SpecError(f"{main} defines no network; add `network mynet {{ input [3, 32, 32]  body = ... }}`")

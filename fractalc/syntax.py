@@ -431,10 +431,50 @@ def parse(text: str, file: str = "<string>") -> Module:
         raise
 
 
-def parse_file(path: str | Path) -> Module:
-    p = Path(path)
+# A spec is text written by hand or by fractalc; the largest shipped one is a few kB.
+MAX_SPEC_BYTES = 10 * 1024 * 1024
+
+
+def read_spec_bytes(path: str | Path) -> bytes:
+    """The bytes of the spec file at `path`: a regular file (not a directory, FIFO, device or
+    /proc file) of at most `MAX_SPEC_BYTES`; anything else raises `SpecSyntaxError`."""
+    from .fileio import FileRefused, read_limited
     try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecSyntaxError(f"cannot read spec file {str(p)!r}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
-    return parse(text, str(p))
+        return read_limited(path, MAX_SPEC_BYTES)
+    except FileRefused as exc:
+        raise SpecSyntaxError(f"cannot read spec file {str(path)!r}: {exc.reason}") from None
+
+
+def decode_spec(data: bytes, path: str | Path) -> str:
+    """The text of spec bytes: UTF-8, line ends read as text-mode `open` reads them."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecSyntaxError(f"cannot read spec file {str(path)!r}: it is not UTF-8 text "
+                              f"(invalid byte at offset {exc.start})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_spec(path: str | Path) -> str:
+    """The text of the spec file at `path` (`read_spec_bytes`, then `decode_spec`)."""
+    return decode_spec(read_spec_bytes(path), path)
+
+
+def parse_file(path: str | Path, data: bytes | None = None) -> Module:
+    """Parse the spec file at `path` (`data`: its bytes, when the caller has read them with
+    `read_spec_bytes`). The text must be UTF-8; line ends are read as text-mode `open` does.
+
+    Only a file named ``*.fr`` is treated as a spec in errors: for any other file (something a
+    hostile ``import`` pointed at) errors show neither its lines nor its tokens."""
+    p = Path(path)
+    text = decode_spec(read_spec_bytes(p) if data is None else data, p)
+    if p.suffix == ".fr":
+        return parse(text, str(p))
+    from .errors import forget_source
+    try:
+        return parse(text, str(p))
+    except SpecSyntaxError as exc:
+        raise SpecSyntaxError(f"{str(p)!r} is not a fractalc spec (its text is not shown: only "
+                              "files named *.fr are)", exc.loc) from None
+    finally:
+        forget_source(str(p))

@@ -270,6 +270,25 @@ def scale_table(res: ScaleResult) -> str:
 # ----------------------------------------------------------------------------- writing specs
 
 
+def one_line(text: str) -> str:
+    """`text` safe inside a ``#`` comment of a written spec: every character that some reader
+    takes as a line end (``\\n``, ``\\r``, ``\\f``, ``\\v``, ``\\x1c``, ``\\x85``, ``\\u2028``...) or
+    that is not printable becomes a backslash escape, so user text (a space's name, file
+    names, --set values) can never start a live line of spec."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+def import_path(path: str, error=FractalcError) -> str:
+    """`path` as the text of an `import "..."`: a spec string has no escapes, so a path with a
+    double quote or a non-printable character cannot be written; raises `error` then."""
+    if '"' in path or not all(c.isprintable() for c in path):
+        raise error(f"cannot write an import of {path!r}: a spec string cannot hold a double "
+                    "quote or a control character; use another directory name")
+    return path
+
+
+
 def write_scaled(res: ScaleResult, out: str | Path, overrides: Mapping[str, str]) -> None:
     """Write `res.spec` to `out` (atomically, formatted, comments kept) with the found value and
     every override as parameter defaults, under a header saying how it was made."""
@@ -280,9 +299,9 @@ def write_scaled(res: ScaleResult, out: str | Path, overrides: Mapping[str, str]
     b = res.budget
     sets = "".join(f" --set {k}={v}" for k, v in overrides.items())
     header = [f"# Scaled by fractalc {__version__}: {res.param} = {res.value} is the largest value whose {what}",
-              f"# fit the budget of {base} ({_get(b, 'bits'):,} bits, {_get(b, 'flops'):.4e} FLOPs)."
-              if isinstance(b, Measure) else f"# fit the budget {dict(b)}.",
-              f"# From {Path(res.spec).name} (sha256 {load(res.spec).sha256}){sets}.",
+              f"# fit the budget of {one_line(base)} ({_get(b, 'bits'):,} bits, {_get(b, 'flops'):.4e} FLOPs)."
+              if isinstance(b, Measure) else f"# fit the budget {one_line(str(dict(b)))}.",
+              f"# From {one_line(Path(res.spec).name)} (sha256 {load(res.spec).sha256}){one_line(sets)}.",
               ""]
     atomic_write(out, rewrite_spec(res.spec, out, {**overrides, res.param: str(res.value)}, header))
 
@@ -295,14 +314,16 @@ def rewrite_spec(spec: str | Path, out: str | Path, values: Mapping[str, str],
     from .expand import _override_expr
     from .formatter import Document
     from .resolve import LIBRARY, load
+    from .syntax import read_spec
     spec = Path(spec)
     s = load(spec)
-    doc = Document.parse(spec.read_text(), str(spec))
+    doc = Document.parse(read_spec(spec), str(spec))
     for name, text in values.items():
         doc.set_param(name, _override_expr(name, text, s))
     src_dir = spec.resolve().parent
     out_dir = Path(out).resolve().parent
-    doc.map_imports(lambda p: p if p.startswith(LIBRARY) else Path(os.path.relpath(src_dir / p, out_dir)).as_posix())
+    doc.map_imports(lambda p: p if p.startswith(LIBRARY) else
+                    import_path(Path(os.path.relpath(src_dir / p, out_dir)).as_posix()))
     doc.header = list(header or [])
     return doc.render()
 
@@ -317,6 +338,7 @@ DENSE_DEFAULTS = {"stem_width": 64, "reductions": [2.7, 2.7, 2.2]}
 _SPACE_KEYS = {"family", "columns", "blocks", "join", "dataset", "budget", "reductions",
                "stem_width", "start"}
 _TOP_KEYS = {"name", "description", "space", "metric"}
+MAX_SPACE_BYTES = 1 << 20  # a space is a short hand-written TOML file
 
 
 @dataclass(frozen=True)
@@ -379,11 +401,12 @@ def _int(v, what: str, where: str, lo: int = 1) -> int:
 
 def load_space(path: str | Path) -> Space:
     """Read and check a TOML space; expand it into named points (see README.md)."""
+    from .fileio import FileRefused, read_limited
     path = Path(path)
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SpaceError(f"cannot read space file {str(path)!r}: {exc.strerror}") from None
+        raw = read_limited(path, MAX_SPACE_BYTES)
+    except FileRefused as exc:
+        raise SpaceError(f"cannot read space file {str(path)!r}: {exc.reason}") from None
     try:
         doc = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -599,17 +622,19 @@ def generate(space_path: str | Path, out: str | Path, *, max_nodes: int = 100_00
             budget = budgets[key]
             # the bundled library by name (the variant works wherever it is moved), another
             # library beside the baseline by a path relative to the output directory
-            from .resolve import LIBRARY, library_dir
+            from .resolve import LIBRARY, allowed_imports, library_dir
             lib = (LIBRARY if lib_dir.resolve() == library_dir().resolve()
-                   else Path(os.path.relpath(lib_dir, out.resolve())).as_posix() + "/")
+                   else import_path(Path(os.path.relpath(lib_dir, out.resolve())).as_posix() + "/", SpaceError))
             header = _header(space, name, p, budget, lib_files)
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".fr", dir=out)
             os.close(fd)
             try:
                 Path(tmp).write_text(spec_text(name, p, p.start, lib, []))
                 try:
-                    res = solve(tmp, budget, metric=p.metric, param=p.param, max_nodes=max_nodes,
-                                baseline=p.baseline.name)
+                    # the variant imports the library beside the baseline, wherever that is
+                    with allowed_imports([lib_dir]):
+                        res = solve(tmp, budget, metric=p.metric, param=p.param, max_nodes=max_nodes,
+                                    baseline=p.baseline.name)
                 except FractalcError as exc:
                     raise _relabel(exc, "", {tmp: final.name, str(Path(tmp)): final.name}) from None
             finally:
@@ -648,14 +673,15 @@ def _short_reason(exc: FractalcError, lib_dir: Path) -> str:
 
 def _header(space: Space, name: str, p: Point, budget: Measure, lib_files) -> list[str]:
     metric = {"params": "parameter bits", "flops": "FLOPs", "both": "parameter bits and FLOPs"}[p.metric]
+    # one_line: file names and the space's name are user text inside comments
     return [
         f"# {name}: {p.family}-c{p.columns}d{2 ** (p.columns - 1)} "
         f"{'ResNet' if p.kind == 'resnet' else 'DenseNet'}{p.depth}, generated by fractalc {__version__}.",
-        f"# Its {p.param} is the largest whose {metric} fit the budget of {p.baseline.name}.",
+        f"# Its {p.param} is the largest whose {metric} fit the budget of {one_line(p.baseline.name)}.",
         "# Do not edit: change the space and run `fractalc generate` again.",
-        f"# space: {space.file.name} ({space.name}), sha256 {space.sha256}",
+        f"# space: {one_line(space.file.name)} ({one_line(space.name)}), sha256 {space.sha256}",
         f"# point: {p.describe()}",
-        f"# budget: {p.baseline.name} with dataset={p.dataset}: {budget.bits:,} bits, "
+        f"# budget: {one_line(p.baseline.name)} with dataset={p.dataset}: {budget.bits:,} bits, "
         f"{budget.flops:,.0f} FLOPs; metric {p.metric}",
         f"# baseline sha256 {_sha([p.baseline])}",
         f"# library: {', '.join(f.name for f in lib_files)}, sha256 {_sha(lib_files)}",
