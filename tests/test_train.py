@@ -88,6 +88,77 @@ def test_resume_gives_the_same_weights(tiny, tmp_path):
     assert len(lines_full) == len(lines_cut) == 3
 
 
+MID_CONFIG = """recipe = "two-stage"
+batch_size = 32
+max_steps_per_epoch = 3
+drop_path = 0.3
+[[stages]]
+epochs = 3
+lr = 0.003
+[[stages]]
+epochs = 2
+lr = 0.002
+"""
+
+
+@pytest.fixture()
+def recording_train(monkeypatch):
+    """train() in process, returning its summary and a digest of every training batch the model
+    saw (the data order, augmentation included), in order."""
+    import hashlib
+
+    from fractalc.training import loop
+    seen: list[str] = []
+    build = loop.build_model
+
+    def build_and_watch(*a, **k):
+        model = build(*a, **k)
+
+        def hook(mod, args):
+            if mod.training:
+                seen.append(hashlib.sha256(args[0].detach().numpy().tobytes()).hexdigest()[:16])
+        model.register_forward_pre_hook(hook)
+        return model
+
+    monkeypatch.setattr(loop, "build_model", build_and_watch)
+
+    def run(spec, out, config, **kw):
+        seen.clear()
+        s = loop.train(str(spec), "digits", out, config=str(config), progress=False, export=False, **kw)
+        return s, list(seen)
+    return run
+
+
+def _rows(out):
+    import json
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("time")
+    return rows
+
+
+@pytest.mark.parametrize("stop", [1, 4], ids=["inside-stage1", "inside-stage2"])
+def test_resume_inside_a_stage_is_bit_identical(tiny, tmp_path, recording_train, one_torch_thread, stop):
+    """Stopped after epoch 1 of a 3-epoch stage, or after epoch 1 of stage 2, and resumed: the
+    same weights, metrics and data order as the uninterrupted run. Adam's moments, the cosine
+    schedule's position and the RNG of drop-path (p = 0.3) are all restored, or they differ."""
+    config = tmp_path / "mid.toml"
+    config.write_text(MID_CONFIG)
+    _, full_order = recording_train(tiny, tmp_path / "full", config)
+    s, first = recording_train(tiny, tmp_path / "cut", config, stop_after=stop)
+    assert s["stopped_early"] and s["epochs"] == stop
+    _, rest = recording_train(tiny, tmp_path / "cut", config, resume=True)
+    assert len(full_order) == 5 * 3
+    assert first + rest == full_order  # the same batches in the same order
+    a, b = _weights(tmp_path / "full" / "model.pt"), _weights(tmp_path / "cut" / "model.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    full, cut = _rows(tmp_path / "full"), _rows(tmp_path / "cut")
+    assert len(full) == 5 and full == cut  # losses, accuracies and learning rates, exactly
+    assert len({r["lr"] for r in full if r["stage"] == 1}) == 3  # the cosine schedule moves
+
+
 def test_corrupt_checkpoint_is_refused_and_kept(tiny, tmp_path):
     config = cfg(tmp_path, steps=2, e1=2, e2=0)
     run_train(tiny, tmp_path / "run", config, ("stop_after", 2))
