@@ -191,21 +191,37 @@ def test_torchrun_two_ranks_stay_in_sync(tiny, tmp_path):
     assert (out / "metrics.jsonl").read_text().count("\n") == 2  # rank 0 alone logs
 
 
-def test_eval_engines_agree(tiny, tmp_path):
-    run_train(tiny, tmp_path / "run", cfg(tmp_path, steps=5, e1=1, e2=1))
+def test_eval_engines_agree_on_logits(tiny, tmp_path):
+    """`fractalc eval`'s engines (fractalc.training.evaluate.predict): the logits of onnxruntime
+    and the XNOR runtime equal torch's within float rounding on the whole test split of trained
+    weights (not only the argmax), and bit for bit on exactly computable (dyadic) weights and
+    inputs, where every engine's float arithmetic is exact."""
+    import numpy as np
+
+    from fractalc.backends.onnx import testing
     from fractalc.targets import TARGETS
     from fractalc.training.data import load_data
-    from fractalc.training.evaluate import predict
+    from fractalc.training.evaluate import ENGINES, predict
+    assert {"onnx", "onnx-xnor"} <= set(TARGETS) and ENGINES == ("torch", "onnxruntime", "xnor")
     c = compile_spec(tiny)
-    x = load_data("digits", (1, 16, 16)).test_x[:64]
-    ref = predict(c, str(tmp_path / "run" / "model.pt"), x, "torch").argmax(1)
-    engines = [e for e, t in (("onnxruntime", "onnx"), ("xnor", "onnx-xnor")) if t in TARGETS]
-    assert engines, "no ONNX target registered"
-    for engine in engines:
-        if engine == "xnor":
-            pytest.importorskip("fractalc.runtime")
-        got = predict(c, str(tmp_path / "run" / "model.pt"), x, engine).argmax(1)
-        assert (got == ref).all(), engine
+    run_train(tiny, tmp_path / "run", cfg(tmp_path, steps=5, e1=1, e2=1))
+    trained = str(tmp_path / "run" / "model.pt")
+    x = load_data("digits", (1, 16, 16)).test_x
+    ref = predict(c, trained, x, "torch")
+    assert ref.shape == (len(x), 10) and np.ptp(ref) > 0.1
+    for engine in ("onnxruntime", "xnor"):
+        got = predict(c, trained, x, engine)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max(), err_msg=engine)
+        assert (got.argmax(1) == ref.argmax(1)).all(), engine
+    state = testing.dyadic_state(c.graph, seed=1)
+    exact = tmp_path / "dyadic.pt"
+    torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, exact)
+    xd = torch.from_numpy(testing.dyadic_input((64, 1, 16, 16), seed=2))
+    ref = predict(c, str(exact), xd, "torch")
+    assert np.ptp(ref) > 1.0
+    for engine in ("onnxruntime", "xnor"):
+        got = predict(c, str(exact), xd, engine)
+        assert got.dtype == ref.dtype and np.array_equal(got, ref), (engine, np.abs(got - ref).max())
 
 
 def test_config_errors(tmp_path):
