@@ -12,6 +12,8 @@ from fractalc.errors import ModelError
 
 from . import ops
 
+MAX_MODEL_BYTES = 2 << 30  # protobuf's limit for one message: no valid model is larger
+
 
 def load_model(model, check: bool = True):
     import onnx
@@ -26,9 +28,14 @@ def load_model(model, check: bool = True):
         else:
             what = repr(str(model))
             p = Path(model)
-            if not p.is_file():
+            if not p.exists():
                 raise ModelError(f"ONNX file {what} does not exist")
-            data = p.read_bytes()
+            # a regular file only: a device (/dev/zero) or a FIFO would be read forever
+            from fractalc.fileio import FileRefused, read_limited
+            try:
+                data = read_limited(p, MAX_MODEL_BYTES)
+            except FileRefused as exc:
+                raise ModelError(f"cannot read ONNX file {what}: {exc.reason}") from None
         try:
             proto = onnx.load_model_from_string(data)
         except (DecodeError, RuntimeError, ValueError) as exc:

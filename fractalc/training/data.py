@@ -66,12 +66,120 @@ def _digits():
     return x[perm[:cut]], y[perm[:cut]], x[perm[cut:]], y[perm[cut:]], 10, False
 
 
-def _unpickle(path: Path) -> dict:
+# ----------------------------------------------------------------------------- CIFAR pickles
+#
+# A CIFAR batch is a pickle, and unpickling runs whatever callable the file names: a crafted
+# data_batch_1 would run code under `train` and `eval`. `_CifarUnpickler` resolves only the
+# globals the CIFAR format needs (numpy arrays and dtypes, as numpy 1.x and 2.x pickle them, and
+# `_codecs.encode`, which protocol-2 pickles use for bytes) and every callable it hands out checks
+# its arguments; any other global is refused before anything is called. Arrays of object dtype
+# (which would hold arbitrary objects) are refused, and the result is checked to hold only
+# dicts, lists, tuples, strings, bytes, numbers and numpy arrays of plain dtypes.
+
+MAX_BATCH_BYTES = 1 << 30  # CIFAR-100's train file, the largest, is about 160 MB
+MAX_IMAGE_BYTES = 64 << 20  # one image file of an image folder
+
+
+class _Refused(Exception):
+    """Something a CIFAR batch never holds (the message says what)."""
+
+
+def _plain_dtype(dt) -> np.dtype:
+    dt = np.dtype(dt)
+    if dt.hasobject:
+        raise _Refused("an array of Python objects (object dtype)")
+    return dt
+
+
+def _numpy_globals() -> dict[tuple[str, str], object]:
     try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+        from numpy._core import multiarray, numeric  # numpy >= 2
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray, numeric
+
+    def reconstruct(cls, shape, dtype):
+        if cls is not np.ndarray:
+            raise _Refused(f"an array of class {getattr(cls, '__name__', cls)!r}")
+        return multiarray._reconstruct(cls, shape, dtype)
+
+    def make_dtype(*args):
+        return _plain_dtype(np.dtype(*args))
+
+    def scalar(dtype, *args):
+        return multiarray.scalar(_plain_dtype(dtype), *args)
+
+    def frombuffer(buf, dtype, shape, order):
+        return numeric._frombuffer(buf, _plain_dtype(dtype), shape, order)
+
+    def encode(text, encoding="utf-8"):
+        # protocol 2 writes bytes as _codecs.encode(str, "latin1"); nothing else
+        if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+            raise _Refused(f"_codecs.encode with encoding {encoding!r}")
+        return text.encode("latin1")
+
+    table: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): make_dtype,
+                                            ("_codecs", "encode"): encode}
+    # real CIFAR files (numpy 1.x) name numpy.core; numpy 2 writes numpy._core
+    for core in ("numpy.core", "numpy._core"):
+        table[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        table[(f"{core}.multiarray", "scalar")] = scalar
+        table[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    return table
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    _globals: dict | None = None
+
+    def find_class(self, module, name):
+        if _CifarUnpickler._globals is None:
+            _CifarUnpickler._globals = _numpy_globals()
+        found = _CifarUnpickler._globals.get((module, name))
+        if found is None:
+            raise _Refused(f"the global {module}.{name}")
+        return found
+
+    def persistent_load(self, pid):
+        raise _Refused("a persistent reference")
+
+
+def _check_plain(obj) -> None:
+    """Refuse anything but the containers, scalars and plain arrays a CIFAR batch holds."""
+    stack, seen = [obj], 0
+    while stack:
+        o = stack.pop()
+        seen += 1
+        if isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple)):
+            stack.extend(o)
+        elif isinstance(o, np.ndarray) or isinstance(o, np.generic):
+            _plain_dtype(o.dtype)
+        elif not isinstance(o, (str, bytes, bytearray, int, float, complex, bool, type(None))):
+            raise _Refused(f"an object of type {type(o).__name__}")
+
+
+def _unpickle(path: Path) -> dict:
+    """A CIFAR batch file, loaded without running anything it names (see above)."""
+    import io
+
+    from ..fileio import FileRefused, read_limited
+    try:
+        raw = read_limited(path, MAX_BATCH_BYTES)
+    except FileRefused as exc:
+        raise FractalcError(f"cannot read CIFAR batch {path}: {exc.reason}") from None
+    try:
+        d = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        _check_plain(d)
+    except _Refused as exc:
+        raise FractalcError(f"refusing CIFAR batch {path}: {exc} is not allowed in a CIFAR batch "
+                            "(only dicts, lists, strings, numbers and numeric numpy arrays are "
+                            "loaded from a data folder; nothing a pickle names is run)") from None
     except Exception as exc:  # a broken download: say which file
-        raise FractalcError(f"cannot read CIFAR batch {path}: {exc}") from None
+        raise FractalcError(f"cannot read CIFAR batch {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(d, dict):
+        raise FractalcError(f"{path} is not a CIFAR batch (not a dict)")
+    return d
 
 
 def _cifar(root: Path):
@@ -95,8 +203,35 @@ def _cifar(root: Path):
     return x, y, test[0].astype(np.float32) / 255, test[1], classes, True
 
 
-def _folder(root: Path):
+def _image(f: Path, root: Path):
+    """One image of an image folder as a 3 x 32 x 32 float array in [0, 1]. Refuses a file that
+    leads (through symlinks) outside the data folder, that is not a regular file, that is over
+    `MAX_IMAGE_BYTES`, or whose pixel count trips pillow's decompression-bomb limit."""
+    import io
+    import warnings
+
     from PIL import Image
+
+    from ..fileio import FileRefused, read_limited
+    if not f.resolve().is_relative_to(root.resolve()):
+        raise FractalcError(f"refusing image {f}: it is a symlink to a file outside the data folder {root}")
+    try:
+        raw = read_limited(f, MAX_IMAGE_BYTES)
+    except FileRefused as exc:
+        raise FractalcError(f"cannot read image {f}: {exc.reason}") from None
+    try:
+        with warnings.catch_warnings():
+            # pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw)).convert("RGB").resize((32, 32))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise FractalcError(f"refusing image {f}: {exc}") from None
+    except Exception as exc:
+        raise FractalcError(f"cannot read image {f}: {exc}") from None
+    return np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255
+
+
+def _folder(root: Path):
 
     split_test = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
     if not (root / "train").is_dir() or split_test is None:
@@ -111,11 +246,7 @@ def _folder(root: Path):
             for f in sorted((split / cls).glob("*")) if (split / cls).is_dir() else []:
                 if f.suffix.lower() not in IMAGE_SUFFIXES:
                     continue
-                try:
-                    img = Image.open(f).convert("RGB").resize((32, 32))
-                except Exception as exc:
-                    raise FractalcError(f"cannot read image {f}: {exc}") from None
-                xs.append(np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255)
+                xs.append(_image(f, root))
                 ys.append(k)
         if not xs:
             raise FractalcError(f"{split} holds no images")
