@@ -9,12 +9,23 @@ from .cli import allow_import_option
 from .errors import FractalcError
 
 
+MAX_INPUT_BYTES = 4 << 30
+
+
 def _load_npy(path: str):
+    import io
+
     import numpy as np
+
+    from .fileio import FileRefused, read_limited
+    try:  # a regular file only: a FIFO or a device would block or never end
+        raw = read_limited(path, MAX_INPUT_BYTES)
+    except FileRefused as exc:
+        if exc.reason == "no such file":
+            raise FractalcError(f"input file {path!r} does not exist") from None
+        raise FractalcError(f"cannot read input file {path!r}: {exc.reason}") from None
     try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FractalcError(f"input file {path!r} does not exist") from None
+        return np.load(io.BytesIO(raw), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise FractalcError(f"input file {path!r} is not a .npy array: {exc}") from None
 

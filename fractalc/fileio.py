@@ -73,7 +73,7 @@ def _remove_stale(parent: Path, name: str) -> None:
 
 
 @contextmanager
-def _unlink_on_sigterm(tmp: str):
+def unlink_on_sigterm(tmp: str):
     """While the block runs, a SIGTERM that would end the process removes `tmp` first."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -148,7 +148,7 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     except OSError as exc:
         raise FractalcError(f"cannot write {shown!r}: {exc.strerror}") from None
     try:
-        with _unlink_on_sigterm(tmp):
+        with unlink_on_sigterm(tmp):
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()

@@ -592,7 +592,7 @@ COLUMNS = ["name", "family", "columns", "blocks", "join", "dataset", "depth", "p
 def generate(space_path: str | Path, out: str | Path, *, max_nodes: int = 100_000,
              log=None) -> Generated:
     """Write one scaled spec per valid point of the space into `out` (created if needed)."""
-    from .fileio import atomic_write
+    from .fileio import atomic_write, unlink_on_sigterm
     from .formatter import check_round_trip, format_source
     space = load_space(space_path)
     out = Path(out)
@@ -629,14 +629,15 @@ def generate(space_path: str | Path, out: str | Path, *, max_nodes: int = 100_00
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".fr", dir=out)
             os.close(fd)
             try:
-                Path(tmp).write_text(spec_text(name, p, p.start, lib, []))
-                try:
-                    # the variant imports the library beside the baseline, wherever that is
-                    with allowed_imports([lib_dir]):
-                        res = solve(tmp, budget, metric=p.metric, param=p.param, max_nodes=max_nodes,
-                                    baseline=p.baseline.name)
-                except FractalcError as exc:
-                    raise _relabel(exc, "", {tmp: final.name, str(Path(tmp)): final.name}) from None
+                with unlink_on_sigterm(tmp):  # a killed generate leaves no hidden spec behind
+                    Path(tmp).write_text(spec_text(name, p, p.start, lib, []))
+                    try:
+                        # the variant imports the library beside the baseline, wherever that is
+                        with allowed_imports([lib_dir]):
+                            res = solve(tmp, budget, metric=p.metric, param=p.param,
+                                        max_nodes=max_nodes, baseline=p.baseline.name)
+                    except FractalcError as exc:
+                        raise _relabel(exc, "", {tmp: final.name, str(Path(tmp)): final.name}) from None
             finally:
                 os.unlink(tmp)
             raw = spec_text(name, p, res.value, lib, header)

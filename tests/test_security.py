@@ -572,3 +572,12 @@ def test_importing_fractalc_imports_no_backend():
                         "fractalc.resolve; print(sorted(m for m in ('torch', 'onnx', 'PIL') if m in sys.modules))"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
+
+
+def test_run_input_that_is_a_fifo_or_device_is_refused(tmp_path, capsys):
+    os.mkfifo(tmp_path / "x.npy")
+    err = fail(["run", tmp_path / "m.onnx", "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npy"], capsys)
+    assert "FIFO" in err
+    err = fail(["run", tmp_path / "m.onnx", "--input", "/dev/zero", "-o", tmp_path / "y.npy"], capsys)
+    assert "it is a device" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
