@@ -78,7 +78,7 @@ def test_graph_without_joins_is_unchanged():
 
 
 def test_state_dict_of_full_model_loads_into_column_model():
-    torch = pytest.importorskip("torch")
+    import torch
     from fractalc.backends.torch import from_graph
     g = compile_spec(SPECS / "rf_c3d4_resnet21.fr", {"dataset": "cifar10", "width": "8"}).graph
     full = from_graph(g, seed=1)

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
+import onnx
+import torch
+import onnxruntime as ort
 
 from conftest import ALL_SPECS, ROOT, SPECS, spec_id  # noqa: E402
 from fractalc import __version__  # noqa: E402

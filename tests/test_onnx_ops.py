@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 F = torch.nn.functional
 
 from fractalc.backends.onnx import lower, ops, packing, reference  # noqa: E402

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
+import torch
+import onnxruntime as ort
 
 from conftest import ALL_SPECS, SPECS, spec_id  # noqa: E402
 from fractalc import ir  # noqa: E402

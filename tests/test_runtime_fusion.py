@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
+import onnxruntime  # noqa: F401  (a dependency of `make test`)
+import onnx
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from fractalc.backends.onnx import ops, packing, reference  # noqa: E402

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from fractalc.backends.torch import from_graph  # noqa: E402
 from fractalc.backends.torch.drop_path import DropPathState, join  # noqa: E402

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from fractalc.backends.torch import build_torch, from_graph  # noqa: E402
 from fractalc.compiler import compile_spec  # noqa: E402
