@@ -7,6 +7,7 @@ import subprocess
 import sys
 import venv
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,53 @@ def test_wheel_installs_and_checks_a_spec_outside_the_tree(tmp_path):
     r = subprocess.run([str(py), "-c", "import fractalc, fractalc.backends; print(fractalc.__file__)"],
                        cwd=work, capture_output=True, text=True)
     assert r.returncode == 0 and str(env_dir) in r.stdout
+    _run_lowered_model_with_the_wheel(py, env_dir, work)
+
+
+RUNNER = """import sys, numpy as np
+from pathlib import Path
+import fractalc.backends.xnor.kernels as k
+from fractalc.runtime import Session
+ext = Path(k._xnor.__file__).resolve()
+assert ext.is_relative_to(Path(sys.argv[1]).resolve()), f"native extension not from the wheel: {ext}"
+s = Session(sys.argv[2], threads=2)
+np.save(sys.argv[4], s.run(np.load(sys.argv[3])))
+print(ext.name, s.isa)
+"""
+
+
+def _run_lowered_model_with_the_wheel(py, env_dir, work):
+    """The wheel's native extension, imported from the installed package outside the tree, runs
+    a model lowered by the installed CLI (`compile --target onnx-xnor`); on exactly computable
+    weights and inputs it equals the reference executor of the ai.fractalc ops."""
+    import numpy as np
+    import onnx
+    import torch
+
+    from fractalc.backends.onnx import reference, testing
+    from fractalc.compiler import compile_spec
+    # onnx, onnxruntime and torch (for the CLI's weight loading) come from the project venv,
+    # after the wheel's own site-packages: fractalc and its extension are the wheel's
+    site = next((env_dir / "lib").glob("python3*/site-packages"))
+    (site / "zz_project_deps.pth").write_text(str(Path(onnx.__file__).resolve().parent.parent) + "\n")
+    spec = work / "small.fr"
+    spec.write_text('import "fractalc:sofar.fr"\n\nnetwork small {\n    input [16, 8, 8]\n'
+                    '    b = RF[2, 16]\n    c = bireal_down[32]\n}\n')
+    g = compile_spec(spec).graph
+    state = testing.dyadic_state(g, seed=1)
+    torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, work / "w.pt")
+    r = subprocess.run([str(env_dir / "bin" / "fractalc"), "compile", "small.fr", "-t", "onnx-xnor",
+                        "--weights", "w.pt", "-o", "small.onnx"], cwd=work, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    x = testing.dyadic_input((2, 16, 8, 8), seed=2)
+    np.save(work / "x.npy", x)
+    r = subprocess.run([str(py), "-c", RUNNER, str(env_dir), "small.onnx", "x.npy", "y.npy"], cwd=work,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.startswith("_xnor")
+    model = onnx.load(str(work / "small.onnx"))
+    assert sum(nd.op_type == "XnorConv" for nd in model.graph.node) >= 3
+    want = reference.run_reference(model, x)
+    got = np.load(work / "y.npy")
+    assert got.shape == want.shape == (2, 32, 4, 4) and np.ptp(want) > 0
+    assert np.array_equal(got, want)
