@@ -117,3 +117,28 @@ class Cost:
 def cost(g: ir.Graph) -> Cost:
     """Per-layer and total cost of a shaped graph."""
     return Cost(tuple(layer_cost(g, n) for n in g.order()), depth(g))
+
+
+def storage_bytes(c: Cost) -> int:
+    """Bytes a float32 framework (torch, the standard ONNX export) holds for the network:
+    every parameter as a float, binary ones as their float latent weights, plus BN buffers."""
+    return 4 * (c.total("float_params") + c.total("binary_params") + c.total("bn_buffers"))
+
+
+def refuse_if_too_large(g: ir.Graph, what: str, limit: int | None = None) -> None:
+    """Raise `SizeGuardError` before a backend allocates a network whose float32 storage
+    (`storage_bytes`) is over `limit` bytes (default: `limits.max_model_bytes()`, set by the
+    environment variable FRACTALC_MAX_MODEL_BYTES)."""
+    from .errors import SizeGuardError
+    from .limits import max_model_bytes
+
+    limit = max_model_bytes() if limit is None else limit
+    c = cost(g)
+    need = storage_bytes(c)
+    if need > limit:
+        floats = need // 4
+        raise SizeGuardError(
+            f"{what} refused: its parameters would need {need:,} bytes ({need / 2**30:.1f} GiB, "
+            f"{floats:,} float32 values), over the limit of {limit:,} bytes",
+            hint="lower the width/channels parameters, or raise the limit with the environment "
+                 "variable FRACTALC_MAX_MODEL_BYTES")

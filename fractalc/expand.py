@@ -15,13 +15,13 @@ primitives with bound parameters, compositions ``f >> g`` and repetitions ``f * 
 from __future__ import annotations
 
 import math
-import sys
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
 
-from . import ir, shapes
+from . import ir, limits, shapes
 from . import syntax as S
 from .errors import Loc, ShapeError, SizeGuardError, SpecError
 from .prims import BUILTINS, ID_STEM, PRIMS, REQUIRED, PrimSpec, make_op
@@ -29,6 +29,7 @@ from .resolve import Spec, _suggest, param_names
 
 DEFAULT_MAX_NODES = 100_000
 DEFAULT_MAX_NESTING = 256
+_LABEL = re.compile(r"[A-Za-z0-9_]+")
 
 
 # ----------------------------------------------------------------------------- values
@@ -171,17 +172,60 @@ class GraphBuilder:
 
 
 class Evaluator:
-    def __init__(self, spec: Spec, params: dict[str, Any], builder, max_nesting: int = DEFAULT_MAX_NESTING):
+    """Evaluates expressions with a builder (counting or graph).
+
+    Work is bounded: `steps` counts the expressions an unmemoised evaluation would evaluate,
+    plus one per repetition. The counting pass adds the steps of a memoised rule call, or of
+    the remaining repetitions of a fixed point, without doing them, so it predicts the graph
+    pass's steps and refuses an expansion over `max_steps` before any node is built.
+    """
+
+    def __init__(self, spec: Spec, params: dict[str, Any], builder, max_nesting: int = DEFAULT_MAX_NESTING,
+                 max_steps: int = limits.max_steps(DEFAULT_MAX_NODES)):
         self.spec = spec
         self.params = params
         self.b = builder
         self.max_nesting = max_nesting
+        self.max_steps = max_steps
+        self.steps = 0
         self.depth = 0
         self.memo: dict = {}
+        self.where: list[str] = []  # the rule calls and repetitions being evaluated, outermost first
 
     # --- helpers
     def fail(self, msg: str, loc: Loc, hint: str | None = None):
         raise SpecError(msg, loc, hint)
+
+    def add_steps(self, n: int, loc: Loc | None, what: str | None = None):
+        self.steps += n
+        if self.steps > self.max_steps:
+            self.too_long(loc, what)
+
+    def too_long(self, loc: Loc | None, what: str | None = None):
+        what = what or (self.where[-1] if self.where else "this expression")
+        if self.where and self.where[0] != what:
+            what += f", within {self.where[0]}"
+        raise SizeGuardError(
+            f"expansion refused: evaluating it takes more than {self.max_steps:,} steps "
+            f"(in {what})", loc,
+            hint="a repetition or recursion that makes few nodes can still be too much work; "
+                 f"lower its count, or raise --max-nodes (it allows {limits.STEPS_PER_NODE} steps "
+                 "per node)")
+
+    def number(self, v, loc: Loc):
+        """`v`, checked to be a 64-bit integer or a finite float (see `limits`)."""
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, int):
+            if not -limits.MAX_INT < v < limits.MAX_INT:
+                self.fail(f"integer result {float(v):.4g} is too large (integers are 64-bit: "
+                          "below 2**63 in magnitude)", loc)
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                self.fail(f"the result is not a finite number ({v})", loc)
+        elif isinstance(v, complex):
+            self.fail("the result is not a real number (a negative number to a fractional power)", loc)
+        return v
 
     def lookup(self, name: str, env: dict, loc: Loc):
         if name in env:
@@ -203,6 +247,9 @@ class Evaluator:
 
     # --- expressions
     def eval(self, e, env: dict):
+        self.steps += 1
+        if self.steps > self.max_steps:
+            self.too_long(e.loc)
         m = getattr(self, "eval_" + type(e).__name__)
         return m(e, env)
 
@@ -269,8 +316,12 @@ class Evaluator:
             self.fail(f"'{op}' cannot combine {describe(a)} and {describe(b)}", e.loc)
         if op in ("/", "//", "%") and b == 0:
             self.fail("division by zero", e.loc)
-        return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
-                "//": lambda: a // b, "%": lambda: a % b}[op]()
+        try:
+            v = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
+                 "//": lambda: a // b, "%": lambda: a % b}[op]()
+        except OverflowError:
+            self.fail(f"the result of '{op}' is too large", e.loc)
+        return self.number(v, e.loc)
 
     def want_fn(self, v, loc):
         if not isinstance(v, FUNCS):
@@ -319,7 +370,10 @@ class Evaluator:
                 self.fail(f"builtin '{target.name}' takes no named arguments", e.loc)
             return self.builtin(target.name, [self.eval(a.value, env) for a in e.args], e.loc)
         if not isinstance(target, FUNCS):
-            self.fail(f"cannot call {describe(target)}", e.loc)
+            hidden = ""
+            if isinstance(e.target, S.Var) and e.target.name in BUILTINS:
+                hidden = f" (the parameter '{e.target.name}' hides the builtin {e.target.name}())"
+            self.fail(f"cannot call {describe(target)}{hidden}", e.loc)
         tensors = []
         for a in e.args:
             if a.name is not None:
@@ -340,6 +394,10 @@ class Evaluator:
                 v = self.eval(part, env)
                 if isinstance(v, bool) or not isinstance(v, (int, str)):
                     self.fail(f"a scope label interpolates integers or strings, got {describe(v)}", part.loc)
+                if not _LABEL.fullmatch(str(v)):
+                    # ids are dotted paths: a '.' or an empty part would change their structure
+                    self.fail(f"a scope label part must be letters, digits or '_', got {describe(v)}",
+                              part.loc)
                 label += str(v)
         self.b.push(label)
         try:
@@ -349,6 +407,12 @@ class Evaluator:
 
     # --- builtins
     def builtin(self, name: str, args: list, loc: Loc):
+        try:
+            return self.number(self._builtin(name, args, loc), loc)
+        except OverflowError:
+            self.fail(f"the result of {name}() is too large", loc)
+
+    def _builtin(self, name: str, args: list, loc: Loc):
         def nums(n):
             if len(args) != n and not (n == -1 and args):
                 self.fail(f"{name}() takes {n if n > 0 else 'one or more'} argument{'s' if n != 1 else ''}, got {len(args)}", loc)
@@ -375,6 +439,11 @@ class Evaluator:
             return abs(x)
         if name == "pow":
             a, b = nums(2)
+            if a == 0 and b < 0:
+                self.fail("pow(0, negative) divides by zero", loc)
+            if abs(a) > 1 and b > 64 and b * math.log2(abs(a)) > 64:
+                # refused before computing: pow(10, 100000000) would take minutes
+                self.fail(f"pow() result is too large: about 2**{b * math.log2(abs(a)):.4g}", loc)
             return a ** b
         return {"min": min, "max": max}[name](nums(-1))
 
@@ -389,26 +458,43 @@ class Evaluator:
             return out
         if isinstance(fn, Repeat):
             self._need_one(tensors, "a repetition f * n", loc)
-            x = tensors[0]
-            for i in range(1, fn.n + 1):
-                f = fn.fn
-                if isinstance(f, RuleFn) and "i" in param_names(f.rule) and "i" not in dict(f.bound):
-                    f = RuleFn(f.rule, f.bound + (("i", i),))
-                before = getattr(self.b, "count", None)
-                self.b.push(f"block{i}")
-                try:
-                    y = self.apply(f, [x], loc)
-                finally:
-                    self.b.pop()
-                if self.b.counting and y.shape == x.shape and f is fn.fn and i < fn.n:
-                    # A fixed point: every further repetition adds the same count.
-                    self.b.add_nodes((self.b.count - before) * (fn.n - i), loc)
-                    return y
-                x = y
-            return x
+            what = f"a repetition of {fn.n:,}"
+            self.add_steps(fn.n, loc, what)  # each repetition is a step, whatever it makes
+            self.where.append(what)
+            try:
+                return self._repeat(fn, tensors[0], loc, what)
+            finally:
+                self.where.pop()
         if isinstance(fn, PrimFn):
             return self.apply_prim(fn, tensors, loc)
         return self.apply_rule(fn, tensors, loc)
+
+    def _repeat(self, fn: Repeat, x: Tensor, loc: Loc, what: str):
+        for i in range(1, fn.n + 1):
+            f = fn.fn
+            if isinstance(f, RuleFn) and "i" in param_names(f.rule) and "i" not in dict(f.bound):
+                f = RuleFn(f.rule, f.bound + (("i", i),))
+            nodes = self.b.count if self.b.counting else len(self.b.graph)
+            steps = self.steps
+            self.b.push(f"block{i}")
+            try:
+                y = self.apply(f, [x], loc)
+            finally:
+                self.b.pop()
+            rest = fn.n - i
+            if f is fn.fn and rest:
+                # A fixed point: every further repetition does the same work. The counting pass
+                # needs the same shape; the graph pass, that nothing was built and the input
+                # came back (the remaining repetitions would change nothing).
+                if self.b.counting and y.shape == x.shape:
+                    self.b.add_nodes((self.b.count - nodes) * rest, loc)
+                    self.add_steps((self.steps - steps) * rest, loc, what)
+                    return y
+                if not self.b.counting and y == x and len(self.b.graph) == nodes:
+                    self.add_steps((self.steps - steps) * rest, loc, what)
+                    return y
+            x = y
+        return x
 
     def _need_one(self, tensors, what, loc):
         if len(tensors) != 1:
@@ -481,8 +567,9 @@ class Evaluator:
             except TypeError:
                 key = None
             if key is not None and key in self.memo:
-                n, shape = self.memo[key]
+                n, steps, shape = self.memo[key]
                 self.b.add_nodes(n, loc)
+                self.add_steps(steps, loc, f"rule '{rule.name}'")
                 return Tensor(None, shape)
         env.update(zip(rule.tensors, tensors))
         if self.depth >= self.max_nesting:
@@ -494,14 +581,17 @@ class Evaluator:
                 "or lower the columns parameter")
         self.depth += 1
         before = getattr(self.b, "count", 0)
+        steps = self.steps
+        self.where.append(f"rule '{rule.name}'")
         try:
             out = self.eval(rule.body, env)
         finally:
             self.depth -= 1
+            self.where.pop()
         if not isinstance(out, Tensor):
             self.fail(f"rule '{rule.name}' must produce a tensor, but its body gives {describe(out)}", rule.body.loc)
         if key is not None:
-            self.memo[key] = (self.b.count - before, out.shape)
+            self.memo[key] = (self.b.count - before, self.steps - steps, out.shape)
         return out
 
 
@@ -598,22 +688,19 @@ def _override_expr(name: str, text: str, spec: Spec):
     return S.parse_expr(text, src)
 
 
-def _with_recursion_room(fn):
-    old = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(old, 40_000))
-    try:
-        return fn()
-    finally:
-        sys.setrecursionlimit(old)
-
-
-def _run(spec: Spec, params: dict, builder, network: S.Network | None, max_nesting: int):
+def _run(spec: Spec, params: dict, builder, network: S.Network | None, max_nesting: int,
+         max_steps: int):
     net = network or spec.network
-    ev = Evaluator(spec, params, builder, max_nesting)
+    ev = Evaluator(spec, params, builder, max_nesting, max_steps)
     dims = [ev.want_int(ev.eval(e, {}), "an input dimension", e.loc) for e in net.input]
     for d, e in zip(dims, net.input):
         if d <= 0:
             raise ShapeError(f"input dimensions must be positive, got {dims}", e.loc)
+        if d > limits.MAX_DIM:
+            raise ShapeError(f"input dimension {d:,} is over the limit of {limits.MAX_DIM:,}", e.loc)
+    if math.prod(dims) > limits.MAX_TENSOR_ELEMENTS:
+        raise ShapeError(f"input {'x'.join(map(str, dims))} has {math.prod(dims):,} elements per "
+                         f"sample, over the limit of {limits.MAX_TENSOR_ELEMENTS:,}", net.input[0].loc)
     if isinstance(builder, GraphBuilder):
         x = builder.node("input", ir.Input(tuple(dims)), [], net.loc, node_id="input")
     else:
@@ -636,22 +723,30 @@ def _run(spec: Spec, params: dict, builder, network: S.Network | None, max_nesti
 
 
 def estimate_nodes(spec: Spec, params: dict, network: S.Network | None = None,
-                   max_nodes: int = DEFAULT_MAX_NODES, max_nesting: int = DEFAULT_MAX_NESTING) -> int:
+                   max_nodes: int = DEFAULT_MAX_NODES, max_nesting: int = DEFAULT_MAX_NESTING,
+                   max_steps: int | None = None) -> int:
     """Node count of the expansion, computed on shapes only. Raises `SizeGuardError` past
-    `max_nodes` (fast for any parameter values)."""
-    b = _with_recursion_room(lambda: _run(spec, params, CountBuilder(max_nodes), network, max_nesting))
+    `max_nodes` nodes or `max_steps` evaluation steps (default `limits.max_steps(max_nodes)`);
+    fast for any parameter values: memoised rule calls and fixed-point
+    repetitions are multiplied, not repeated."""
+    max_steps = max_steps or limits.max_steps(max_nodes)
+    with limits.recursion_room():
+        b = _run(spec, params, CountBuilder(max_nodes), network, max_nesting, max_steps)
     return b.count
 
 
 def expand(spec: Spec, params: dict, network: S.Network | None = None,
-           max_nodes: int = DEFAULT_MAX_NODES, max_nesting: int = DEFAULT_MAX_NESTING) -> ir.Graph:
+           max_nodes: int = DEFAULT_MAX_NODES, max_nesting: int = DEFAULT_MAX_NESTING,
+           max_steps: int | None = None) -> ir.Graph:
     """Build the IR graph. Runs the size guard first, so nothing explodes."""
+    max_steps = max_steps or limits.max_steps(max_nodes)
     try:
-        estimate_nodes(spec, params, network, max_nodes, max_nesting)
+        estimate_nodes(spec, params, network, max_nodes, max_nesting, max_steps)
     except ShapeError:
         pass  # re-raised below by the graph builder, with node ids in the message
     net = network or spec.network
-    b = _with_recursion_room(lambda: _run(spec, params, GraphBuilder(net.name, max_nodes), net, max_nesting))
+    with limits.recursion_room():
+        b = _run(spec, params, GraphBuilder(net.name, max_nodes), net, max_nesting, max_steps)
     g = b.graph
     # Values a spec computes but never uses (e.g. channels(conv[8](z))) leave dead nodes.
     live = nx.ancestors(g.g, g.output_id) | {g.output_id}

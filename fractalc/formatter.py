@@ -25,6 +25,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import limits
 from . import syntax as S
 from .errors import FractalcError, Loc
 
@@ -291,7 +292,10 @@ def _full_lexer():
 
 
 def _tokens(text: str) -> list:
-    """Every token of `text` but whitespace, comments included, in order."""
+    """Every token of `text` but whitespace, comments included, in order (a leading byte order
+    mark skipped, as `syntax.parse` does)."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
     try:
         from lark.lexer import LexerThread
         stream = LexerThread.from_text(_full_lexer(), text).lex(None)
@@ -430,6 +434,10 @@ class Document:
 
     # --- output
     def render(self) -> str:
+        with limits.recursion_room():  # expressions nest up to limits.MAX_EXPR_DEPTH levels
+            return self._render()
+
+    def _render(self) -> str:
         out: list[_Line | None] = [_Line(h) for h in self.header]
         if self.header and self.items:
             out.append(None)
@@ -472,7 +480,9 @@ def normalize(x):
 
 def check_round_trip(before: str, after: str, file: str) -> None:
     """Refuse a formatting that changed the meaning or lost a comment (a formatter bug)."""
-    if normalize(S.parse(before, file)) != normalize(S.parse(after, file + " (formatted)")):
+    with limits.recursion_room():
+        same = normalize(S.parse(before, file)) == normalize(S.parse(after, file + " (formatted)"))
+    if not same:
         raise FractalcError(f"fmt would change the meaning of {file}; leaving it untouched "
                             "(a fractalc bug, please report)")
     if comments_of(before) != comments_of(after):

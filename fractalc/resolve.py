@@ -17,6 +17,7 @@ from typing import Iterable
 
 import networkx as nx
 
+from . import limits
 from . import syntax as S
 from .errors import SpecError
 from .fileio import FileRefused, read_limited
@@ -205,8 +206,23 @@ def _define(table: dict, item, what: str) -> None:
 
 
 def check(spec: Spec) -> None:
+    """The static checks: names, arity, parameter names, rule cycles without a base case."""
+    with limits.recursion_room():  # the walks below recurse once per expression level
+        _check(spec)
+
+
+def _check(spec: Spec) -> None:
     glob = set(spec.params) | set(spec.rules) | RESERVED
     for prm in spec.params.values():
+        # A parameter is looked up before rules and primitives: it would silently hide them.
+        # (Hiding a scalar builtin is allowed: `param width = 64` is the usual name, and calling
+        # it then says which parameter hides `width(z)`.)
+        if prm.name in PRIMS:
+            raise SpecError(f"parameter '{prm.name}' has the name of the primitive '{prm.name}', "
+                            "which it would hide; choose another name", prm.loc)
+        if prm.name in spec.rules:
+            raise SpecError(f"parameter '{prm.name}' has the name of the rule defined at "
+                            f"{spec.rules[prm.name].loc}; choose another name", prm.loc)
         _check_expr(spec, prm.default, glob, set())
         for c in prm.choices or ():
             _check_expr(spec, c, glob, set())
@@ -311,14 +327,15 @@ def _rule_refs(spec: Spec, rule: S.Rule) -> set[str]:
     return out
 
 
-def _always_calls(spec: Spec, e, scc: set[str], local: set[str]) -> bool:
-    """True if evaluating `e` necessarily references a rule of `scc`."""
+def _can_finish(e, scc: set[str], finishing: set[str], local: set[str]) -> bool:
+    """True if some choice of `if` branches evaluates `e` referring, among the rules of `scc`,
+    only to rules in `finishing` (rules already known to have a way to finish)."""
     if isinstance(e, S.Var):
-        return e.name in scc and e.name not in local
+        return e.name in local or e.name not in scc or e.name in finishing
     if isinstance(e, S.If):
-        return _always_calls(spec, e.cond, scc, local) or (
-            _always_calls(spec, e.then, scc, local) and _always_calls(spec, e.other, scc, local))
-    return any(_always_calls(spec, c, scc, local) for c in S.children(e))
+        return _can_finish(e.cond, scc, finishing, local) and (
+            _can_finish(e.then, scc, finishing, local) or _can_finish(e.other, scc, finishing, local))
+    return all(_can_finish(c, scc, finishing, local) for c in S.children(e))
 
 
 def _check_base_cases(spec: Spec) -> None:
@@ -330,11 +347,21 @@ def _check_base_cases(spec: Spec) -> None:
     for comp in nx.strongly_connected_components(g):
         if len(comp) == 1 and not g.has_edge(next(iter(comp)), next(iter(comp))):
             continue
-        for name in sorted(comp):
+        # The rules that can finish, to a fixed point: one with a branch free of the cycle's
+        # rules, then one whose branch only calls those (f calls g[n - 1], g has a base case).
+        finishing: set[str] = set()
+        grew = True
+        while grew:
+            grew = False
+            for name in sorted(comp - finishing):
+                rule = spec.rules[name]
+                local = {p.name for p in rule.params} | set(rule.tensors)
+                if _can_finish(rule.body, comp, finishing, local):
+                    finishing.add(name)
+                    grew = True
+        for name in sorted(comp - finishing):
             rule = spec.rules[name]
-            local = {p.name for p in rule.params} | set(rule.tensors)
-            if _always_calls(spec, rule.body, comp, local):
-                others = sorted(comp - {name})
-                via = f" (through {', '.join(others)})" if others else ""
-                raise SpecError(f"rule '{name}' recurses without a base case: every branch calls "
-                                f"'{name}' again{via}; add `if ... then <base case> else ...`", rule.loc)
+            others = sorted(comp - {name})
+            via = f" (through {', '.join(others)})" if others else ""
+            raise SpecError(f"rule '{name}' recurses without a base case: every branch calls "
+                            f"'{name}' again{via}; add `if ... then <base case> else ...`", rule.loc)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from . import ir
 from .errors import Loc, ShapeError
+from .limits import MAX_DIM, MAX_TENSOR_ELEMENTS
 
 
 def _fmt(shape) -> str:
@@ -19,7 +20,23 @@ def _spatial(size: int, k: int, s: int, p: int) -> int:
 
 def infer(op: ir.Op, in_shapes: list[tuple[int, ...]], names: list[str] | None = None,
           loc: Loc | None = None) -> tuple[int, ...]:
-    """Output shape of `op` given its input shapes; raises `ShapeError` (located at `loc`)."""
+    """Output shape of `op` given its input shapes; raises `ShapeError` (located at `loc`),
+    also when the output is over the size limits of `fractalc.limits`."""
+    shape = _infer(op, in_shapes, names, loc)
+    if any(d > MAX_DIM for d in shape):
+        raise ShapeError(f"{type(op).__name__.lower()} output {_fmt(shape)} has a dimension over "
+                         f"the limit of {MAX_DIM:,}", loc)
+    n = 1
+    for d in shape:
+        n *= d
+    if n > MAX_TENSOR_ELEMENTS:
+        raise ShapeError(f"{type(op).__name__.lower()} output {_fmt(shape)} has {n:,} elements per "
+                         f"sample, over the limit of {MAX_TENSOR_ELEMENTS:,}", loc)
+    return shape
+
+
+def _infer(op: ir.Op, in_shapes: list[tuple[int, ...]], names: list[str] | None,
+           loc: Loc | None) -> tuple[int, ...]:
     names = names or [f"input {i + 1}" for i in range(len(in_shapes))]
     kind = type(op).__name__.lower()
 

@@ -17,6 +17,7 @@ from typing import Union
 import lark
 from lark import Lark, Transformer, v_args
 
+from . import limits
 from .errors import Loc, SpecSyntaxError, register_source
 
 # ----------------------------------------------------------------------------- AST
@@ -208,13 +209,19 @@ def _describe(term: str) -> str:
         return term.lower()
     if isinstance(pattern, lark.lexer.PatternStr):
         return f"'{pattern.value}'"
+    keyword = re.fullmatch(r"([a-z]+)\(\?!.*\)", pattern.value)  # _PARAM: /param(?!...)/
+    if keyword:
+        return f"'{keyword.group(1)}'"
     return term.lower()
 
 
 def _token_text(tok: lark.Token) -> str:
     if tok.type == "$END":
         return "end of file"
-    return f"{_describe(tok.type)} '{tok}'" if tok.type in _TERMINAL_WORDS else f"'{tok}'"
+    if tok.type in _TERMINAL_WORDS:  # "a name" -> "name 'paramw'"
+        word = re.sub(r"^(a|an|the) ", "", _describe(tok.type))
+        return f"{word} '{_short(tok)}'"
+    return f"'{_short(tok)}'"
 
 
 class _ToAst(Transformer):
@@ -347,7 +354,10 @@ class _ToAst(Transformer):
             pos = m.end()
         if pos < len(text):
             parts.append(text[pos:])
-        if not parts or any(isinstance(p, str) and not re.fullmatch(r"[A-Za-z0-9_]+", p) for p in parts):
+        if not parts:
+            raise SpecSyntaxError('a scope label cannot be empty; write one such as @ "col{c}"',
+                                  self._loc(tok))
+        if any(isinstance(p, str) and not re.fullmatch(r"[A-Za-z0-9_]+", p) for p in parts):
             raise SpecSyntaxError("a scope label may only contain letters, digits, '_' and {expr}",
                                   self._loc(tok))
         return tuple(parts)
@@ -358,11 +368,20 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def int(self, meta, c):
-        return Lit(int(c[0]), self._loc(meta))
+        text = str(c[0]).lstrip("0") or "0"
+        # Compare digits before converting: Python refuses to convert over 4,300 digits.
+        if len(text) > 19 or int(text) >= limits.MAX_INT:
+            raise SpecSyntaxError(f"integer {_short(c[0])} is too large (integers are 64-bit: "
+                                  "below 2**63)", self._loc(meta))
+        return Lit(int(text), self._loc(meta))
 
     @v_args(meta=True)
     def float(self, meta, c):
-        return Lit(float(c[0]), self._loc(meta))
+        v = float(c[0])
+        if v == float("inf"):
+            raise SpecSyntaxError(f"number {_short(c[0])} is too large to be a finite float",
+                                  self._loc(meta))
+        return Lit(v, self._loc(meta))
 
     @v_args(meta=True)
     def string(self, meta, c):
@@ -387,6 +406,12 @@ def _syntax_error(exc: lark.exceptions.UnexpectedInput, file: str, line0: int, c
     loc = Loc(file, line, col)
     if isinstance(exc, lark.exceptions.UnexpectedCharacters):
         ch = exc.char
+        if ch == '"':
+            return SpecSyntaxError('unterminated string: a string ends with \'"\' on the line '
+                                   "where it starts", loc)
+        if ch == "\ufeff":
+            return SpecSyntaxError("a byte order mark (U+FEFF) in the middle of the text; "
+                                   "remove it (one at the very start of a file is allowed)", loc)
         return SpecSyntaxError(f"unexpected character {ch!r}", loc)
     if isinstance(exc, lark.exceptions.UnexpectedToken):
         expected = sorted({_describe(t) for t in exc.accepts or exc.expected})
@@ -402,12 +427,49 @@ def _syntax_error(exc: lark.exceptions.UnexpectedInput, file: str, line0: int, c
     return SpecSyntaxError(str(exc).splitlines()[0], loc)
 
 
+def _short(text) -> str:
+    text = str(text)
+    return text if len(text) <= 24 else f"{text[:10]}...{text[-6:]} ({len(text)} characters)"
+
+
+def _check_depth(tree: lark.Tree, transformer: "_ToAst") -> None:
+    """Refuse expressions nested deeper than `limits.MAX_EXPR_DEPTH`, before any recursive stage
+    (the transformer, resolve, the evaluator, the formatter) walks them. Iterative."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limits.MAX_EXPR_DEPTH:
+            raise SpecSyntaxError(
+                f"expression nested too deeply: more than {limits.MAX_EXPR_DEPTH} levels of "
+                "lists, parentheses, operators or pipeline stages; name a part with a "
+                "parameter or a rule", transformer._loc(node.meta))
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, lark.Tree))
+
+
+def _transform(tree: lark.Tree, transformer: "_ToAst"):
+    _check_depth(tree, transformer)
+    try:
+        with limits.recursion_room():
+            return transformer.transform(tree)
+    except lark.exceptions.VisitError as exc:  # errors raised inside the transformer
+        if isinstance(exc.orig_exc, SpecSyntaxError):
+            raise exc.orig_exc from None
+        raise
+
+
+def _check_size(text: str, file: str) -> None:
+    if len(text) > limits.MAX_SPEC_BYTES:
+        raise SpecSyntaxError(f"{file}: spec text of {len(text):,} characters is over the limit of "
+                              f"{limits.MAX_SPEC_BYTES:,}; split it into files that import each other")
+
+
 def _parse_expr_text(text: str, file: str, line0: int = 0, col0: int = 0) -> Expr:
+    _check_size(text, file)
     try:
         tree = _parser().parse(text, start="expr")
     except lark.exceptions.UnexpectedInput as exc:
         raise _syntax_error(exc, file, line0, col0) from None
-    return _ToAst(file, line0, col0).transform(tree)
+    return _transform(tree, _ToAst(file, line0, col0))
 
 
 def parse_expr(text: str, file: str = "<expr>") -> Expr:
@@ -417,22 +479,23 @@ def parse_expr(text: str, file: str = "<expr>") -> Expr:
 
 
 def parse(text: str, file: str = "<string>") -> Module:
-    """Parse a whole `.fr` file. Raises `SpecSyntaxError` with a location."""
+    """Parse a whole `.fr` file. Raises `SpecSyntaxError` with a location.
+
+    A UTF-8 byte order mark at the very start is skipped (editors on some systems write one);
+    positions are counted after it, as an editor shows them."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
     register_source(file, text)
+    _check_size(text, file)
     try:
         tree = _parser().parse(text, start="start")
     except lark.exceptions.UnexpectedInput as exc:
         raise _syntax_error(exc, file, 0, 0) from None
-    try:
-        return _ToAst(file).transform(tree)
-    except lark.exceptions.VisitError as exc:  # errors raised inside the transformer
-        if isinstance(exc.orig_exc, SpecSyntaxError):
-            raise exc.orig_exc from None
-        raise
+    return _transform(tree, _ToAst(file))
 
 
 # A spec is text written by hand or by fractalc; the largest shipped one is a few kB.
-MAX_SPEC_BYTES = 10 * 1024 * 1024
+MAX_SPEC_BYTES = limits.MAX_SPEC_BYTES  # bytes; the text limit of parse() in characters
 
 
 def read_spec_bytes(path: str | Path) -> bytes:

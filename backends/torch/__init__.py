@@ -38,9 +38,12 @@ def build_torch(spec, *, seed: int = 0, max_nodes: int | None = None, **params):
 def from_graph(graph, *, seed: int = 0, **options):
     """The network of a verified IR graph; `options` go to `GraphNetwork` (mode, drop_path,
     drop_prob, global_ratio)."""
+    from fractalc.cost import refuse_if_too_large
+
     from .build import GraphNetwork
     from .plan import make_plan
 
+    refuse_if_too_large(graph, f"building {graph.name!r} in torch")
     return GraphNetwork(make_plan(graph), seed=seed, **options)
 
 
