@@ -3,6 +3,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -11,6 +12,7 @@
 #include <string>
 
 #include "conv.h"
+#include "fractalc_rt.h"
 #include "join.h"
 #include "pointwise.h"
 #include "xnor.h"
@@ -88,6 +90,33 @@ void run_checked(const ConvPlan& p, Arr<const uint64_t, 4> x, const Output& o, s
     const Isa i = parse_isa(isa);
     nb::gil_scoped_release release;
     p.run(x.data(), N, H, W, o, threads, i);
+}
+
+// The standalone engine through its C API (the same entry points C programs use): errors come
+// back as codes and messages, raised here as ValueError (format, arguments) or RuntimeError.
+class EngineHandle {
+public:
+    explicit EngineHandle(frt_model* m) : m_(m) {}
+    ~EngineHandle() { frt_free(m_); }
+    EngineHandle(const EngineHandle&) = delete;
+    EngineHandle& operator=(const EngineHandle&) = delete;
+    frt_model* get() const { return m_; }
+    void check(int rc) const {
+        if (rc == FRT_OK) return;
+        const std::string msg = frt_last_error(m_);
+        if (rc == FRT_ERR_MEMORY) throw std::bad_alloc();
+        if (rc == FRT_ERR_INTERNAL) throw std::runtime_error(msg);
+        throw std::invalid_argument(msg);
+    }
+
+private:
+    frt_model* m_;
+};
+
+EngineHandle* engine_loaded(int rc, frt_model* m, const char* err) {
+    if (rc == FRT_OK) return new EngineHandle(m);
+    if (rc == FRT_ERR_IO) throw std::runtime_error(err);
+    throw std::invalid_argument(err);
 }
 
 }  // namespace
@@ -255,5 +284,67 @@ NB_MODULE(_xnor, m) {
             o.thr = thr.data();
             o.flip = flip.data();
             run_checked(p, x, o, out.size(), words(p.c_out), threads, isa);
+        });
+
+    nb::class_<EngineHandle>(m, "Engine")
+        .def_static("from_bytes", [](nb::bytes data, int threads) {
+            frt_model* mm = nullptr;
+            char err[1024];
+            int rc;
+            {
+                nb::gil_scoped_release release;
+                rc = frt_load_bytes(data.c_str(), data.size(), threads, &mm, err, sizeof err);
+            }
+            return engine_loaded(rc, mm, err);
+        }, nb::rv_policy::take_ownership)
+        .def_static("from_file", [](const std::string& path, int threads) {
+            frt_model* mm = nullptr;
+            char err[1024];
+            int rc;
+            {
+                nb::gil_scoped_release release;
+                rc = frt_load_file(path.c_str(), threads, &mm, err, sizeof err);
+            }
+            return engine_loaded(rc, mm, err);
+        }, nb::rv_policy::take_ownership)
+        .def("input_shape", [](const EngineHandle& e) {
+            int64_t d[3];
+            frt_input_shape(e.get(), d);
+            return std::vector<int64_t>{d[0], d[1], d[2]};
+        })
+        .def("output_shape", [](const EngineHandle& e) {
+            int64_t d[3];
+            int rank = 0;
+            frt_output_shape(e.get(), &rank, d);
+            return std::vector<int64_t>(d, d + rank);
+        })
+        .def("run", [](EngineHandle& e, Arr<const float, 4> x, nb::ndarray<float, nb::c_contig, nb::device::cpu> out) {
+            const int64_t n = static_cast<int64_t>(x.shape(0));
+            int rc;
+            {
+                nb::gil_scoped_release release;
+                rc = frt_run(e.get(), x.data(), n, out.data(), out.size());
+            }
+            e.check(rc);
+        })
+        .def("set_threads", [](EngineHandle& e, int t) { e.check(frt_set_threads(e.get(), t)); })
+        .def("threads", [](const EngineHandle& e) { return frt_threads(e.get()); })
+        .def("set_isa", [](EngineHandle& e, const std::string& isa) { e.check(frt_set_isa(e.get(), isa.c_str())); })
+        .def("isa", [](const EngineHandle& e) { return std::string(frt_isa(e.get())); })
+        .def("set_profile", [](EngineHandle& e, bool on) { frt_set_profile(e.get(), on ? 1 : 0); })
+        .def("op_kinds", [](const EngineHandle& e) {
+            std::vector<std::string> r;
+            for (int i = 0; i < frt_op_count(e.get()); ++i) r.push_back(frt_op_kind(e.get(), i));
+            return r;
+        })
+        .def("op_seconds", [](const EngineHandle& e) {
+            std::vector<double> r;
+            for (int i = 0; i < frt_op_count(e.get()); ++i) r.push_back(frt_op_seconds(e.get(), i));
+            return r;
+        })
+        .def("arena_bytes", [](EngineHandle& e, int64_t batch) {
+            size_t a = 0, b = 0;
+            e.check(frt_arena_bytes(e.get(), batch, &a, &b));
+            return std::make_pair(a, b);
         });
 }

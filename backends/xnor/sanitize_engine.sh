@@ -1,0 +1,29 @@
+#!/bin/sh
+# The standalone engine under AddressSanitizer + UndefinedBehaviorSanitizer: builds the loader
+# fuzzer (backends/xnor/tools/fuzz_loader.cpp, linked with the sanitized libfractalc_rt) in
+# build/sanitize, writes seed models with the normal build, and fuzzes the loader and the C API
+# with each. Usage, from the repository root:
+#   backends/xnor/sanitize_engine.sh [python] [iterations]   (default: .venv/bin/python 1500)
+# Prints one "fuzz: ... OK" line per seed model; exits non-zero on any sanitizer report.
+set -eu
+PY=${1:-.venv/bin/python}
+ITERS=${2:-1500}
+BUILD=build/sanitize
+NB_DIR=$("$PY" -m nanobind --cmake_dir)
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFRACTALC_SANITIZE=ON \
+  -Dnanobind_DIR="$NB_DIR" -DPython_EXECUTABLE="$(command -v "$PY" || echo "$PY")" >/dev/null
+cmake --build "$BUILD" --target fuzz_loader >/dev/null
+SEEDS="$BUILD/engine-seeds"
+mkdir -p "$SEEDS"
+"$PY" -m fractalc.backends.xnor.engine --spec specs/bireal_resnet18.fr --set 'dataset="cifar10"' --set size=16 \
+  -o "$SEEDS/bireal_cifar.frt"
+"$PY" -m fractalc.backends.xnor.engine --spec specs/binary_densenet28.fr --set 'dataset="cifar10"' \
+  --set size=16 -o "$SEEDS/densenet_cifar.frt"
+"$PY" -m fractalc.backends.xnor.engine --spec specs/rf_c3d4.fr --set size=8 -o "$SEEDS/rf_c3d4.frt"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export ASAN_OPTIONS UBSAN_OPTIONS
+seed=1
+for m in "$SEEDS"/*.frt; do
+  "$BUILD/fuzz_loader" "$m" "$ITERS" "$seed"
+  seed=$((seed + 1))
+done

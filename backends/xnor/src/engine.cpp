@@ -1,0 +1,558 @@
+// The standalone engine (engine.h): load-time validation of the model file, the arena plan,
+// and the executor. Nothing here trusts the file: every count, index, shape, parameter and
+// weight reference is checked before any kernel sees it, and the checks are written so that
+// no arithmetic on file values can overflow (every quantity is bounded first).
+#include "engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "fkernels.h"
+#include "fractalc_rt.h"
+#include "join.h"
+#include "pointwise.h"
+
+namespace frt {
+
+using xnor::Isa;
+
+uint32_t crc32(const uint8_t* p, std::size_t n) {
+    static const auto table = [] {
+        std::vector<uint32_t> t(256);
+        for (uint32_t i = 0; i < 256; ++i) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; ++k) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            t[i] = c;
+        }
+        return t;
+    }();
+    uint32_t c = 0xffffffffu;
+    for (std::size_t i = 0; i < n; ++i) c = table[(c ^ p[i]) & 0xff] ^ (c >> 8);
+    return c ^ 0xffffffffu;
+}
+
+namespace {
+
+constexpr int64_t kMaxDim = 1 << 20, kMaxElems = int64_t{1} << 28, kMaxCh = 1 << 16;
+constexpr int kMaxK = 64;  // kernel sizes, strides and pads of any op
+constexpr uint32_t kMaxOps = 1u << 20, kMaxValues = 1u << 21;
+
+[[noreturn]] void fail(const std::string& m) { throw Error(FRT_ERR_FORMAT, m); }
+void need(bool ok, const std::string& m) {
+    if (!ok) fail(m);
+}
+
+const char* op_name(uint32_t t) {
+    switch (t) {
+        case OP_XCONV: return "XnorConv";
+        case OP_PACK: return "PackBits";
+        case OP_UNPACK: return "UnpackBits";
+        case OP_JOIN: return "Join";
+        case OP_AFFINE: return "Affine";
+        case OP_POOL: return "Pool";
+        case OP_GAP: return "GlobalAveragePool";
+        case OP_FLATTEN: return "Flatten";
+        case OP_CONV: return "Conv";
+        case OP_GEMM: return "Gemm";
+        case OP_CONCAT: return "Concat";
+        case OP_SLICE: return "Slice";
+        default: return "?";
+    }
+}
+
+std::size_t align64(std::size_t n) { return (n + 63) & ~std::size_t{63}; }
+int words(int c) { return (c + 63) / 64; }
+int out_size(int in, int k, int s, int p0, int p1) { return (in + p0 + p1 - k) / s + 1; }
+
+}  // namespace
+
+Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
+    const uint8_t* d = bytes_.data;
+    const std::size_t size = bytes_.size;
+    need(d != nullptr && size >= sizeof(FileHeader), "file too short for a fractalc engine header");
+    FileHeader h;
+    std::memcpy(&h, d, sizeof h);
+    need(std::memcmp(h.magic, "FRCTLRT\0", 8) == 0, "not a fractalc engine file (bad magic)");
+    need(h.version == kVersion, "unsupported engine file version " + std::to_string(h.version) + " (this engine reads " +
+                                    std::to_string(kVersion) + ")");
+    need(h.header_bytes == sizeof(FileHeader) && h.reserved == 0, "bad header size or reserved field");
+    need(h.file_bytes == size, "file size " + std::to_string(size) + " does not match its header (" +
+                                   std::to_string(h.file_bytes) + "): truncated or padded");
+    need(crc32(d + sizeof h, size - sizeof h) == h.crc32, "checksum mismatch: the file is corrupted");
+    need(h.n_values >= 1 && h.n_values <= kMaxValues && h.n_ops >= 1 && h.n_ops <= kMaxOps, "bad value or op count");
+    auto section = [&](uint64_t off, uint64_t bytes, const char* what) {
+        need(off >= sizeof h && off <= size && bytes <= size - off, std::string(what) + " section out of the file");
+    };
+    section(h.values_off, uint64_t{h.n_values} * sizeof(ValueRec), "value");
+    section(h.ops_off, uint64_t{h.n_ops} * sizeof(OpRec), "op");
+    section(h.blob_off, h.blob_bytes, "weight");
+    section(h.meta_off, h.meta_bytes, "metadata");
+    need(h.values_off % 8 == 0 && h.ops_off % 8 == 0 && h.blob_off % 64 == 0, "misaligned section");
+    need(h.meta_bytes <= (1u << 20), "metadata too large");
+    meta.assign(reinterpret_cast<const char*>(d + h.meta_off), h.meta_bytes);
+    const uint8_t* blob = d + h.blob_off;
+
+    vals.resize(h.n_values);
+    for (uint32_t i = 0; i < h.n_values; ++i) {
+        ValueRec r;
+        std::memcpy(&r, d + h.values_off + i * sizeof(ValueRec), sizeof r);
+        const std::string who = "value " + std::to_string(i);
+        need(r.kind <= kFlat, who + ": unknown kind");
+        need(r.c >= 1 && r.h >= 1 && r.w >= 1 && r.c <= kMaxDim && r.h <= kMaxDim && r.w <= kMaxDim,
+             who + ": dimensions must be in 1..2^20");
+        need(r.kind != kFlat || (r.h == 1 && r.w == 1), who + ": a flat value is (C, 1, 1)");
+        const int64_t e = int64_t{r.c} * r.h * r.w;  // < 2^60
+        need(e <= kMaxElems, who + ": more than 2^28 elements per image");
+        Value& v = vals[i];
+        v.kind = r.kind;
+        v.c = r.c, v.h = r.h, v.w = r.w;
+        v.elems = r.kind == kBits ? static_cast<std::size_t>(r.h) * r.w * words(r.c) : static_cast<std::size_t>(e);
+        v.bytes = r.kind == kBits ? v.elems * 8 : v.elems * 4;
+    }
+    need(vals[0].kind == kF4, "value 0 (the input) must be a float (C, H, W) value");
+    need(h.output_value < h.n_values && h.output_value != 0, "bad output value");
+    output = h.output_value;
+    need(vals[output].kind != kBits, "the output must be a float value");
+
+    std::vector<char> defined(h.n_values, 0);
+    defined[0] = 1;
+    ops.resize(h.n_ops);
+    for (uint32_t i = 0; i < h.n_ops; ++i) {
+        Op& op = ops[i];
+        OpRec& r = op.r;
+        std::memcpy(&r, d + h.ops_off + i * sizeof(OpRec), sizeof r);
+        op.kind = op_name(r.type);
+        const std::string who = "op " + std::to_string(i) + " (" + op.kind + ")";
+        auto chk = [&](bool ok, const std::string& m) { need(ok, who + ": " + m); };
+        chk(r.type >= OP_XCONV && r.type <= OP_SLICE, "unknown op type " + std::to_string(r.type));
+        chk(r.n_in >= 1 && r.n_in <= kMaxIn, "bad input count");
+        for (uint32_t k = 0; k < r.n_in; ++k)
+            chk(r.in[k] < h.n_values && defined[r.in[k]], "input " + std::to_string(k) + " is not defined before it");
+        for (uint32_t k = r.n_in; k < kMaxIn; ++k) chk(r.in[k] == kNone, "unused input slots must be empty");
+        chk(r.out < h.n_values && !defined[r.out], "output missing or already defined");
+        defined[r.out] = 1;
+        if (r.out2 != kNone) {
+            chk(r.out2 < h.n_values && !defined[r.out2], "second output already defined");
+            defined[r.out2] = 1;
+        }
+        const Value& x = vals[r.in[0]];
+        const Value& y = vals[r.out];
+        const int32_t* p = r.p;
+        auto flag = [&](int k) {
+            chk(p[k] == 0 || p[k] == 1, "flag parameter " + std::to_string(k) + " must be 0 or 1");
+            return p[k] == 1;
+        };
+        auto in_range = [&](int k, int lo, int64_t hi) {
+            chk(p[k] >= lo && p[k] <= hi, "parameter " + std::to_string(k) + " out of range");
+            return p[k];
+        };
+        auto shape = [&](const Value& v, uint32_t kind, int c, int hh, int ww, const char* what) {
+            chk(v.kind == kind && v.c == c && v.h == hh && v.w == ww, std::string(what) + " has the wrong kind or shape");
+        };
+        int nw = 0;
+        auto wref = [&](int k, uint64_t bytes) {
+            const WRef& wr = r.w[k];
+            chk(wr.off % 64 == 0 && wr.off <= h.blob_bytes && wr.bytes == bytes && bytes <= h.blob_bytes - wr.off,
+                "weight " + std::to_string(k) + " is out of the blob, misaligned or has the wrong size");
+            op.w[k] = blob + wr.off;
+            nw = std::max(nw, k + 1);
+            return op.w[k];
+        };
+        auto no_out2 = [&] { chk(r.out2 == kNone, "no second output allowed"); };
+        switch (r.type) {
+            case OP_XCONV: {
+                const int ci = in_range(0, 1, kMaxCh), co = in_range(1, 1, kMaxCh), kh = in_range(2, 1, kMaxK),
+                          kw = in_range(3, 1, kMaxK), s = in_range(4, 1, kMaxK), pad = in_range(5, 0, kMaxK);
+                const bool zero = flag(6);
+                const int kind = in_range(7, 1, 2);
+                const bool res = flag(8);
+                chk(r.n_in == (res ? 2u : 1u), "input count does not match the residual flag");
+                chk(x.kind == kBits && x.c == ci, "input must be bits with in_channels channels");
+                chk(x.h + 2 * pad >= kh && x.w + 2 * pad >= kw, "kernel larger than the padded input");
+                const int ho = out_size(x.h, kh, s, pad, pad), wo = out_size(x.w, kw, s, pad, pad);
+                const int64_t K = int64_t{kh} * kw * ci;
+                const uint64_t wwords = uint64_t(co) * kh * kw * words(ci);
+                const auto* wt = static_cast<const uint64_t*>(wref(0, wwords * 8));
+                if (ci % 64)
+                    for (uint64_t q = words(ci) - 1; q < wwords; q += words(ci))
+                        chk((wt[q] >> (ci % 64)) == 0, "weights have bits set above in_channels");
+                if (kind == 1) {
+                    chk(K <= (int64_t{1} << 24), "kernel x channels above 2^24 for a float output");
+                    shape(y, kF4, co, ho, wo, "output");
+                    if (res) shape(vals[r.in[1]], kF4, co, ho, wo, "residual");
+                    if (r.out2 != kNone) shape(vals[r.out2], kBits, co, ho, wo, "sign bits");
+                } else {
+                    chk(!res, "a residual needs a float output");
+                    no_out2();
+                    shape(y, kBits, co, ho, wo, "output");
+                }
+                wref(1, uint64_t(co) * 4);
+                wref(2, uint64_t(co) * 4);
+                if (kind == 2) {
+                    const auto* fl = static_cast<const int32_t*>(op.w[2]);
+                    for (int c = 0; c < co; ++c) chk(fl[c] == 0 || fl[c] == 1, "flip values must be 0 or 1");
+                }
+                op.conv = std::make_unique<xnor::ConvPlan>(wt, co, kh, kw, ci, s, pad, zero);
+                break;
+            }
+            case OP_PACK: {
+                chk(r.n_in == 1 && x.kind == kF4, "needs one float input");
+                no_out2();
+                shape(y, kBits, x.c, x.h, x.w, "output");
+                if (flag(0)) {
+                    wref(0, uint64_t(x.c) * 4);
+                    const auto* fl = static_cast<const uint8_t*>(wref(1, uint64_t(x.c)));
+                    for (int c = 0; c < x.c; ++c) chk(fl[c] <= 1, "flip values must be 0 or 1");
+                }
+                break;
+            }
+            case OP_UNPACK:
+                chk(r.n_in == 1 && x.kind == kBits, "needs one bits input");
+                no_out2();
+                shape(y, kF4, x.c, x.h, x.w, "output");
+                break;
+            case OP_JOIN: {
+                chk(x.kind != kBits, "needs float inputs");
+                for (uint32_t k = 1; k < r.n_in; ++k)
+                    shape(vals[r.in[k]], x.kind, x.c, x.h, x.w, "an input");
+                shape(y, x.kind, x.c, x.h, x.w, "output");
+                float dv;
+                std::memcpy(&dv, &p[0], 4);
+                chk(std::isfinite(dv) && dv != 0.0f, "divisor must be finite and nonzero");
+                if (r.out2 != kNone) {
+                    chk(x.kind == kF4, "sign bits need a 4-D value");
+                    shape(vals[r.out2], kBits, x.c, x.h, x.w, "sign bits");
+                }
+                break;
+            }
+            case OP_AFFINE:
+                chk(r.n_in == 1 && x.kind != kBits, "needs one float input");
+                no_out2();
+                shape(y, x.kind, x.c, x.h, x.w, "output");
+                if (flag(0)) {
+                    wref(0, uint64_t(x.c) * 4);
+                    wref(1, uint64_t(x.c) * 4);
+                }
+                flag(1);
+                break;
+            case OP_POOL: {
+                chk(r.n_in == 1 && x.kind == kF4, "needs one 4-D float input");
+                no_out2();
+                in_range(0, 1, 2);
+                const int kh = in_range(1, 1, kMaxK), kw = in_range(2, 1, kMaxK);
+                const int sh = in_range(3, 1, kMaxK), sw = in_range(4, 1, kMaxK);
+                const int pt = in_range(5, 0, kh - 1), pl = in_range(6, 0, kw - 1), pb = in_range(7, 0, kh - 1),
+                          pr = in_range(8, 0, kw - 1);
+                chk(x.h + pt + pb >= kh && x.w + pl + pr >= kw, "window larger than the padded input");
+                shape(y, kF4, x.c, out_size(x.h, kh, sh, pt, pb), out_size(x.w, kw, sw, pl, pr), "output");
+                break;
+            }
+            case OP_GAP:
+                chk(r.n_in == 1 && x.kind == kF4, "needs one 4-D float input");
+                no_out2();
+                shape(y, kF4, x.c, 1, 1, "output");
+                break;
+            case OP_FLATTEN:
+                chk(r.n_in == 1 && x.kind == kF4, "needs one 4-D float input");
+                no_out2();
+                chk(int64_t{x.c} * x.h * x.w <= kMaxDim, "too many features");
+                shape(y, kFlat, x.c * x.h * x.w, 1, 1, "output");
+                break;
+            case OP_CONV: {
+                const int ci = in_range(0, 1, kMaxCh), co = in_range(1, 1, kMaxCh), kh = in_range(2, 1, kMaxK),
+                          kw = in_range(3, 1, kMaxK), s = in_range(4, 1, kMaxK), pad = in_range(5, 0, kMaxK);
+                flag(6);
+                chk(r.n_in == 1 && x.kind == kF4 && x.c == ci, "needs one 4-D float input with in_channels");
+                no_out2();
+                chk(x.h + 2 * pad >= kh && x.w + 2 * pad >= kw, "kernel larger than the padded input");
+                shape(y, kF4, co, out_size(x.h, kh, s, pad, pad), out_size(x.w, kw, s, pad, pad), "output");
+                wref(0, uint64_t(kh) * kw * ci * co * 4);
+                wref(1, uint64_t(co) * 4);
+                if (pad) {
+                    const uint64_t e = uint64_t(x.h + 2 * pad) * (x.w + 2 * pad) * ci;
+                    chk(e <= uint64_t(kMaxElems), "padded input too large");
+                    op.temp_bytes = e * 4;
+                }
+                break;
+            }
+            case OP_GEMM: {
+                const int K = in_range(0, 1, kMaxDim), co = in_range(1, 1, kMaxDim);
+                chk(r.n_in == 1 && x.kind == kFlat && x.c == K, "needs one flat input of K features");
+                no_out2();
+                shape(y, kFlat, co, 1, 1, "output");
+                chk(uint64_t(K) * co <= uint64_t(kMaxElems), "weights too large");
+                wref(0, uint64_t(K) * co * 4);
+                wref(1, uint64_t(co) * 4);
+                break;
+            }
+            case OP_CONCAT: {
+                chk(r.n_in >= 2 && x.kind == kF4, "needs two or more 4-D float inputs");
+                no_out2();
+                int64_t c = 0;
+                for (uint32_t k = 0; k < r.n_in; ++k) {
+                    const Value& v = vals[r.in[k]];
+                    chk(v.kind == kF4 && v.h == x.h && v.w == x.w, "inputs must share height and width");
+                    c += v.c;
+                }
+                chk(c <= kMaxDim, "too many channels");
+                shape(y, kF4, static_cast<int>(c), x.h, x.w, "output");
+                break;
+            }
+            case OP_SLICE: {
+                chk(r.n_in == 1 && x.kind == kF4, "needs one 4-D float input");
+                no_out2();
+                const int a = in_range(0, 0, x.c - 1), b = in_range(1, a + 1, x.c);
+                shape(y, kF4, b - a, x.h, x.w, "output");
+                break;
+            }
+        }
+        if (r.type == OP_XCONV) {
+            if (r.p[8]) op.kind += "+Add";
+            if (r.out2 != kNone) op.kind += "+PackBits";
+            if (r.p[7] == 2) op.kind += "(bits)";
+        } else if (r.type == OP_JOIN) {
+            float dv;
+            std::memcpy(&dv, &r.p[0], 4);
+            op.kind = r.n_in == 1 ? "Div" : dv == 1.0f ? "Add" : "MeanJoin";
+            if (r.out2 != kNone) op.kind += "+PackBits";
+        } else if (r.type == OP_AFFINE) {
+            op.kind = r.p[0] ? (r.p[1] ? "BatchNorm+Relu" : "BatchNorm") : "Relu";
+        } else if (r.type == OP_POOL) {
+            op.kind = r.p[0] == 2 ? "MaxPool" : "AveragePool";
+        } else if (r.type == OP_CONV) {
+            op.kind = r.p[2] == 1 && r.p[3] == 1 ? "Conv1x1" : "Conv";
+            if (r.p[6]) op.kind += "+Relu";
+        }
+        for (int k = nw; k < kMaxW; ++k) chk(r.w[k].off == 0 && r.w[k].bytes == 0, "unused weight slots must be empty");
+        for (int k = 0; k < kMaxW; ++k)
+            if (!op.w[k]) chk(r.w[k].off == 0 && r.w[k].bytes == 0, "unused weight slots must be empty");
+    }
+    need(defined[output], "the output value is not computed by any op");
+}
+
+void Engine::plan(int64_t n) {
+    if (n == planned_n_) return;
+    const std::size_t V = vals.size(), O = ops.size();
+    // items: values, then one scratch item per op that needs one
+    struct Item {
+        std::size_t bytes;
+        long first, last;  // op indices (input: -1; output: O)
+        std::size_t off = 0;
+    };
+    std::vector<Item> items(V);
+    std::vector<char> used(V, 0);
+    for (std::size_t v = 0; v < V; ++v) items[v] = {align64(vals[v].bytes * n), -1, -1};
+    items[0].first = -1;
+    items[0].last = -1;
+    used[0] = 1;
+    for (std::size_t i = 0; i < O; ++i) {
+        const OpRec& r = ops[i].r;
+        for (uint32_t k = 0; k < r.n_in; ++k) items[r.in[k]].last = std::max<long>(items[r.in[k]].last, long(i));
+        for (uint32_t o : {r.out, r.out2})
+            if (o != kNone) {
+                items[o].first = long(i);
+                items[o].last = std::max<long>(items[o].last, long(i));
+                used[o] = 1;
+            }
+    }
+    items[output].last = long(O);
+    temp_off_.assign(O, 0);
+    std::vector<std::size_t> temp_item(O, 0);
+    for (std::size_t i = 0; i < O; ++i)
+        if (ops[i].temp_bytes) {
+            temp_item[i] = items.size();
+            items.push_back({align64(ops[i].temp_bytes * n), long(i), long(i)});
+            used.push_back(1);
+        }
+    std::vector<std::size_t> order;
+    unplanned_ = 0;
+    for (std::size_t k = 0; k < items.size(); ++k)
+        if (used[k]) {
+            order.push_back(k);
+            unplanned_ += items[k].bytes;
+        }
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return items[a].bytes > items[b].bytes; });
+    std::vector<std::size_t> placed;
+    std::size_t top = 0;
+    for (std::size_t k : order) {
+        Item& it = items[k];
+        std::vector<std::pair<std::size_t, std::size_t>> busy;
+        for (std::size_t q : placed)
+            if (items[q].first <= it.last && it.first <= items[q].last) busy.push_back({items[q].off, items[q].bytes});
+        std::sort(busy.begin(), busy.end());
+        std::size_t off = 0;
+        for (auto [o, b] : busy) {
+            if (o >= off + it.bytes) break;
+            off = std::max(off, o + b);
+        }
+        it.off = off;
+        top = std::max(top, off + it.bytes);
+        placed.push_back(k);
+    }
+    val_off_.resize(V);
+    for (std::size_t v = 0; v < V; ++v) val_off_[v] = items[v].off;
+    for (std::size_t i = 0; i < O; ++i) temp_off_[i] = ops[i].temp_bytes ? items[temp_item[i]].off : 0;
+    arena_size_ = std::max<std::size_t>(top, 64);
+    planned_n_ = n;
+}
+
+std::pair<std::size_t, std::size_t> Engine::arena_bytes(int64_t n) {
+    plan(n);
+    return {arena_size_, unplanned_};
+}
+
+namespace {
+
+struct PackJob {
+    const float* x;
+    std::size_t pixels;
+    int C;
+    const float* t;
+    const uint8_t* flip;
+    uint64_t* out;
+    Isa isa;
+};
+
+void pack_work(void* ctx, int part, int nparts) {
+    auto& j = *static_cast<PackJob*>(ctx);
+    const std::size_t p0 = j.pixels * part / nparts, p1 = j.pixels * (part + 1) / nparts;
+    if (j.t)
+        xnor::pack_nhwc_threshold_rows(j.x, j.C, p0, p1, j.C, j.t, j.flip, j.out, j.isa);
+    else
+        xnor::pack_nhwc_rows(j.x, p0, p1, j.C, j.out, j.isa);
+}
+
+}  // namespace
+
+void Engine::run(const float* in, int64_t n, float* out, std::size_t out_len) {
+    if (!in || !out) throw Error(FRT_ERR_ARG, "input and output must not be null");
+    if (n < 1 || n > (1 << 16)) throw Error(FRT_ERR_ARG, "batch must be in 1..65536");
+    const Value& ov = vals[output];
+    if (out_len < ov.elems * static_cast<std::size_t>(n))
+        throw Error(FRT_ERR_ARG, "output buffer too small: needs " + std::to_string(ov.elems * n) + " floats");
+    plan(n);
+    if (arena_cap_ < arena_size_) {
+        arena_.reset();
+        void* a = std::aligned_alloc(64, align64(arena_size_));
+        if (!a) throw Error(FRT_ERR_MEMORY, "cannot allocate the arena (" + std::to_string(arena_size_) + " bytes)");
+        arena_ = std::shared_ptr<uint8_t>(static_cast<uint8_t*>(a), [](uint8_t* q) { std::free(q); });
+        arena_cap_ = arena_size_;
+    }
+    uint8_t* A = arena_.get();
+    auto F = [&](uint32_t v) { return reinterpret_cast<float*>(A + val_off_[v]); };
+    auto U = [&](uint32_t v) { return reinterpret_cast<uint64_t*>(A + val_off_[v]); };
+    const int T = threads;
+    const int N = static_cast<int>(n);
+    const Value& iv = vals[0];
+    xnor::nchw_to_nhwc(in, N, iv.c, iv.h * iv.w, F(0), T);
+    using clk = std::chrono::steady_clock;
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+        Op& op = ops[i];
+        const OpRec& r = op.r;
+        const Value& x = vals[r.in[0]];
+        const Value& y = vals[r.out];
+        const std::size_t pix = static_cast<std::size_t>(n) * x.h * x.w;
+        const auto t0 = profile ? clk::now() : clk::time_point{};
+        switch (r.type) {
+            case OP_XCONV: {
+                xnor::Output o;
+                if (r.p[7] == 1) {
+                    o.kind = xnor::OutKind::affine;
+                    o.data = F(r.out);
+                    o.mul = static_cast<const float*>(op.w[1]);
+                    o.bias = static_cast<const float*>(op.w[2]);
+                    if (r.p[8]) o.residual = F(r.in[1]);
+                    if (r.out2 != kNone) {
+                        std::memset(U(r.out2), 0, vals[r.out2].bytes * n);
+                        o.sign_bits = U(r.out2);
+                    }
+                } else {
+                    o.kind = xnor::OutKind::bits;
+                    std::memset(U(r.out), 0, y.bytes * n);
+                    o.data = U(r.out);
+                    o.thr = static_cast<const int32_t*>(op.w[1]);
+                    o.flip = static_cast<const int32_t*>(op.w[2]);
+                }
+                op.conv->run(U(r.in[0]), N, x.h, x.w, o, T, isa);
+                break;
+            }
+            case OP_PACK: {
+                PackJob j{F(r.in[0]), pix, x.c, static_cast<const float*>(op.w[0]),
+                          static_cast<const uint8_t*>(op.w[1]), U(r.out), isa};
+                xnor::parallel_run(T, xnor::parts_for(pix, T), pack_work, &j);
+                break;
+            }
+            case OP_UNPACK: xnor::unpack_bits(U(r.in[0]), pix, x.c, F(r.out)); break;
+            case OP_JOIN: {
+                const float* xs[kMaxIn];
+                for (uint32_t k = 0; k < r.n_in; ++k) xs[k] = F(r.in[k]);
+                float dv;
+                std::memcpy(&dv, &r.p[0], 4);
+                xnor::mean_join(xs, static_cast<int>(r.n_in), pix, x.c, dv, F(r.out),
+                                r.out2 != kNone ? U(r.out2) : nullptr, T, isa);
+                break;
+            }
+            case OP_AFFINE:
+                xnor::affine_nhwc(F(r.in[0]), pix, x.c, r.p[0] ? static_cast<const float*>(op.w[0]) : nullptr,
+                                  static_cast<const float*>(op.w[1]), r.p[1] != 0, F(r.out), T);
+                break;
+            case OP_POOL:
+                xnor::pool_nhwc(F(r.in[0]), N, x.h, x.w, x.c, r.p[0] == 2, r.p[1], r.p[2], r.p[3], r.p[4], r.p[5],
+                                r.p[6], y.h, y.w, F(r.out), T);
+                break;
+            case OP_GAP: xnor::global_avg_pool(F(r.in[0]), N, x.h * x.w, x.c, F(r.out)); break;
+            case OP_FLATTEN:
+                if (x.h * x.w == 1)
+                    std::memcpy(F(r.out), F(r.in[0]), y.bytes * n);
+                else
+                    xnor::nhwc_to_nchw(F(r.in[0]), N, x.h * x.w, x.c, F(r.out), T);
+                break;
+            case OP_CONV: {
+                const int pad = r.p[5];
+                const float* xp = F(r.in[0]);
+                if (pad) {
+                    float* tmp = reinterpret_cast<float*>(A + temp_off_[i]);
+                    xnor::pad_nhwc(xp, N, x.h, x.w, x.c, pad, tmp, T);
+                    xp = tmp;
+                }
+                xnor::conv_float(xp, N, x.h + 2 * pad, x.w + 2 * pad, x.c, r.p[2], r.p[3], r.p[4],
+                                 static_cast<const float*>(op.w[0]), r.p[1], static_cast<const float*>(op.w[1]),
+                                 r.p[6] != 0, F(r.out), T, isa);
+                break;
+            }
+            case OP_GEMM:
+                xnor::pointwise_conv(F(r.in[0]), N, 1, 1, r.p[0], xnor::PwPrologue{}, static_cast<const float*>(op.w[0]),
+                                     r.p[1], static_cast<const float*>(op.w[1]), F(r.out), T, isa);
+                break;
+            case OP_CONCAT: {
+                float* o = F(r.out);
+                std::size_t c0 = 0;
+                for (uint32_t k = 0; k < r.n_in; ++k) {
+                    const Value& v = vals[r.in[k]];
+                    const float* s = F(r.in[k]);
+                    for (std::size_t q = 0; q < pix; ++q)
+                        std::memcpy(o + q * y.c + c0, s + q * v.c, static_cast<std::size_t>(v.c) * 4);
+                    c0 += v.c;
+                }
+                break;
+            }
+            case OP_SLICE: {
+                const float* s = F(r.in[0]);
+                float* o = F(r.out);
+                for (std::size_t q = 0; q < pix; ++q)
+                    std::memcpy(o + q * y.c, s + q * x.c + r.p[0], static_cast<std::size_t>(y.c) * 4);
+                break;
+            }
+        }
+        if (profile) op.seconds = std::chrono::duration<double>(clk::now() - t0).count();
+    }
+    if (ov.kind == kF4 && ov.h * ov.w > 1)
+        xnor::nhwc_to_nchw(F(output), N, ov.h * ov.w, ov.c, out, T);
+    else
+        std::memcpy(out, F(output), ov.bytes * n);
+}
+
+}  // namespace frt

@@ -1,0 +1,125 @@
+// The standalone engine: a validated model file (layout below, documented in
+// backends/xnor/FORMAT.md), an arena plan, and an executor running every op natively.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "conv.h"
+#include "xnor.h"
+
+namespace frt {
+
+constexpr uint32_t kVersion = 1;
+constexpr uint32_t kNone = 0xffffffffu;
+constexpr int kMaxIn = 16, kMaxP = 16, kMaxW = 4;
+
+// On-disk records (little-endian, no padding).
+struct FileHeader {
+    char magic[8];          // "FRCTLRT\0"
+    uint32_t version;       // kVersion
+    uint32_t header_bytes;  // sizeof(FileHeader)
+    uint64_t file_bytes;    // the whole file
+    uint32_t crc32;         // zlib CRC-32 of bytes [header_bytes, file_bytes)
+    uint32_t n_values;
+    uint32_t n_ops;
+    uint32_t output_value;  // value 0 is the input
+    uint64_t values_off;    // n_values ValueRec
+    uint64_t ops_off;       // n_ops OpRec
+    uint64_t blob_off;      // 64-byte aligned weights
+    uint64_t blob_bytes;
+    uint64_t meta_off;      // UTF-8 JSON (informational)
+    uint64_t meta_bytes;
+    uint64_t reserved;      // 0
+};
+static_assert(sizeof(FileHeader) == 96, "header layout");
+
+enum ValKind : uint32_t { kF4 = 0, kBits = 1, kFlat = 2 };
+struct ValueRec {
+    uint32_t kind;
+    int32_t c, h, w;  // flat: (c, 1, 1)
+};
+static_assert(sizeof(ValueRec) == 16, "value layout");
+
+struct WRef {
+    uint64_t off, bytes;  // into the blob
+};
+
+enum OpType : uint32_t {
+    OP_XCONV = 1, OP_PACK = 2, OP_UNPACK = 3, OP_JOIN = 4, OP_AFFINE = 5, OP_POOL = 6, OP_GAP = 7,
+    OP_FLATTEN = 8, OP_CONV = 9, OP_GEMM = 10, OP_CONCAT = 11, OP_SLICE = 12,
+};
+struct OpRec {
+    uint32_t type;
+    uint32_t n_in;
+    uint32_t in[kMaxIn];
+    uint32_t out, out2;
+    int32_t p[kMaxP];
+    WRef w[kMaxW];
+};
+static_assert(sizeof(OpRec) == 208, "op layout");
+
+struct Error : std::runtime_error {
+    int code;
+    Error(int c, const std::string& m) : std::runtime_error(m), code(c) {}
+};
+
+// The bytes of a model: owned (copied), or a read-only mapping.
+struct Bytes {
+    const uint8_t* data = nullptr;
+    std::size_t size = 0;
+    std::shared_ptr<void> keep;
+};
+
+struct Value {
+    uint32_t kind;
+    int c, h, w;
+    std::size_t elems;  // per image: floats (f4, flat) or words (bits)
+    std::size_t bytes;  // per image
+};
+
+struct Op {
+    OpRec r;
+    std::string kind;
+    std::unique_ptr<xnor::ConvPlan> conv;  // OP_XCONV
+    const void* w[kMaxW] = {};             // weights in the blob
+    std::size_t temp_bytes = 0;            // per image scratch (the float conv's padded input)
+    double seconds = 0;
+};
+
+class Engine {
+public:
+    // Validates everything (throws Error(FRT_ERR_FORMAT, ...)): header, checksum, every value,
+    // op, index, shape and weight reference; builds the binary conv plans.
+    explicit Engine(Bytes bytes);
+
+    void run(const float* in, int64_t n, float* out, std::size_t out_len);
+    // Arena bytes for n images (planned), and the sum of all values' bytes (unplanned).
+    std::pair<std::size_t, std::size_t> arena_bytes(int64_t n);
+
+    int threads = 1;
+    xnor::Isa isa = xnor::Isa::portable;
+    bool profile = false;
+    std::vector<Value> vals;
+    std::vector<Op> ops;
+    uint32_t output = 0;
+    std::string meta;
+
+private:
+    void plan(int64_t n);
+    Bytes bytes_;
+    int64_t planned_n_ = -1;
+    std::vector<std::size_t> val_off_, temp_off_;
+    std::size_t arena_size_ = 0, unplanned_ = 0;
+    std::shared_ptr<uint8_t> arena_;
+    std::size_t arena_cap_ = 0;
+};
+
+uint32_t crc32(const uint8_t* p, std::size_t n);
+
+}  // namespace frt

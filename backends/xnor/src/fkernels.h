@@ -1,0 +1,44 @@
+// Float kernels of the standalone engine (engine.cpp): direct convolution on a zero-padded
+// channels-last input, pooling, per-channel affine maps, and small layout ops. Every ISA path
+// computes each output with the same operations in the same order (no contraction; the fma
+// chains are explicit), so results are identical for any ISA and thread count.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "xnor.h"
+
+namespace xnor {
+
+// Direct convolution, stride s, on a padded NHWC input xp (N, Hp, Wp, C); w is
+// [kh][kw*C][Co] (HWIO), b (Co); out (N, Ho, Wo, Co) with Ho = (Hp - kh)/s + 1 (same for W).
+//   acc = fma(x, w, acc) over ky, then t = kx*C + c ascending, from 0; y = acc + b; relu opt.
+// The kw*C inputs under one kernel row are contiguous, so no im2col is needed: a register tile
+// of pixels x 64 output channels walks them (AVX-512: 6 x 64 in 24 zmm; AVX2: 3 x 32).
+void conv_float(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
+                int Co, const float* b, bool relu, float* out, int threads, Isa isa);
+
+// Zero-padded NHWC copy: x (N, H, W, C) -> out (N, H+2p, W+2p, C).
+void pad_nhwc(const float* x, int N, int H, int W, int C, int pad, float* out, int threads);
+
+// NCHW -> NHWC (one image plane set at a time) and back.
+void nchw_to_nhwc(const float* x, int N, int C, int HW, float* out, int threads);
+void nhwc_to_nchw(const float* x, int N, int HW, int C, float* out, int threads);
+
+// Max / average pool on NHWC with explicit pads (max ignores padded taps; average counts them,
+// ONNX count_include_pad=1): taps summed in row-major window order, then divided by kh*kw.
+void pool_nhwc(const float* x, int N, int H, int W, int C, bool is_max, int kh, int kw, int sh, int sw,
+               int pt, int pl, int Ho, int Wo, float* out, int threads);
+
+// y = x * scale[c] + shift[c] (two roundings), then ReLU when relu; scale null: y = x (relu only).
+void affine_nhwc(const float* x, std::size_t pixels, int C, const float* scale, const float* shift, bool relu,
+                 float* out, int threads);
+
+// Mean over the HW pixels of each image, summed in pixel order, then divided by HW.
+void global_avg_pool(const float* x, int N, int HW, int C, float* out);
+
+// Bits -> +-1 floats: (pixels, ceil(C/64)) words -> (pixels, C).
+void unpack_bits(const uint64_t* x, std::size_t pixels, int C, float* out);
+
+}  // namespace xnor
