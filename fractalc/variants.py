@@ -339,6 +339,7 @@ _SPACE_KEYS = {"family", "columns", "blocks", "join", "dataset", "budget", "redu
                "stem_width", "start"}
 _TOP_KEYS = {"name", "description", "space", "metric"}
 MAX_SPACE_BYTES = 1 << 20  # a space is a short hand-written TOML file
+MAX_SPACE_POINTS = 2_000  # generate compiles each point ~10 times (~1 s a point)
 
 
 @dataclass(frozen=True)
@@ -470,6 +471,11 @@ def load_space(path: str | Path) -> Space:
         stem = _int(t.get("stem_width", DENSE_DEFAULTS["stem_width"]), "stem_width", where)
         red = t.get("reductions")
         start = _int(t.get("start", 32), "start", where)
+        count = len(fams) * len(cols) * len(blocks) * len(datasets) * len(joins)
+        if len(points) + count > MAX_SPACE_POINTS:
+            # each point compiles a network about ten times: refuse before starting
+            raise SpaceError(f"{where}: the space has {len(points) + count:,} points so far, over "
+                             f"the limit of {MAX_SPACE_POINTS:,}; split it into several space files")
         for fam, c, bl, d, j in itertools.product(fams, cols, blocks, datasets, joins):
             if fam not in bases:
                 raise SpaceError(f"{where}: budget.baseline names no baseline for family {fam}")

@@ -33,12 +33,26 @@ def save(path: str | Path, ckpt: dict) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def _torch_load(path: Path, what: str):
+    """`torch.load(weights_only=True)` of a regular file: a FIFO, device, /proc file or a file
+    larger than any network fractalc builds is refused (`ModelError`) before torch reads it."""
+    from ..fileio import FileRefused, read_limited
+    from ..limits import max_model_bytes
+    try:
+        data = read_limited(path, 2 * max_model_bytes() + (64 << 20))  # weights + optimizer state
+    except FileRefused as exc:
+        raise ModelError(f"cannot read {what} {str(path)!r}: {exc.reason}") from None
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
 def load(path: str | Path, spec_sha256: str | None = None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = _torch_load(path, "checkpoint")
+    except ModelError:
+        raise
     except Exception as exc:  # truncated zip, garbage, wrong pickle: all the same to a user
         prev = path.with_suffix(".prev.pt")
         hint = f"the previous checkpoint is kept at {prev}" if prev.exists() else None
@@ -60,10 +74,12 @@ def load(path: str | Path, spec_sha256: str | None = None) -> dict:
 def load_state_dict(path: str | Path) -> dict:
     """Model weights from a checkpoint or a plain state_dict file."""
     path = Path(path)
+    if not path.exists():
+        raise ModelError(f"no weights file at {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ModelError(f"no weights file at {path}") from None
+        obj = _torch_load(path, "weights file")
+    except ModelError:
+        raise
     except Exception as exc:
         raise ModelError(f"weights file {path} is corrupt or not a torch state_dict "
                          f"({type(exc).__name__})") from None
@@ -72,3 +88,21 @@ def load_state_dict(path: str | Path) -> dict:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelError(f"{path} holds no state_dict")
     return obj
+
+
+def fit_state_dict(model, sd: dict, source: str) -> None:
+    """Load `sd` into `model`, or raise `ModelError` naming the missing, unexpected and
+    mis-shaped keys (torch's own message names none of them past its first line)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shaped = [f"{k} ({'x'.join(map(str, sd[k].shape))}, the network has "
+              f"{'x'.join(map(str, own[k].shape))})"
+              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shaped:
+        def some(keys):
+            return ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+        parts = [f"{len(keys)} {what}: {some(keys)}" for what, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped)) if keys]
+        raise ModelError(f"{source} does not fit this network: " + "; ".join(parts))
+    model.load_state_dict(sd)

@@ -77,13 +77,19 @@ def _check(d: dict, cls, where: str) -> dict:
     return d
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; never read a device or a huge file
+
+
 def load_config(path: str | Path | None, *, has_dense: bool, overrides: dict | None = None) -> TrainConfig:
     """Read a TOML config (or none) and resolve the recipe into concrete stages."""
     raw: dict = {}
     if path is not None:
+        from ..fileio import FileRefused, read_limited
         try:
-            raw = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raw = tomllib.loads(read_limited(path, MAX_CONFIG_BYTES).decode())
+        except FileRefused as exc:
+            raise FractalcError(f"cannot read training config {str(path)!r}: {exc.reason}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise FractalcError(f"cannot read training config {path}: {exc}") from None
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     all_epochs = overrides.pop("epochs", None)  # --epochs: every stage

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import FractalcError
-from .checkpoint import load_state_dict
+from .checkpoint import fit_state_dict, load_state_dict
 from .data import load_data
 
 ENGINES = ("torch", "onnxruntime", "xnor")
@@ -28,14 +28,11 @@ def _topk(logits: np.ndarray, y: np.ndarray) -> dict:
 def predict(compiled, weights: str, x: torch.Tensor, engine: str, mode: str = "binary",
             batch: int = 256) -> np.ndarray:
     """Logits of `x` (N x C x H x W) from `engine` with `weights` (checkpoint or state_dict)."""
+    from .loop import build_model
+    sd = load_state_dict(weights)
+    model = build_model(compiled, seed=0)
+    fit_state_dict(model, sd, str(weights))  # every engine: name the keys that do not fit
     if engine == "torch":
-        from .loop import build_model
-        model = build_model(compiled, seed=0)
-        sd = load_state_dict(weights)
-        try:
-            model.load_state_dict(sd)
-        except RuntimeError as exc:
-            raise FractalcError(f"{weights} does not fit this spec: {str(exc).splitlines()[0]}") from None
         model.set_mode(mode)
         model.eval()
         with torch.no_grad():
@@ -45,7 +42,7 @@ def predict(compiled, weights: str, x: torch.Tensor, engine: str, mode: str = "b
     from ..targets import emit
     with tempfile.TemporaryDirectory() as tmp:
         sd_path = Path(tmp) / "weights.pt"
-        torch.save(load_state_dict(weights), sd_path)
+        torch.save(sd, sd_path)
         target = "onnx" if engine == "onnxruntime" else "onnx-xnor"
         model_path = str(Path(tmp) / "model.onnx")
         emit(target, compiled, model_path, {"weights": str(sd_path), "seed": None, "column": None})
