@@ -102,8 +102,7 @@ def write_engine_file(model, path: str | os.PathLike | None = None) -> bytes:
     """The engine file of `model` (an onnx-xnor ModelProto, path or bytes; validated by
     ``backends.onnx.load_model`` first); written to `path` too when given."""
     from fractalc.backends.onnx.loader import load_model
-    proto = model if hasattr(model, "graph") else load_model(model)
-    data = _lower(proto)
+    data = _lower(load_model(model))
     if path is not None:
         from fractalc.fileio import atomic_write
         atomic_write(str(path), data)
@@ -527,6 +526,10 @@ class Engine:
             raise ModelError(f"engine: {exc}") from None
         except RuntimeError as exc:
             raise ModelError(f"engine: {exc}") from None
+        try:
+            self.metadata = {str(k): str(v) for k, v in json.loads(self._e.metadata() or "{}").items()}
+        except (ValueError, AttributeError):
+            self.metadata = {}
         self.input_shape = tuple(self._e.input_shape())
         self.output_shape = tuple(self._e.output_shape())
         self.kinds = list(self._e.op_kinds())

@@ -75,6 +75,8 @@ FRT_API double frt_op_seconds(const frt_model* m, int i);
 
 /* The message of the last failed call on m ("" if none). */
 FRT_API const char* frt_last_error(const frt_model* m);
+/* The model's metadata (a JSON object, as written by the compiler). */
+FRT_API const char* frt_metadata(const frt_model* m);
 /* Engine version string. */
 FRT_API const char* frt_version(void);
 

@@ -331,6 +331,7 @@ NB_MODULE(_xnor, m) {
         .def("threads", [](const EngineHandle& e) { return frt_threads(e.get()); })
         .def("set_isa", [](EngineHandle& e, const std::string& isa) { e.check(frt_set_isa(e.get(), isa.c_str())); })
         .def("isa", [](const EngineHandle& e) { return std::string(frt_isa(e.get())); })
+        .def("metadata", [](const EngineHandle& e) { return std::string(frt_metadata(e.get())); })
         .def("set_profile", [](EngineHandle& e, bool on) { frt_set_profile(e.get(), on ? 1 : 0); })
         .def("op_kinds", [](const EngineHandle& e) {
             std::vector<std::string> r;

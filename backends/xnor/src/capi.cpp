@@ -231,6 +231,8 @@ double frt_op_seconds(const frt_model* m, int i) {
 
 const char* frt_last_error(const frt_model* m) { return m ? m->err.c_str() : "null model"; }
 
+const char* frt_metadata(const frt_model* m) { return m ? m->eng->meta.c_str() : ""; }
+
 const char* frt_version(void) { return "fractalc_rt 0.1 (format 1)"; }
 
 }  // extern "C"
