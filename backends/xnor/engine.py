@@ -43,7 +43,7 @@ _OP = struct.Struct("<II16III16i8Q")
 assert _HEADER.size == 96 and _VALUE.size == 16 and _OP.size == 208
 
 F4, BITS, FLAT = 0, 1, 2
-XCONV, PACK, UNPACK, JOIN, AFFINE, POOL, GAP, FLATTEN, CONV, GEMM, CONCAT, SLICE = range(1, 13)
+XCONV, PACK, UNPACK, JOIN, AFFINE, POOL, GAP, FLATTEN, CONV, GEMM, CONCAT, SLICE, PWCONV = range(1, 14)
 
 
 class Unsupported(ModelError):
@@ -221,6 +221,81 @@ def _lower(proto) -> bytes:
         out2 = sign_pack(out_name, shp) if kind == F4 else NONE
         W.op(JOIN, ins, out, [_f32_bits(divisor)], (), out2)
 
+    def pointwise(k) -> bool:
+        """[BatchNormalization ->] [2x2/2 pool ->] [Relu ->] 1x1 Conv [-> BatchNormalization], with at
+        least one op before the conv, as one pointwise op (the kernel of floatplan.pointwise: the
+        prologue per input pixel, the BN after folded into the weights). False if not that."""
+        from .floatplan import _bn_params, _pool2
+        nd = nodes[k]
+        if nd.op_type not in ("BatchNormalization", "AveragePool", "MaxPool", "Relu") or not nd.input \
+                or name_of(nd.input[0]) not in vid or W.values[vid[name_of(nd.input[0])]][0] != F4:
+            return False
+        x = vid[name_of(nd.input[0])]
+        c, h, w = shape(x)
+        used, cur, pre, pool, relu = [], k, None, 0, 0
+
+        def nxt(i):
+            j = sole_index(nodes[i].output[0]) if len(nodes[i].output) == 1 else None
+            return j if j is not None and nodes[j].input and nodes[j].input[0] == nodes[i].output[0] else None
+        if nodes[cur].op_type == "BatchNormalization":
+            ps = _bn_params(nodes[cur], inits, c)
+            if ps is None:
+                return False
+            pre = bn_affine(*ps)
+            used.append(cur)
+            cur = nxt(cur)
+        if cur is not None and nodes[cur].op_type in ("AveragePool", "MaxPool"):
+            kind = _pool2(nodes[cur], h, w)
+            if kind is None or len(nodes[cur].input) != 1:
+                return False
+            pool = 1 if kind == "avg" else 2
+            used.append(cur)
+            cur = nxt(cur)
+        if cur is not None and nodes[cur].op_type == "Relu" and len(nodes[cur].input) == 1 \
+                and not nodes[cur].attribute:
+            relu = 1
+            used.append(cur)
+            cur = nxt(cur)
+        if cur is None or not used or nodes[cur].op_type != "Conv" or len(nodes[cur].input) not in (2, 3):
+            return False
+        conv = nodes[cur]
+        at = attrs(conv)
+        if (set(at) - {"kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"}
+                or tuple(at.get("kernel_shape", (1, 1))) != (1, 1) or tuple(at.get("strides", (1, 1))) != (1, 1)
+                or any(at.get("pads", (0, 0, 0, 0))) or tuple(at.get("dilations", (1, 1))) != (1, 1)
+                or at.get("group", 1) != 1 or at.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
+            return False
+        wt = inits.get(conv.input[1])
+        if wt is None or wt.dtype != np.float32 or wt.shape[1:] != (c, 1, 1) or wt.shape[0] > 65536:
+            return False
+        co = wt.shape[0]
+        bias = np.zeros(co, np.float64)
+        if len(conv.input) == 3:
+            b = inits.get(conv.input[2])
+            if b is None or b.dtype != np.float32 or b.shape != (co,):
+                return False
+            bias = b.astype(np.float64)
+        used.append(cur)
+        scale = np.ones(co, np.float64)
+        out_name = conv.output[0]
+        bk = nxt(cur)
+        if bk is not None and nodes[bk].op_type == "BatchNormalization":
+            ps = _bn_params(nodes[bk], inits, co)
+            if ps is not None:
+                g_, b_, m_, v_, eps = ps
+                s_ = np.sqrt((v_ + np.float32(eps)).astype(np.float64))  # var + eps in float32, as torch
+                scale = g_.astype(np.float64) / s_
+                bias = (bias - m_) * scale + b_
+                used.append(bk)
+                out_name = nodes[bk].output[0]
+        w2 = np.ascontiguousarray((wt[:, :, 0, 0].astype(np.float64) * scale[:, None]).T.astype(np.float32))
+        ho, wo = (h // 2, w // 2) if pool else (h, w)
+        ws = [w2, bias.astype(np.float32)] + (list(pre) if pre is not None else [])
+        out = new(nodes[used[-1]], out_name, F4, (co, ho, wo))
+        W.op(PWCONV, [x], out, [c, co, pool, relu, int(pre is not None)], ws)
+        skip.update(used[1:])
+        return True
+
     for k, nd in enumerate(nodes):
         if k in skip:
             continue
@@ -231,6 +306,8 @@ def _lower(proto) -> bytes:
                 raise err(nd, f"input {i!r} is not produced by an earlier node nor an initializer")
         op, dom = nd.op_type, nd.domain
         at = attrs(nd)
+        if dom in ("", "ai.onnx") and pointwise(k):
+            continue
         if dom == "ai.fractalc":
             try:
                 xops.check_node(nd)

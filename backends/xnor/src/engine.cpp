@@ -59,6 +59,7 @@ const char* op_name(uint32_t t) {
         case OP_GEMM: return "Gemm";
         case OP_CONCAT: return "Concat";
         case OP_SLICE: return "Slice";
+        case OP_PWCONV: return "Conv1x1";
         default: return "?";
     }
 }
@@ -127,7 +128,7 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
         op.kind = op_name(r.type);
         const std::string who = "op " + std::to_string(i) + " (" + op.kind + ")";
         auto chk = [&](bool ok, const std::string& m) { need(ok, who + ": " + m); };
-        chk(r.type >= OP_XCONV && r.type <= OP_SLICE, "unknown op type " + std::to_string(r.type));
+        chk(r.type >= OP_XCONV && r.type <= OP_PWCONV, "unknown op type " + std::to_string(r.type));
         chk(r.n_in >= 1 && r.n_in <= kMaxIn, "bad input count");
         for (uint32_t k = 0; k < r.n_in; ++k)
             chk(r.in[k] < h.n_values && defined[r.in[k]], "input " + std::to_string(k) + " is not defined before it");
@@ -288,6 +289,22 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
                 wref(1, uint64_t(co) * 4);
                 break;
             }
+            case OP_PWCONV: {
+                const int ci = in_range(0, 1, kMaxCh), co = in_range(1, 1, kMaxCh), pool = in_range(2, 0, 2);
+                flag(3);
+                const bool pre = flag(4);
+                chk(r.n_in == 1 && x.kind == kF4 && x.c == ci, "needs one 4-D float input with in_channels");
+                no_out2();
+                chk(pool == 0 || (x.h >= 2 && x.w >= 2), "pooling needs 2x2 pixels");
+                shape(y, kF4, co, pool ? x.h / 2 : x.h, pool ? x.w / 2 : x.w, "output");
+                wref(0, uint64_t(ci) * co * 4);
+                wref(1, uint64_t(co) * 4);
+                if (pre) {
+                    wref(2, uint64_t(ci) * 4);
+                    wref(3, uint64_t(ci) * 4);
+                }
+                break;
+            }
             case OP_CONCAT: {
                 chk(r.n_in >= 2 && x.kind == kF4, "needs two or more 4-D float inputs");
                 no_out2();
@@ -322,6 +339,9 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
             op.kind = r.p[0] ? (r.p[1] ? "BatchNorm+Relu" : "BatchNorm") : "Relu";
         } else if (r.type == OP_POOL) {
             op.kind = r.p[0] == 2 ? "MaxPool" : "AveragePool";
+        } else if (r.type == OP_PWCONV) {
+            op.kind = std::string(r.p[4] ? "BatchNorm+" : "") + (r.p[2] == 1 ? "AvgPool+" : r.p[2] == 2 ? "MaxPool+" : "") +
+                      (r.p[3] ? "Relu+" : "") + "Conv1x1";
         } else if (r.type == OP_CONV) {
             op.kind = r.p[2] == 1 && r.p[3] == 1 ? "Conv1x1" : "Conv";
             if (r.p[6]) op.kind += "+Relu";
@@ -523,10 +543,22 @@ void Engine::run(const float* in, int64_t n, float* out, std::size_t out_len) {
                                  r.p[6] != 0, F(r.out), T, isa);
                 break;
             }
-            case OP_GEMM:
-                xnor::pointwise_conv(F(r.in[0]), N, 1, 1, r.p[0], xnor::PwPrologue{}, static_cast<const float*>(op.w[0]),
-                                     r.p[1], static_cast<const float*>(op.w[1]), F(r.out), T, isa);
+            case OP_GEMM:  // a 1x1 conv over N one-pixel images (split over output channels too)
+                xnor::conv_float(F(r.in[0]), N, 1, 1, r.p[0], 1, 1, 1, static_cast<const float*>(op.w[0]), r.p[1],
+                                 static_cast<const float*>(op.w[1]), false, F(r.out), T, isa);
                 break;
+            case OP_PWCONV: {
+                xnor::PwPrologue pro;
+                pro.pool = static_cast<xnor::PwPool>(r.p[2]);
+                pro.relu = r.p[3] != 0;
+                if (r.p[4]) {
+                    pro.scale = static_cast<const float*>(op.w[2]);
+                    pro.shift = static_cast<const float*>(op.w[3]);
+                }
+                xnor::pointwise_conv(F(r.in[0]), N, x.h, x.w, x.c, pro, static_cast<const float*>(op.w[0]), r.p[1],
+                                     static_cast<const float*>(op.w[1]), F(r.out), T, isa);
+                break;
+            }
             case OP_CONCAT: {
                 float* o = F(r.out);
                 std::size_t c0 = 0;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -22,6 +23,7 @@ struct ConvJob {
     bool relu;
     float* out;
     std::size_t tiles;
+    int nco;  // output-channel blocks of 64 per tile (work item = tile x block)
     Isa isa;
 };
 
@@ -34,29 +36,53 @@ inline const float* pixel_base(const ConvJob& j, std::size_t m) {
     return j.xp + ((n * j.Hp + oy * j.s) * j.Wp + ox * j.s) * j.C;
 }
 
-inline float finish(float acc, float b, bool relu) {
-    const float y = acc + b;
-    return relu && y < 0.0f ? 0.0f : y;
-}
-
-inline void tile_scalar(const ConvJob& j, const float* const* rows, int np, std::size_t m0) {
-    const std::size_t L = static_cast<std::size_t>(j.kw) * j.C;
+// Row pointers of a tile's pixels, each to the K = kh*kw*C inputs under its window in the
+// weights' order (ky, kx, c): the input itself for a one-row kernel (contiguous there), else a
+// per-thread copy of the kh row segments (kh memcpys of kw*C floats: small next to the
+// K * Co multiply-adds, and it keeps the micro-kernel a single loop).
+inline int tile_rows(const ConvJob& j, std::size_t t, float* buf, const float** rows) {
+    const std::size_t pixels = static_cast<std::size_t>(j.N) * j.Ho * j.Wo;
+    const std::size_t m0 = t * kPix;
+    const int np = static_cast<int>(std::min<std::size_t>(kPix, pixels - m0));
+    const std::size_t L = static_cast<std::size_t>(j.kw) * j.C, K = L * j.kh;
     const std::size_t rowstep = static_cast<std::size_t>(j.Wp) * j.C;
     for (int p = 0; p < np; ++p) {
+        const float* base = pixel_base(j, m0 + p);
+        if (j.kh == 1) {
+            rows[p] = base;
+            continue;
+        }
+        float* dst = buf + p * K;
+        for (int ky = 0; ky < j.kh; ++ky) std::memcpy(dst + ky * L, base + ky * rowstep, L * sizeof(float));
+        rows[p] = dst;
+    }
+    return np;
+}
+
+// ReLU after the store (in the vector paths a select in the micro-kernel's epilogue made GCC
+// keep all accumulators in memory); the same comparison as the scalar path.
+inline void relu_block(const ConvJob& j, std::size_t m0, int np, int cb) {
+    const int c0 = 64 * cb, c1 = std::min(j.Co, c0 + 64);
+    for (int p = 0; p < np; ++p) {
         float* o = j.out + (m0 + p) * j.Co;
-        for (int co0 = 0; co0 < j.Co; co0 += 64) {
+        for (int c = c0; c < c1; ++c) o[c] = o[c] < 0.0f ? 0.0f : o[c];
+    }
+}
+
+
+inline void tile_scalar(const ConvJob& j, const float* const* rows, int np, std::size_t m0, int cb) {
+    const std::size_t K = static_cast<std::size_t>(j.kh) * j.kw * j.C;
+    for (int p = 0; p < np; ++p) {
+        float* o = j.out + (m0 + p) * j.Co;
+        for (int co0 = 64 * cb; co0 < j.Co && co0 < 64 * (cb + 1); co0 += 64) {
             const int n = std::min(64, j.Co - co0);
             float acc[64] = {};
-            for (int ky = 0; ky < j.kh; ++ky) {
-                const float* r = rows[p] + ky * rowstep;
-                const float* wk = j.w + ky * L * j.Co + co0;
-                for (std::size_t t = 0; t < L; ++t) {
-                    const float a = r[t];
-                    const float* wr = wk + t * j.Co;
-                    for (int q = 0; q < n; ++q) acc[q] = std::fma(a, wr[q], acc[q]);
-                }
+            for (std::size_t c = 0; c < K; ++c) {
+                const float a = rows[p][c];
+                const float* wr = j.w + c * j.Co + co0;
+                for (int q = 0; q < n; ++q) acc[q] = std::fma(a, wr[q], acc[q]);
             }
-            for (int q = 0; q < n; ++q) o[co0 + q] = finish(acc[q], j.b[co0 + q], j.relu);
+            for (int q = 0; q < n; ++q) o[co0 + q] = acc[q] + j.b[co0 + q];
         }
     }
 }
@@ -65,11 +91,9 @@ inline void tile_scalar(const ConvJob& j, const float* const* rows, int np, std:
 #define FK_AVX512 __attribute__((target("avx512f")))
 
 template <int NP>
-FK_AVX512 inline void tile_avx512(const ConvJob& j, const float* const* rows, std::size_t m0) {
-    const std::size_t L = static_cast<std::size_t>(j.kw) * j.C;
-    const std::size_t rowstep = static_cast<std::size_t>(j.Wp) * j.C;
-    const __m512 zero = _mm512_setzero_ps();
-    for (int co0 = 0; co0 < j.Co; co0 += 64) {
+FK_AVX512 inline void tile_avx512(const ConvJob& j, const float* const* rows, std::size_t m0, int cb) {
+    const std::size_t K = static_cast<std::size_t>(j.kh) * j.kw * j.C;
+    for (int co0 = 64 * cb; co0 < j.Co && co0 < 64 * (cb + 1); co0 += 64) {
         __mmask16 mk[4];
         for (int k = 0; k < 4; ++k) {
             const int n = j.Co - co0 - 16 * k;
@@ -78,60 +102,54 @@ FK_AVX512 inline void tile_avx512(const ConvJob& j, const float* const* rows, st
         __m512 acc[NP][4];
         for (int p = 0; p < NP; ++p)
             for (int k = 0; k < 4; ++k) acc[p][k] = _mm512_setzero_ps();
-        for (int ky = 0; ky < j.kh; ++ky) {
-            const float* wc = j.w + ky * L * j.Co + co0;
-            const std::size_t off = ky * rowstep;
-            for (std::size_t t = 0; t < L; ++t, wc += j.Co) {
-                const __m512 w0 = _mm512_maskz_loadu_ps(mk[0], wc);
-                const __m512 w1 = _mm512_maskz_loadu_ps(mk[1], wc + 16);
-                const __m512 w2 = _mm512_maskz_loadu_ps(mk[2], wc + 32);
-                const __m512 w3 = _mm512_maskz_loadu_ps(mk[3], wc + 48);
-                for (int p = 0; p < NP; ++p) {
-                    const __m512 a = _mm512_set1_ps(rows[p][off + t]);
-                    acc[p][0] = _mm512_fmadd_ps(a, w0, acc[p][0]);
-                    acc[p][1] = _mm512_fmadd_ps(a, w1, acc[p][1]);
-                    acc[p][2] = _mm512_fmadd_ps(a, w2, acc[p][2]);
-                    acc[p][3] = _mm512_fmadd_ps(a, w3, acc[p][3]);
-                }
+        const float* wc = j.w + co0;
+        for (std::size_t c = 0; c < K; ++c, wc += j.Co) {
+            const __m512 w0 = _mm512_maskz_loadu_ps(mk[0], wc);
+            const __m512 w1 = _mm512_maskz_loadu_ps(mk[1], wc + 16);
+            const __m512 w2 = _mm512_maskz_loadu_ps(mk[2], wc + 32);
+            const __m512 w3 = _mm512_maskz_loadu_ps(mk[3], wc + 48);
+            for (int p = 0; p < NP; ++p) {
+                const __m512 a = _mm512_set1_ps(rows[p][c]);
+                acc[p][0] = _mm512_fmadd_ps(a, w0, acc[p][0]);
+                acc[p][1] = _mm512_fmadd_ps(a, w1, acc[p][1]);
+                acc[p][2] = _mm512_fmadd_ps(a, w2, acc[p][2]);
+                acc[p][3] = _mm512_fmadd_ps(a, w3, acc[p][3]);
             }
         }
         for (int p = 0; p < NP; ++p) {
             float* o = j.out + (m0 + p) * j.Co + co0;
-            for (int k = 0; k < 4; ++k) {
-                __m512 y = _mm512_add_ps(acc[p][k], _mm512_maskz_loadu_ps(mk[k], j.b + co0 + 16 * k));
-                if (j.relu) y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, zero);
-                _mm512_mask_storeu_ps(o + 16 * k, mk[k], y);
-            }
+            for (int k = 0; k < 4; ++k)
+                _mm512_mask_storeu_ps(o + 16 * k, mk[k],
+                                      _mm512_add_ps(acc[p][k], _mm512_maskz_loadu_ps(mk[k], j.b + co0 + 16 * k)));
         }
     }
 }
 
-FK_AVX512 void work_avx512(const ConvJob& j, std::size_t t0, std::size_t t1) {
-    const std::size_t pixels = static_cast<std::size_t>(j.N) * j.Ho * j.Wo;
+FK_AVX512 void work_avx512(const ConvJob& j, std::size_t i0, std::size_t i1, float* buf) {
     const float* rows[kPix];
-    for (std::size_t t = t0; t < t1; ++t) {
+    for (std::size_t i = i0; i < i1; ++i) {
+        const std::size_t t = i / j.nco;
+        const int cb = static_cast<int>(i % j.nco);
         const std::size_t m0 = t * kPix;
-        const int np = static_cast<int>(std::min<std::size_t>(kPix, pixels - m0));
-        for (int p = 0; p < np; ++p) rows[p] = pixel_base(j, m0 + p);
+        const int np = tile_rows(j, t, buf, rows);
         switch (np) {
-            case 6: tile_avx512<6>(j, rows, m0); break;
-            case 5: tile_avx512<5>(j, rows, m0); break;
-            case 4: tile_avx512<4>(j, rows, m0); break;
-            case 3: tile_avx512<3>(j, rows, m0); break;
-            case 2: tile_avx512<2>(j, rows, m0); break;
-            default: tile_avx512<1>(j, rows, m0); break;
+            case 6: tile_avx512<6>(j, rows, m0, cb); break;
+            case 5: tile_avx512<5>(j, rows, m0, cb); break;
+            case 4: tile_avx512<4>(j, rows, m0, cb); break;
+            case 3: tile_avx512<3>(j, rows, m0, cb); break;
+            case 2: tile_avx512<2>(j, rows, m0, cb); break;
+            default: tile_avx512<1>(j, rows, m0, cb); break;
         }
+        if (j.relu) relu_block(j, m0, np, cb);
     }
 }
 
 #define FK_AVX2 __attribute__((target("avx2,fma")))
 
 template <int NP>
-FK_AVX2 inline void tile_avx2(const ConvJob& j, const float* const* rows, std::size_t m0) {
-    const std::size_t L = static_cast<std::size_t>(j.kw) * j.C;
-    const std::size_t rowstep = static_cast<std::size_t>(j.Wp) * j.C;
-    const __m256 zero = _mm256_setzero_ps();
-    for (int co0 = 0; co0 < j.Co; co0 += 32) {
+FK_AVX2 inline void tile_avx2(const ConvJob& j, const float* const* rows, std::size_t m0, int cb) {
+    const std::size_t K = static_cast<std::size_t>(j.kh) * j.kw * j.C;
+    for (int co0 = 64 * cb; co0 < j.Co && co0 < 64 * (cb + 1); co0 += 32) {
         __m256i mk[4];
         for (int k = 0; k < 4; ++k) {
             const int n = std::min(8, std::max(0, j.Co - co0 - 8 * k));
@@ -140,43 +158,39 @@ FK_AVX2 inline void tile_avx2(const ConvJob& j, const float* const* rows, std::s
         __m256 acc[NP][4];
         for (int p = 0; p < NP; ++p)
             for (int k = 0; k < 4; ++k) acc[p][k] = _mm256_setzero_ps();
-        for (int ky = 0; ky < j.kh; ++ky) {
-            const float* wc = j.w + ky * L * j.Co + co0;
-            const std::size_t off = ky * rowstep;
-            for (std::size_t t = 0; t < L; ++t, wc += j.Co) {
-                __m256 w[4];
-                for (int k = 0; k < 4; ++k) w[k] = _mm256_maskload_ps(wc + 8 * k, mk[k]);
-                for (int p = 0; p < NP; ++p) {
-                    const __m256 a = _mm256_broadcast_ss(rows[p] + off + t);
-                    for (int k = 0; k < 4; ++k) acc[p][k] = _mm256_fmadd_ps(a, w[k], acc[p][k]);
-                }
+        const float* wc = j.w + co0;
+        for (std::size_t c = 0; c < K; ++c, wc += j.Co) {
+            __m256 w[4];
+            for (int k = 0; k < 4; ++k) w[k] = _mm256_maskload_ps(wc + 8 * k, mk[k]);
+            for (int p = 0; p < NP; ++p) {
+                const __m256 a = _mm256_broadcast_ss(rows[p] + c);
+                for (int k = 0; k < 4; ++k) acc[p][k] = _mm256_fmadd_ps(a, w[k], acc[p][k]);
             }
         }
         for (int p = 0; p < NP; ++p) {
             float* o = j.out + (m0 + p) * j.Co + co0;
-            for (int k = 0; k < 4; ++k) {
-                __m256 y = _mm256_add_ps(acc[p][k], _mm256_maskload_ps(j.b + co0 + 8 * k, mk[k]));
-                if (j.relu) y = _mm256_blendv_ps(y, zero, _mm256_cmp_ps(y, zero, _CMP_LT_OQ));
-                _mm256_maskstore_ps(o + 8 * k, mk[k], y);
-            }
+            for (int k = 0; k < 4; ++k)
+                _mm256_maskstore_ps(o + 8 * k, mk[k],
+                                    _mm256_add_ps(acc[p][k], _mm256_maskload_ps(j.b + co0 + 8 * k, mk[k])));
         }
     }
 }
 
-FK_AVX2 void work_avx2(const ConvJob& j, std::size_t t0, std::size_t t1) {
-    const std::size_t pixels = static_cast<std::size_t>(j.N) * j.Ho * j.Wo;
+FK_AVX2 void work_avx2(const ConvJob& j, std::size_t i0, std::size_t i1, float* buf) {
     const float* rows[kPix];
-    for (std::size_t t = t0; t < t1; ++t) {
+    for (std::size_t i = i0; i < i1; ++i) {
+        const std::size_t t = i / j.nco;
+        const int cb = static_cast<int>(i % j.nco);
         const std::size_t m0 = t * kPix;
-        const int np = static_cast<int>(std::min<std::size_t>(kPix, pixels - m0));
-        for (int p = 0; p < np; ++p) rows[p] = pixel_base(j, m0 + p);
+        const int np = tile_rows(j, t, buf, rows);
         for (int p = 0; p < np; p += 3) {
             switch (std::min(3, np - p)) {
-                case 3: tile_avx2<3>(j, rows + p, m0 + p); break;
-                case 2: tile_avx2<2>(j, rows + p, m0 + p); break;
-                default: tile_avx2<1>(j, rows + p, m0 + p); break;
+                case 3: tile_avx2<3>(j, rows + p, m0 + p, cb); break;
+                case 2: tile_avx2<2>(j, rows + p, m0 + p, cb); break;
+                default: tile_avx2<1>(j, rows + p, m0 + p, cb); break;
             }
         }
+        if (j.relu) relu_block(j, m0, np, cb);
     }
 }
 #endif
@@ -184,26 +198,33 @@ FK_AVX2 void work_avx2(const ConvJob& j, std::size_t t0, std::size_t t1) {
 #if defined(__x86_64__) && defined(__GLIBC__) && !defined(__clang__) && !defined(XNOR_NO_CLONES)
 __attribute__((target_clones("fma", "default"), flatten))
 #endif
-void work_portable(const ConvJob& j, std::size_t t0, std::size_t t1) {
-    const std::size_t pixels = static_cast<std::size_t>(j.N) * j.Ho * j.Wo;
+void work_portable(const ConvJob& j, std::size_t i0, std::size_t i1, float* buf) {
     const float* rows[kPix];
-    for (std::size_t t = t0; t < t1; ++t) {
-        const std::size_t m0 = t * kPix;
-        const int np = static_cast<int>(std::min<std::size_t>(kPix, pixels - m0));
-        for (int p = 0; p < np; ++p) rows[p] = pixel_base(j, m0 + p);
-        tile_scalar(j, rows, np, m0);
+    for (std::size_t i = i0; i < i1; ++i) {
+        const std::size_t t = i / j.nco;
+        const int cb = static_cast<int>(i % j.nco);
+        const int np = tile_rows(j, t, buf, rows);
+        tile_scalar(j, rows, np, t * kPix, cb);
+        if (j.relu) relu_block(j, t * kPix, np, cb);
     }
 }
 
 void conv_work(void* ctx, int part, int nparts) {
     const ConvJob& j = *static_cast<const ConvJob*>(ctx);
-    const std::size_t t0 = j.tiles * part / nparts, t1 = j.tiles * (part + 1) / nparts;
+    const std::size_t items = j.tiles * j.nco;
+    const std::size_t t0 = items * part / nparts, t1 = items * (part + 1) / nparts;
     if (t0 >= t1) return;
+    thread_local std::vector<float> tls;
+    float* buf = nullptr;
+    if (j.kh > 1) {
+        tls.resize(static_cast<std::size_t>(kPix) * j.kh * j.kw * j.C);
+        buf = tls.data();
+    }
 #if defined(__x86_64__)
-    if (j.isa == Isa::avx512) return work_avx512(j, t0, t1);
-    if (j.isa == Isa::avx2) return work_avx2(j, t0, t1);
+    if (j.isa == Isa::avx512) return work_avx512(j, t0, t1, buf);
+    if (j.isa == Isa::avx2) return work_avx2(j, t0, t1, buf);
 #endif
-    work_portable(j, t0, t1);
+    work_portable(j, t0, t1, buf);
 }
 
 // Generic row-range helper: f(ctx, r0, r1) over [0, rows) split over threads.
@@ -226,11 +247,13 @@ void split_rows(std::size_t rows, int threads, std::size_t grain, F&& f) {
 void conv_float(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
                 int Co, const float* b, bool relu, float* out, int threads, Isa isa) {
     ConvJob j{xp, N, Hp, Wp, C, kh, kw, stride, (Hp - kh) / stride + 1, (Wp - kw) / stride + 1, Co, w, b, relu,
-              out, 0, isa};
+              out, 0, (Co + 63) / 64, isa};
     const std::size_t pixels = static_cast<std::size_t>(N) * j.Ho * j.Wo;
     j.tiles = (pixels + kPix - 1) / kPix;
     if (j.tiles == 0) return;
-    parallel_run(threads, parts_for(j.tiles, threads), conv_work, &j);
+    // pixel tiles x channel blocks, pixel-major: a tile's gathered inputs stay in cache across
+    // its channel blocks, and small outputs (the classifier at batch 1) still split over threads
+    parallel_run(threads, parts_for(j.tiles * j.nco, threads), conv_work, &j);
 }
 
 void pad_nhwc(const float* x, int N, int H, int W, int C, int pad, float* out, int threads) {
