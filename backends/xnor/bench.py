@@ -45,7 +45,8 @@ class Contenders:
         self.compiled = compiled
         self.engines = list(engines)
         self.xnor_bytes = to_onnx_xnor(compiled, state, "bench").SerializeToString()
-        self.std_bytes = to_onnx(compiled, state, "bench").SerializeToString() if "onnxruntime" in engines else None
+        self.std_bytes = (to_onnx(compiled, state, "bench").SerializeToString()
+                          if {"onnxruntime", "openvino"} & set(engines) else None)
         self.state = state
         self.input_shape = tuple(compiled.graph.shape("input"))
 
@@ -55,6 +56,11 @@ class Contenders:
             from fractalc.runtime import Session
             s = Session(self.xnor_bytes, threads=threads)
             return s.run
+        if engine == "executor":  # the planner/executor fallback (numpy + onnxruntime float ops)
+            from fractalc.runtime import Session
+            return Session(self.xnor_bytes, threads=threads, engine="executor").run
+        if engine == "openvino":
+            return openvino_runner(self.std_bytes, threads)
         if engine == "onnxruntime":
             import onnxruntime as ort
             so = ort.SessionOptions()
@@ -77,6 +83,60 @@ class Contenders:
                     return _m(torch.from_numpy(x)).numpy()
             return run
         raise ValueError(engine)
+
+
+ENGINES = ("fractalc", "executor", "onnxruntime", "openvino", "torch")
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def openvino_runner(onnx_bytes: bytes, threads: int):
+    """OpenVINO (CPU plugin, fp32 inference precision, latency hint) on the standard ONNX export."""
+    import openvino as ov
+    core = ov.Core()
+    model = core.read_model(model=onnx_bytes)
+    cfg = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+           "NUM_STREAMS": 1}
+    compiled = core.compile_model(model, "CPU", cfg)
+    req = compiled.create_infer_request()
+
+    def run(x, _r=req):
+        return _r.infer({0: x})[0]
+    return run
+
+
+def engine_tuning(isa: str | None = None) -> dict:
+    """The kernel shapes the native engine uses on this CPU (a table by ISA; see README)."""
+    from . import kernels
+    isa = kernels.resolve_isa(isa)
+    table = {"avx512": {"binary_tile": "6 pixels x 32 channels", "float_tile": "6 pixels x 64 channels"},
+             "avx2": {"binary_tile": "3 pixels x 32 channels", "float_tile": "3 pixels x 32 channels"},
+             "portable": {"binary_tile": "4 pixels x 32 channels", "float_tile": "1 pixel x 64 channels"}}
+    return {"isa": isa, **table[isa], "split": "8 work items per thread (pixel tiles x channel blocks)"}
+
+
+def cold_vs_steady(run, x, rounds: int = 7, idle_s: float = 0.2) -> dict:
+    """Median wall time of a call after `idle_s` of idling vs of back-to-back calls."""
+    for _ in range(3):
+        run(x)
+    steady, cold = [], []
+    for _ in range(rounds):
+        time.sleep(idle_s)
+        t0 = time.perf_counter()
+        run(x)
+        cold.append(time.perf_counter() - t0)
+        for _ in range(3):
+            t0 = time.perf_counter()
+            run(x)
+            steady.append(time.perf_counter() - t0)
+    c, s = statistics.median(cold) * 1e3, statistics.median(steady) * 1e3
+    return {"cold_ms": c, "steady_ms": s, "ratio": c / s}
 
 
 class FileContender:

@@ -1,0 +1,101 @@
+"""Whole-model benchmark of the standalone native engine (issue 15): not a test.
+
+Bi-Real ResNet18 and RF-c3d4 ResNet21(53) at 224x224, batch 1 and 8, 2 threads: the native
+engine (every op in C++) against the planner/executor runtime, onnxruntime fp32 and OpenVINO
+fp32 (the optional `bench` extra; skipped when not installed) on the standard ONNX export of
+the same seeded weights, interleaved in one process (bench.time_interleaved). Prints medians,
+ratios, the engine's per-op breakdown, its arena (planned vs unplanned bytes), the kernel shapes
+used on this CPU, and cold calls (after 200 ms idle) against steady state; writes JSON (default
+benchmarks/results/bench_engine.json).
+
+    .venv/bin/python benchmarks/bench_engine.py [--repeats 10] [--batch 1 --batch 8] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = [("bireal_resnet18", "specs/bireal_resnet18.fr"), ("rf_c3d4_resnet21", "specs/rf_c3d4_resnet21.fr")]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--batch", type=int, action="append")
+    ap.add_argument("--threads", type=int, action="append")
+    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "bench_engine.json"))
+    args = ap.parse_args(argv)
+    from fractalc.backends.onnx import weights
+    from fractalc.backends.xnor import bench
+    from fractalc.backends.xnor.engine import Engine, write_engine_file
+    from fractalc.compiler import compile_spec
+    from fractalc.runtime import Session
+
+    engines = ["fractalc", "executor", "onnxruntime"] + (["openvino"] if bench.openvino_available() else [])
+    info = bench.cpu_info()
+    tuning = bench.engine_tuning()
+    print(f"# {info['cpu']} | ISAs {', '.join(info['isas'])} | {info['cpus']} CPUs | load {info['loadavg']:.2f}")
+    print(f"# engine kernels: {tuning}")
+    if "openvino" not in engines:
+        print("# openvino not installed (pip install 'fractalc[bench]'): not compared")
+    out = {"cpu": info, "tuning": tuning, "engines": engines, "repeats": args.repeats,
+           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": []}
+    for name, spec in MODELS:
+        c = compile_spec(ROOT / spec, {})
+        state, _ = weights.resolve(c, {"seed": 0})
+        cont = bench.Contenders(c, state, engines)
+        frt = write_engine_file(cont.xnor_bytes)
+        for b in args.batch or [1, 8]:
+            x = np.random.default_rng(0).standard_normal((b,) + cont.input_shape).astype(np.float32)
+            for t in args.threads or [2]:
+                fns = {e: cont.make(e, t) for e in engines}
+                times = bench.time_interleaved(fns, x, args.repeats)
+                med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+                eng = Engine(frt, threads=t)
+                prof: dict[str, float] = {}
+                for _ in range(5):
+                    eng.run(x)
+                for _ in range(5):
+                    eng.run(x, profile=prof)
+                planned, unplanned = eng.arena_bytes(b)
+                cold = bench.cold_vs_steady(Session(cont.xnor_bytes, threads=t).run, x)
+                row = {"model": name, "batch": b, "threads": t, "median_ms": med,
+                       "speedup_vs": {k: med[k] / med["fractalc"] for k in med if k != "fractalc"},
+                       "breakdown_ms": {k: v / 5 * 1e3 for k, v in sorted(prof.items(), key=lambda kv: -kv[1])},
+                       "arena_bytes": planned, "unplanned_bytes": unplanned, "file_bytes": len(frt), "cold": cold}
+                out["results"].append(row)
+                print(f"{name} batch {b} threads {t}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in med.items())
+                      + "".join(f"  {v:.1f}x vs {k}" for k, v in row["speedup_vs"].items()), flush=True)
+                print("    by op: " + ", ".join(f"{k} {v:.2f}" for k, v in row["breakdown_ms"].items()))
+                print(f"    arena {planned / 2**20:.1f} MiB (unplanned {unplanned / 2**20:.1f} MiB), file "
+                      f"{len(frt) / 2**20:.1f} MiB; cold call {cold['cold_ms']:.2f} ms vs steady "
+                      f"{cold['steady_ms']:.2f} ms ({cold['ratio']:.2f}x)")
+    out["loadavg_end"] = bench.cpu_info()["loadavg"]
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    print(markdown(out))
+    return 0
+
+
+def markdown(out: dict) -> str:
+    engines = [e for e in out["engines"] if e != "fractalc"]
+    head = "| model | batch | threads | engine ms | " + " | ".join(f"{e} ms" for e in engines) + " | " \
+        + " | ".join(f"vs {e}" for e in engines) + " | cold/steady |"
+    lines = [head, "|" + "---|" * (5 + 2 * len(engines))]
+    for r in out["results"]:
+        m = r["median_ms"]
+        lines.append(f"| {r['model']} | {r['batch']} | {r['threads']} | {m['fractalc']:.2f} | "
+                     + " | ".join(f"{m[e]:.2f}" for e in engines) + " | "
+                     + " | ".join(f"{r['speedup_vs'][e]:.1f}x" for e in engines)
+                     + f" | {r['cold']['ratio']:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
