@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
 STAMP  := $(VENV)/.fractalc-installed
-NATIVE := $(wildcard backends/xnor/src/*) CMakeLists.txt
+NATIVE := $(wildcard backends/xnor/src/* backends/xnor/include/* backends/xnor/tools/*) CMakeLists.txt
 
 .PHONY: setup demo test sanitize clean
 

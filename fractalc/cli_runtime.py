@@ -66,7 +66,8 @@ def run_cmd(model, input_path, output, threads, isa):
               help="Thread count(s) to compare (default 2 and 1).")
 @click.option("--repeats", type=click.IntRange(1, 10000), default=10, show_default=True)
 @click.option("--engines", default="fractalc,onnxruntime,torch", show_default=True,
-              help="Comma-separated contenders (specs): fractalc, onnxruntime, torch.")
+              help="Comma-separated contenders (specs): fractalc (the native engine), executor (the planner "
+                   "fallback), onnxruntime, openvino (the bench extra), torch.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
 @allow_import_option
 def bench_cmd(target, sets, network, seed, batch, threads, repeats, engines, json_path):
@@ -81,7 +82,10 @@ def bench_cmd(target, sets, network, seed, batch, threads, repeats, engines, jso
     info = bench.cpu_info()
     click.echo(f"# {info['cpu']} | VPOPCNTDQ {info['avx512_vpopcntdq']} | ISAs {', '.join(info['isas'])} | "
                f"{info['cpus']} CPUs | load {info['loadavg']:.2f}")
-    results = {"cpu": info, "target": target, "results": []}
+    tuning = bench.engine_tuning()
+    click.echo(f"# native engine: {tuning['isa']} kernels, binary tile {tuning['binary_tile']}, float tile "
+               f"{tuning['float_tile']}, {tuning['split']}")
+    results = {"cpu": info, "tuning": tuning, "target": target, "results": []}
     if target.endswith(".fr"):
         from fractalc.backends.onnx import weights
 
@@ -90,9 +94,9 @@ def bench_cmd(target, sets, network, seed, batch, threads, repeats, engines, jso
         c = compile_spec(target, parse_sets(sets), network=network)
         state, _ = weights.resolve(c, {"seed": seed})
         names = [e.strip() for e in engines.split(",") if e.strip()]
-        bad = [e for e in names if e not in ("fractalc", "onnxruntime", "torch")]
+        bad = [e for e in names if e not in bench.ENGINES]
         if bad or not names:
-            raise FractalcError(f"unknown engine(s) {', '.join(bad) or '(none)'}: use fractalc, onnxruntime, torch")
+            raise FractalcError(f"unknown engine(s) {', '.join(bad) or '(none)'}: use {', '.join(bench.ENGINES)}")
         cont = bench.Contenders(c, state, names)
         label = c.name
     else:

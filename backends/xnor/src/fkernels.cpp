@@ -298,58 +298,80 @@ void nhwc_to_nchw(const float* x, int N, int HW, int C, float* out, int threads)
     });
 }
 
-void pool_nhwc(const float* x, int N, int H, int W, int C, bool is_max, int kh, int kw, int sh, int sw, int pt,
-               int pl, int Ho, int Wo, float* out, int threads) {
-    const float inv = static_cast<float>(kh * kw);
-    split_rows(static_cast<std::size_t>(N) * Ho * Wo, threads, 64, [&](std::size_t r0, std::size_t r1) {
-        for (std::size_t r = r0; r < r1; ++r) {
-            const std::size_t n = r / (static_cast<std::size_t>(Ho) * Wo);
-            const int oy = static_cast<int>(r / Wo % Ho), ox = static_cast<int>(r % Wo);
-            float* o = out + r * C;
-            bool first = true;
-            for (int ky = 0; ky < kh; ++ky) {
-                const int y = oy * sh - pt + ky;
-                if (y < 0 || y >= H) continue;
-                for (int kx = 0; kx < kw; ++kx) {
-                    const int xx = ox * sw - pl + kx;
-                    if (xx < 0 || xx >= W) continue;
-                    const float* s = x + ((n * H + y) * W + xx) * C;
-                    if (first) {
-                        std::memcpy(o, s, static_cast<std::size_t>(C) * sizeof(float));
-                        first = false;
-                    } else if (is_max) {
-                        for (int c = 0; c < C; ++c) o[c] = s[c] > o[c] ? s[c] : o[c];
-                    } else {
-                        for (int c = 0; c < C; ++c) o[c] += s[c];
-                    }
+namespace {
+
+// Vector clones of the element-wise loops (max, add, compare-select and a division per element
+// are exactly rounded, so every clone gives the same bytes as the baseline one).
+#if defined(__x86_64__) && defined(__GLIBC__) && !defined(__clang__) && !defined(XNOR_NO_CLONES)
+#define FK_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FK_CLONES
+#endif
+
+FK_CLONES void pool_rows(const float* x, int H, int W, int C, bool is_max, int kh, int kw, int sh, int sw, int pt,
+                         int pl, int Ho, int Wo, float* out, std::size_t r0, std::size_t r1) {
+    const float div = static_cast<float>(kh * kw);
+    for (std::size_t r = r0; r < r1; ++r) {
+        const std::size_t n = r / (static_cast<std::size_t>(Ho) * Wo);
+        const int oy = static_cast<int>(r / Wo % Ho), ox = static_cast<int>(r % Wo);
+        float* __restrict o = out + r * C;
+        bool first = true;
+        for (int ky = 0; ky < kh; ++ky) {
+            const int y = oy * sh - pt + ky;
+            if (y < 0 || y >= H) continue;
+            for (int kx = 0; kx < kw; ++kx) {
+                const int xx = ox * sw - pl + kx;
+                if (xx < 0 || xx >= W) continue;
+                const float* __restrict s = x + ((n * H + y) * W + xx) * C;
+                if (first) {
+                    for (int c = 0; c < C; ++c) o[c] = s[c];
+                    first = false;
+                } else if (is_max) {
+                    for (int c = 0; c < C; ++c) o[c] = s[c] > o[c] ? s[c] : o[c];
+                } else {
+                    for (int c = 0; c < C; ++c) o[c] += s[c];
                 }
             }
-            if (first) {  // a window entirely in the padding (validated away; defined anyway)
-                for (int c = 0; c < C; ++c) o[c] = is_max ? -INFINITY : 0.0f;
-            } else if (!is_max) {
-                for (int c = 0; c < C; ++c) o[c] /= inv;
-            }
         }
+        if (first) {  // a window entirely in the padding (validated away; defined anyway)
+            for (int c = 0; c < C; ++c) o[c] = is_max ? -INFINITY : 0.0f;
+        } else if (!is_max) {
+            for (int c = 0; c < C; ++c) o[c] /= div;
+        }
+    }
+}
+
+FK_CLONES void affine_rows(const float* x, int C, const float* scale, const float* shift, bool relu, float* out,
+                           std::size_t r0, std::size_t r1) {
+    for (std::size_t r = r0; r < r1; ++r) {
+        const float* s = x + r * C;
+        float* o = out + r * C;
+        if (scale) {
+            for (int c = 0; c < C; ++c) {
+                const float m = s[c] * scale[c];
+                o[c] = m + shift[c];
+            }
+        } else if (o != s) {
+            std::memcpy(o, s, static_cast<std::size_t>(C) * sizeof(float));
+        }
+        if (relu)
+            for (int c = 0; c < C; ++c) o[c] = o[c] < 0.0f ? 0.0f : o[c];
+    }
+}
+
+}  // namespace
+
+void pool_nhwc(const float* x, int N, int H, int W, int C, bool is_max, int kh, int kw, int sh, int sw, int pt,
+               int pl, int Ho, int Wo, float* out, int threads) {
+    split_rows(static_cast<std::size_t>(N) * Ho * Wo, threads, 64, [&](std::size_t r0, std::size_t r1) {
+        pool_rows(x, H, W, C, is_max, kh, kw, sh, sw, pt, pl, Ho, Wo, out, r0, r1);
     });
 }
 
 void affine_nhwc(const float* x, std::size_t pixels, int C, const float* scale, const float* shift, bool relu,
                  float* out, int threads) {
     split_rows(pixels, threads, 256, [&](std::size_t r0, std::size_t r1) {
-        for (std::size_t r = r0; r < r1; ++r) {
-            const float* s = x + r * C;
-            float* o = out + r * C;
-            if (scale) {
-                for (int c = 0; c < C; ++c) {
-                    const float m = s[c] * scale[c];
-                    o[c] = m + shift[c];
-                }
-            } else if (o != s) {
-                std::memcpy(o, s, static_cast<std::size_t>(C) * sizeof(float));
-            }
-            if (relu)
-                for (int c = 0; c < C; ++c) o[c] = o[c] < 0.0f ? 0.0f : o[c];
-        }
+        affine_rows(x, C, scale, shift, relu, out, r0, r1);
     });
 }
 
