@@ -71,13 +71,20 @@ def _close(got, want, what):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale, err_msg=what)
 
 
-def _check_against_reference(model, vals, ref, exact: bool, name: str) -> None:
-    """Every packed bit equal and every float within 1e-4 of the reference, at every node.
+EXACT_OPS = {"Add", "Sum", "Div", "Relu", "Concat", "MaxPool", "Slice"}
+
+
+def _check_against_reference(model, vals, ref, exact: bool, name: str) -> int:
+    """Every packed bit equal and every float within 1e-4 of the reference, at every node; bit
+    for bit at every join, add, ReLU, concat, max-pool and slice whose inputs are (returns how
+    many such nodes it checked).
 
     The data are chosen so that no sign is a near-tie on any spec (on exact data every sign is
     computed exactly; with joins of 3 or 5 inputs, whose means round, the fine BN grain keeps
     every pre-sign value far from its threshold), so there is no flip to excuse: a first flip
     fails with its diagnosis (near-tie or not), and nothing after it goes unchecked."""
+    inits = {t.name for t in model.graph.initializer}
+    exact_nodes = [0]
     for nd in model.graph.node:
         n = nd.output[0]
         if n not in vals:  # inside a float chain run as one onnxruntime session
@@ -87,6 +94,11 @@ def _check_against_reference(model, vals, ref, exact: bool, name: str) -> None:
         assert got.shape == want.shape and got.dtype == want.dtype, n
         if want.dtype != np.uint64:
             _close(got, want, n)
+            if nd.domain == "" and nd.op_type in EXACT_OPS and all(
+                    i in vals and np.array_equal(vals[i], ref[i]) for i in nd.input if i and i not in inits):
+                # one correctly rounded float32 operation (sums in input order) on equal inputs
+                assert np.array_equal(got, want), f"{name}: {n} ({nd.op_type}) rounds differently"
+                exact_nodes[0] += 1
             continue
         count = int(np.bitwise_count(got ^ want).sum())
         if count:
@@ -100,6 +112,7 @@ def _check_against_reference(model, vals, ref, exact: bool, name: str) -> None:
                 why += f"; largest distance of a flipped value from its threshold {gap:.3g}"
                 why += f" (tensor scale {float(np.abs(x).max()):.3g})"
             raise AssertionError(f"{name}: {why}")
+    return exact_nodes[0]
 
 
 @pytest.mark.parametrize("path,overrides", CASES)
@@ -119,7 +132,9 @@ def test_spec_exact(path, overrides):
         assert np.array_equal(ex.run(x), vals["output"]), f"run() differs from run_all() ({isa}, {threads})"
         if first is None:
             first = vals
-            _check_against_reference(model, vals, ref, _exact_joins(c.graph), c.name)
+            checked = _check_against_reference(model, vals, ref, _exact_joins(c.graph), c.name)
+            if binary and (c.graph.count(ir.Join) or c.graph.count(ir.Add)):
+                assert checked > 0, "no join or add compared bit for bit"
         else:
             assert vals.keys() == first.keys()
             for n in first:
