@@ -47,6 +47,9 @@ class Loc:
         return f"{self.file}:{self.line}:{self.column}"
 
 
+_WIDTH = 100  # longest source excerpt shown under a message
+
+
 class FractalcError(Exception):
     """Base of every error fractalc reports to a user."""
 
@@ -64,8 +67,15 @@ class FractalcError(Exception):
             line = source_line(text, self.loc.line) if text is not None else None
             if line is not None:
                 # a tab is one column for the parser: show it as one space
-                lines.append("    " + printable(line.replace("\t", " ")))
-                lines.append("    " + " " * max(self.loc.column - 1, 0) + "^")
+                shown = printable(line.replace("\t", " "))
+                col = max(self.loc.column - 1, 0)
+                if len(shown) > _WIDTH:  # a window around the column, marked by "..."
+                    start = min(max(col - _WIDTH // 2, 0), len(shown) - _WIDTH)
+                    end = start + _WIDTH
+                    shown = ("..." if start else "") + shown[start:end] + ("..." if end < len(shown) else "")
+                    col = col - start + (3 if start else 0)
+                lines.append("    " + shown)
+                lines.append("    " + " " * col + "^")
         if self.hint:
             lines.append(f"hint: {self.hint}")
         return "\n".join(lines)

@@ -435,15 +435,21 @@ def _short(text) -> str:
 def _check_depth(tree: lark.Tree, transformer: "_ToAst") -> None:
     """Refuse expressions nested deeper than `limits.MAX_EXPR_DEPTH`, before any recursive stage
     (the transformer, resolve, the evaluator, the formatter) walks them. Iterative."""
-    stack = [(tree, 0)]
+    stack = [(tree, 0, None)]  # (node, depth, the whole expression it is part of)
     while stack:
-        node, depth = stack.pop()
+        node, depth, top = stack.pop()
+        if top is None and node.data not in _STATEMENTS:
+            top = node
         if depth > limits.MAX_EXPR_DEPTH:
             raise SpecSyntaxError(
                 f"expression nested too deeply: more than {limits.MAX_EXPR_DEPTH} levels of "
                 "lists, parentheses, operators or pipeline stages; name a part with a "
-                "parameter or a rule", transformer._loc(node.meta))
-        stack.extend((c, depth + 1) for c in node.children if isinstance(c, lark.Tree))
+                "parameter or a rule", transformer._loc((top or node).meta))
+        stack.extend((c, depth + 1, top) for c in node.children if isinstance(c, lark.Tree))
+
+
+_STATEMENTS = {"start", "import_stmt", "param_stmt", "choices", "rule_def", "rule_params",
+               "param_decl", "network_def", "input_decl", "section"}
 
 
 def _transform(tree: lark.Tree, transformer: "_ToAst"):

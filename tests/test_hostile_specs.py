@@ -159,7 +159,11 @@ DEEP = limits.MAX_EXPR_DEPTH
 ])
 def test_deep_nesting_is_a_positioned_error(tmp_path, name, text):
     err = refused(tmp_path, text, SpecSyntaxError)
-    assert "nested too deeply" in err.message and err.loc is not None
+    assert "nested too deeply" in err.message
+    # at the start of the whole expression, shown in a window of the 80,000-character line
+    assert (err.loc.line, err.loc.column) == ((3, 10) if name.startswith("pipe") else (1, 11))
+    shown = err.format().splitlines()
+    assert len(shown[1]) < 120 and shown[2].index("^") == shown[1].index(text.splitlines()[err.loc.line - 1][err.loc.column - 1:][:6])
     with pytest.raises(SpecSyntaxError, match="nested too deeply"):
         format_source(text, "deep.fr")
 
@@ -352,3 +356,11 @@ def test_fuzz_front_end_and_formatter_raise_only_fractalc_errors(tmp_path):
                 exc.format()  # rendering the message must not fail either
                 outcomes["refused"] += 1
     assert outcomes["ok"] > 0 and outcomes["refused"] > 0, outcomes
+
+
+def test_long_lines_are_shown_as_a_window_around_the_caret(tmp_path):
+    text = "param x = " + " + ".join(["1"] * 100) + " + nope + " + " + ".join(["2"] * 100) + "\n" + NET % "bn"
+    err = refused(tmp_path, text, SpecError)
+    head, line, caret = err.format().splitlines()[:3]
+    assert line.startswith("    ...") and line.endswith("...") and len(line) < 120
+    assert line[caret.index("^"):].startswith("nope")
