@@ -137,12 +137,9 @@ def _target_help() -> str:
 def compile_cmd(spec, sets, network, max_nodes, target, output, seed, weights, column):
     """Compile SPEC to a target (default: the IR listing)."""
     from .targets import emit
-    c = _compile(spec, sets, network, max_nodes)
-    if column is not None:  # one place for every target; targets see the column's graph
-        from .passes import verify
-        from .passes.extract_column import extract_column
-        c.graph = extract_column(c.graph, column)
-        verify(c.graph)
+    # One place for every target: targets get the column's graph, with c.column == column
+    # telling them it is already extracted (the option stays for metadata and weight checks).
+    c = _compile(spec, sets, network, max_nodes).with_column(column)
     text = emit(target, c, output, {"seed": seed, "weights": weights, "column": column})
     if text is not None:
         _out(text, output)

@@ -288,7 +288,16 @@ def _render_lines(lines: list[_Line | None]) -> str:
 def _full_lexer():
     """The grammar's own lexer, keeping the ignored tokens (comments, whitespace); built once,
     since building it costs far more than lexing a spec."""
-    return S._parser()._build_lexer(dont_ignore=True)
+    from copy import copy
+
+    from lark.lexer import BasicLexer
+
+    # What lark's own `Lark.lex(dont_ignore=True)` does, but once: its lexer configuration
+    # (public `Lark.lexer_conf`, also present on a parser loaded from the cache) with no
+    # ignored terminals.
+    conf = copy(S._parser().lexer_conf)
+    conf.ignore = ()
+    return BasicLexer(conf)
 
 
 def _tokens(text: str) -> list:

@@ -129,8 +129,12 @@ def import_target(importer: Path, path: str, roots: Iterable[Path] | None = None
     return target
 
 
-def load(path: str | Path, *, allow_import: Iterable[str | Path] | None = None) -> Spec:
+def load(path: str | Path, *, allow_import: Iterable[str | Path] | None = None,
+         text: str | None = None) -> Spec:
     """Parse `path` and everything it imports, then check the whole spec.
+
+    With `text`, that is the main file's text and nothing is read from `path`: it only names
+    the spec (in errors and `Spec.main`) and places it (relative imports start from its folder).
 
     Imports may only read files under `import_roots(path, allow_import)` (the spec's folder,
     the bundled library and the allowed folders): a spec cannot read arbitrary files. Every
@@ -148,7 +152,7 @@ def load(path: str | Path, *, allow_import: Iterable[str | Path] | None = None) 
         if rp in seen:
             return {str(p)} | below.get(str(p), set())
         if is_main:
-            data = S.read_spec_bytes(p)
+            data = S.read_spec_bytes(p) if text is None else text.encode("utf-8")
         else:
             try:
                 # the resolved path: the file whose location import_target checked
@@ -159,7 +163,10 @@ def load(path: str | Path, *, allow_import: Iterable[str | Path] | None = None) 
                     raise SpecError(f"no library file {LIBRARY}{p.name} (the library has: {have})", loc) from None
                 raise SpecError(f"cannot import {str(p)!r}: {exc.reason}", loc) from None
         seen.add(rp)
-        module = S.parse_file(p, data)
+        if is_main and text is not None:  # given text is shown in errors whatever its name
+            module = S.parse(S.decode_spec(data, p), main)
+        else:
+            module = S.parse_file(p, data)
         digest.update(p.name.encode() + b"\0" + data + b"\0")
         spec.files.append(str(p))
         mine: set[str] = set()

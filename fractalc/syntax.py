@@ -187,10 +187,17 @@ def grammar_text() -> str:
         return (Path(__file__).resolve().parent.parent / "grammars" / "fractal.lark").read_text()
 
 
+_PARSER_OPTIONS = dict(parser="lalr", strict=True, propagate_positions=True,
+                       start=["start", "expr"], maybe_placeholders=True)
+
+
 @functools.cache
 def _parser() -> Lark:
-    return Lark(grammar_text(), parser="lalr", strict=True, propagate_positions=True,
-                start=["start", "expr"], maybe_placeholders=True)
+    """The parser, built once per process; across processes the built tables come from the
+    per-user cache of `parser_cache` (keyed by the grammar text, so a new grammar rebuilds)."""
+    from .parser_cache import load_or_build
+    text = grammar_text()
+    return load_or_build(text, _PARSER_OPTIONS, lambda: Lark(text, **_PARSER_OPTIONS))
 
 
 _TERMINAL_WORDS = {

@@ -9,6 +9,8 @@ def _graph_for(compiled, options: dict):
     column = options.get("column")
     if column is None:
         return compiled, {}
+    if getattr(compiled, "column", None) == column:  # the CLI extracted it already
+        return compiled, {"fractalc.column": str(column)}
     try:
         from fractalc.passes.extract_column import extract_column
     except ImportError:

@@ -56,8 +56,9 @@ def _graph(compiled, options: dict, target: str):
         from fractalc.errors import FractalcError
         raise FractalcError(f"target {target!r} does not take option(s) {', '.join(extra)}")
     g = compiled.graph
-    if options.get("column") is not None:
-        g = extract_column(g, options["column"])
+    column = options.get("column")
+    if column is not None and getattr(compiled, "column", None) != column:  # not yet extracted
+        g = extract_column(g, column)
     return g
 
 
