@@ -5,7 +5,11 @@ import json
 
 import click
 
-from .cli import _compile, parse_sets, spec_options
+from .cli import _compile, spec_options
+
+_column_option = click.option(
+    "--column", type=int, default=None,
+    help="Use only fractal column N (1 = deepest) as a plain network (extract_column).")
 
 
 @click.command()
@@ -25,14 +29,16 @@ from .cli import _compile, parse_sets, spec_options
 @click.option("--no-export", is_flag=True, help="Skip the final onnx / onnx-xnor export.")
 @click.option("--save-all-ranks", is_flag=True, help="Under torchrun, every rank writes its final weights.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@_column_option
 def train(spec, sets, network, max_nodes, data, config, out, resume, resume_from, epochs, seed,
-          stop_after, plot, no_export, save_all_ranks, quiet):
+          stop_after, plot, no_export, save_all_ranks, quiet, column):
     """Train SPEC on DATA with the paper's recipes; checkpoints, metrics, curves and exports in OUT."""
     from .training.loop import train as run
 
     over = {"seed": seed, "epochs": epochs}
-    c = _compile(spec, sets, network, max_nodes)
-    summary = run(spec, data, out or f"runs/{c.name}", config=config, sets=parse_sets(sets), resume=resume,
+    # Compiled once, here: training gets this graph (--network, --max-nodes, --set, --column).
+    c = _compile(spec, sets, network, max_nodes).with_column(column)
+    summary = run(c, data, out or f"runs/{c.name}", config=config, resume=resume,
                   resume_from=resume_from, stop_after=stop_after, plot=plot, export=not no_export,
                   save_all_ranks=save_all_ranks, progress=not quiet, config_overrides=over)
     click.echo(json.dumps(summary["final"], sort_keys=True))
@@ -47,10 +53,12 @@ def train(spec, sets, network, max_nodes, data, config, out, resume, resume_from
 @click.option("--mode", type=click.Choice(["fp", "tanh", "binary"]), default="binary", show_default=True,
               help="Torch engine's mode (ONNX engines are binary).")
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(spec, sets, network, max_nodes, weights, data, engine, mode, as_json):
-    """Top-1 / top-5 of SPEC with WEIGHTS on DATA's test split."""
+@_column_option
+def eval_cmd(spec, sets, network, max_nodes, weights, data, engine, mode, as_json, column):
+    """Top-1 / top-5 of SPEC with WEIGHTS on DATA's test split (with --column: the full
+    network's weights on one column, FractalNet's column evaluation)."""
     from .training.evaluate import evaluate_engine
-    c = _compile(spec, sets, network, max_nodes)
+    c = _compile(spec, sets, network, max_nodes).with_column(column)
     r = evaluate_engine(c, weights, data, engine, mode)
     if as_json:
         click.echo(json.dumps(r, sort_keys=True))

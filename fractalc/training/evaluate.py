@@ -1,7 +1,8 @@
 """Top-1 / top-5 on a data set's test split with torch, onnxruntime or the XNOR runtime.
 
 All engines get the same normalised test tensors; ONNX engines run a model exported from the
-same weights (`fractalc.targets.emit`), so their predictions can be compared with torch's.
+same weights (the ONNX backend's `build`, given the compiled graph), so their predictions
+can be compared with torch's.
 """
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def predict(compiled, weights: str, x: torch.Tensor, engine: str, mode: str = "b
     from .loop import build_model
     sd = load_state_dict(weights)
     model = build_model(compiled, seed=0)
+    if getattr(compiled, "column", None) is not None:
+        # A column keeps the full network's ids: the weights' extra keys are exactly the
+        # dropped branches (see extract_column); missing keys are still refused.
+        own = model.state_dict()
+        sd = {k: v for k, v in sd.items() if k in own}
     fit_state_dict(model, sd, str(weights))  # every engine: name the keys that do not fit
     if engine == "torch":
         model.set_mode(mode)
@@ -39,13 +45,15 @@ def predict(compiled, weights: str, x: torch.Tensor, engine: str, mode: str = "b
             return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
     if engine not in ENGINES:
         raise FractalcError(f"engine must be one of {', '.join(ENGINES)}")
-    from ..targets import emit
+    from ..backends.onnx.emit import build
+    from ..fileio import atomic_write
     with tempfile.TemporaryDirectory() as tmp:
         sd_path = Path(tmp) / "weights.pt"
         torch.save(sd, sd_path)
-        target = "onnx" if engine == "onnxruntime" else "onnx-xnor"
+        flavour = "onnx" if engine == "onnxruntime" else "onnx-xnor"
         model_path = str(Path(tmp) / "model.onnx")
-        emit(target, compiled, model_path, {"weights": str(sd_path), "seed": None, "column": None})
+        options = {"weights": str(sd_path), "seed": None, "column": getattr(compiled, "column", None)}
+        atomic_write(model_path, build(compiled, options, flavour).SerializeToString(deterministic=True))
         xs = x.numpy().astype(np.float32)
         if engine == "onnxruntime":
             import onnxruntime as ort

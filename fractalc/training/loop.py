@@ -93,14 +93,23 @@ def _write_metrics(out: Path, history: list[dict]) -> None:
     atomic_write(out / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
 
 
-def train(spec: str, data: str, out: str | Path, *, config: str | None = None,
+def train(spec, data: str, out: str | Path, *, config: str | None = None,
           sets: dict | None = None, resume: bool = False, resume_from: str | None = None,
           stop_after: int | None = None, plot: bool = False, export: bool = True,
           save_all_ranks: bool = False, progress: bool = True, config_overrides: dict | None = None) -> dict:
-    """Train `spec` on `data` into directory `out`; returns the summary written to summary.json."""
-    from ..compiler import compile_spec
+    """Train `spec` on `data` into directory `out`; returns the summary written to summary.json.
 
-    compiled = compile_spec(spec, sets)
+    `spec` is a `Compiled` (what the CLI passes: its --network, --max-nodes, --set and
+    --column are already applied, and nothing is compiled again) or a spec path, compiled here
+    once with the overrides `sets` (which a `Compiled` already carries, so they must be None)."""
+    from ..compiler import Compiled, compile_spec
+
+    if isinstance(spec, Compiled):
+        if sets:
+            raise TypeError("train: `sets` apply to a spec path; this spec is compiled already")
+        compiled = spec
+    else:
+        compiled = compile_spec(spec, sets)
     g = compiled.graph
     cfg: TrainConfig = load_config(config, has_dense=g.count(ir.Concat) > 0, overrides=config_overrides)
     rank, world = _dist()
@@ -231,6 +240,7 @@ def _finish(out, rank, world, model, compiled, cfg, history, *, export, stopped,
             torch.save(model.state_dict(), buf)
             atomic_write(out / f"weights.rank{rank}.pt", buf.getvalue())
     summary = {"spec": compiled.spec.main, "network": compiled.name, "overrides": compiled.overrides,
+               "column": compiled.column,
                "config": cfg.to_dict(), "epochs": len(history), "stopped_early": stopped,
                "final": history[-1] if history else None, "world_size": world,
                "mode": cfg.stages[-1].mode if cfg.stages else None, "exports": {}}
@@ -239,14 +249,29 @@ def _finish(out, rank, world, model, compiled, cfg, history, *, export, stopped,
         torch.save(model.state_dict(), buf)
         atomic_write(out / "model.pt", buf.getvalue())
         if export:
-            from ..targets import TARGETS, emit
-            for target, name in (("onnx", "model.onnx"), ("onnx-xnor", "model.xnor.onnx")):
-                if target in TARGETS:
-                    emit(target, compiled, str(out / name), {"weights": str(out / "model.pt"),
-                                                            "seed": None, "column": None})
-                    summary["exports"][target] = name
+            summary["exports"] = _export(compiled, out, out / "model.pt")
         atomic_write(out / "summary.json", json.dumps(summary, indent=1, sort_keys=True) + "\n")
     if world > 1:
         import torch.distributed as dist
         dist.barrier()
     return summary
+
+
+def _export(compiled, out: Path, weights: Path) -> dict[str, str]:
+    """Write the trained model as model.onnx and model.xnor.onnx (the graph trained, with the
+    weights just saved), straight through the ONNX backend; {flavour: file name} of those
+    written. Without the onnx package nothing is exported (the weights are kept) and a note
+    says so, rather than failing a finished training run."""
+    try:
+        from ..backends.onnx.emit import build
+    except ImportError as exc:
+        click.echo(f"not exporting ONNX: {exc.name} is not installed (pip install 'fractalc[onnx]')", err=True)
+        return {}
+    # column: the graph trained may be one fractal column (train --column); it is applied.
+    options = {"weights": str(weights), "seed": None, "column": compiled.column}
+    written = {}
+    for flavour, name in (("onnx", "model.onnx"), ("onnx-xnor", "model.xnor.onnx")):
+        proto = build(compiled, options, flavour)
+        atomic_write(out / name, proto.SerializeToString(deterministic=True))
+        written[flavour] = name
+    return written
