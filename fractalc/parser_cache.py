@@ -57,8 +57,12 @@ def cache_dir() -> Path | None:
     if explicit:
         return Path(explicit)
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "fractalc"
+    if xdg and os.path.isabs(xdg):  # the XDG spec: a relative value is to be ignored
+        return Path(xdg) / "fractalc"
+    try:
+        return Path.home() / ".cache" / "fractalc"
+    except (RuntimeError, KeyError):  # no home directory to be found: no cache
+        return None
 
 
 def _private_dir(path: Path) -> bool:
@@ -66,7 +70,7 @@ def _private_dir(path: Path) -> bool:
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = os.lstat(path)
-    except (OSError, RuntimeError):  # RuntimeError: Path.home() without a home
+    except OSError:
         return False
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         return False

@@ -85,18 +85,15 @@ class _Recompiler:
     """`compile_spec` of one spec under many overrides, parsing and resolving its files once.
 
     Parsing is about two thirds of a compile, and a search compiles the same files ten times
-    or more. The steps after `load` are exactly those of `compiler.compile_spec` (the tests
-    compare the two on every scaled spec)."""
+    or more: the spec is loaded once and `compile_spec` gets the loaded `Spec`."""
 
     def __init__(self, path):
         from .resolve import load
         self.spec = load(path)
 
     def graph(self, overrides, network, max_nodes):
-        from . import expand, passes
-        params = expand.eval_params(self.spec, overrides)
-        raw = expand.expand(self.spec, params, self.spec.select(network), max_nodes=max_nodes)
-        return passes.run_default(raw)
+        from .compiler import compile_spec
+        return compile_spec(self.spec, overrides, network=network, max_nodes=max_nodes).graph
 
 
 def budget_of(baseline: str | Path, overrides: Mapping[str, str] | None = None, *,

@@ -142,3 +142,13 @@ def test_library_train_takes_a_compiled_spec_and_refuses_sets_with_it(two, tmp_p
     c = compile_spec(spec, network="second")
     with pytest.raises(TypeError, match="compiled already"):
         train(c, "digits", tmp_path / "x", config=str(config), sets={"width": "3"})
+
+
+def test_build_torch_takes_a_compiled_spec_as_it_is(two):
+    from fractalc.backends.torch import build_torch
+    spec, _ = two
+    c = compile_spec(spec, {"width": "3"}, network="second")
+    a, b = build_torch(c, seed=2).state_dict(), from_graph(c.graph, seed=2).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(TypeError, match="compiled already"):
+        build_torch(c, width=4)

@@ -1,7 +1,8 @@
 """The PyTorch backend: trainable binary fractal networks from any spec.
 
 Library API:
-- `build_torch(spec, seed=0, max_nodes=..., **params)`: compile a spec and build the network;
+- `build_torch(spec, seed=0, max_nodes=..., **params)`: compile a spec (or take a `Compiled`)
+  and build the network;
 - `from_graph(graph, seed=0, **options)`: the network of an IR graph;
 - `emit_source` / `emit_state`: the ``torch`` and ``torch-state`` compile targets.
 
@@ -26,10 +27,15 @@ def _expr(value: Any) -> str:
 
 
 def build_torch(spec, *, seed: int = 0, max_nodes: int | None = None, **params):
-    """Compile `spec` (a .fr path) with `params` overriding its parameters, and build the
-    network (a `GraphNetwork`, mode "binary", seeded with `seed`)."""
-    from fractalc.compiler import compile_spec
+    """The network (a `GraphNetwork`, mode "binary", seeded with `seed`) of `spec`: a .fr path
+    or a resolved `Spec`, compiled with `params` overriding its parameters, or a `Compiled`,
+    built as it is (nothing is compiled again, so `params` and `max_nodes` must be absent)."""
+    from fractalc.compiler import Compiled, compile_spec
 
+    if isinstance(spec, Compiled):
+        if params or max_nodes is not None:
+            raise TypeError("build_torch: parameters apply to a spec; this one is compiled already")
+        return from_graph(spec.graph, seed=seed)
     kw = {} if max_nodes is None else {"max_nodes": max_nodes}
     compiled = compile_spec(spec, {k: _expr(v) for k, v in params.items()}, **kw)
     return from_graph(compiled.graph, seed=seed)
