@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
-ITERATIONS = 400
+ITERATIONS = 300
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("ninja") is None, reason="needs cmake and ninja")

@@ -568,6 +568,8 @@ def is_engine_file(model) -> bool:
     if isinstance(model, (bytes, bytearray, memoryview)):
         return bytes(model[:8]) == MAGIC
     if isinstance(model, (str, os.PathLike)):
+        if not os.path.isfile(model):  # a FIFO or device would block (or never end) on read
+            return False
         try:
             with open(model, "rb") as f:
                 return f.read(8) == MAGIC

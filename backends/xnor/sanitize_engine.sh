@@ -15,11 +15,15 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFRACTALC_SAN
 cmake --build "$BUILD" --target fuzz_loader >/dev/null
 SEEDS="$BUILD/engine-seeds"
 mkdir -p "$SEEDS"
-"$PY" -m fractalc.backends.xnor.engine --spec specs/bireal_resnet18.fr --set 'dataset="cifar10"' --set size=16 \
-  -o "$SEEDS/bireal_cifar.frt"
-"$PY" -m fractalc.backends.xnor.engine --spec specs/binary_densenet28.fr --set 'dataset="cifar10"' \
-  --set size=16 -o "$SEEDS/densenet_cifar.frt"
-"$PY" -m fractalc.backends.xnor.engine --spec specs/rf_c3d4.fr --set size=8 -o "$SEEDS/rf_c3d4.frt"
+# one interpreter for the three seeds (each start imports the compiler)
+"$PY" - "$SEEDS" <<'PYEOF'
+import sys
+from fractalc.backends.xnor.engine import main
+d = sys.argv[1]
+main(["--spec", "specs/bireal_resnet18.fr", "--set", 'dataset="cifar10"', "--set", "size=16", "-o", f"{d}/bireal_cifar.frt"])
+main(["--spec", "specs/binary_densenet28.fr", "--set", 'dataset="cifar10"', "--set", "size=16", "-o", f"{d}/densenet_cifar.frt"])
+main(["--spec", "specs/rf_c3d4.fr", "--set", "size=8", "-o", f"{d}/rf_c3d4.frt"])
+PYEOF
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS UBSAN_OPTIONS
 seed=1

@@ -117,7 +117,8 @@ int frt_load_file(const char* path, int threads, frt_model** out, char* err, siz
         return FRT_ERR_ARG;
     }
     *out = nullptr;
-    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below)
+    const int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         put(err, errlen, std::string("cannot open ") + path + ": " + std::strerror(errno));
         return FRT_ERR_IO;
