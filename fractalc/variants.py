@@ -333,7 +333,7 @@ DATASETS = ("imagenet", "cifar10", "cifar100")
 # BinaryDenseNet28's stem and transition reductions (reference section 5), for DF / DRF.
 DENSE_DEFAULTS = {"stem_width": 64, "reductions": [2.7, 2.7, 2.2]}
 _SPACE_KEYS = {"family", "columns", "blocks", "join", "dataset", "budget", "reductions",
-               "stem_width", "start"}
+               "stem_width", "start", "transitions"}
 _TOP_KEYS = {"name", "description", "space", "metric"}
 MAX_SPACE_BYTES = 1 << 20  # a space is a short hand-written TOML file
 MAX_SPACE_POINTS = 2_000  # generate compiles each point ~10 times (~1 s a point)
@@ -351,6 +351,7 @@ class Point:
     stem_width: int
     reductions: tuple[float, ...]
     start: int
+    transitions: tuple[int, ...] = ()  # DF / DRF: fixed transition widths (empty: by reductions)
 
     @property
     def kind(self) -> str:
@@ -467,6 +468,7 @@ def load_space(path: str | Path) -> Space:
             raise SpaceError(f"{where}: budget.baseline must be a spec path or a table family -> path")
         stem = _int(t.get("stem_width", DENSE_DEFAULTS["stem_width"]), "stem_width", where)
         red = t.get("reductions")
+        trans = t.get("transitions")
         start = _int(t.get("start", 32), "start", where)
         count = len(fams) * len(cols) * len(blocks) * len(datasets) * len(joins)
         if len(points) + count > MAX_SPACE_POINTS:
@@ -488,7 +490,13 @@ def load_space(path: str | Path) -> Space:
                     raise SpaceError(f"{where}: dense families with {len(bl)} stages need "
                                      f"reductions = a list of {len(bl) - 1} positive numbers")
                 reds = tuple(float(x) for x in r)
-            points.append(Point(fam, c, bl, j, d, base, metric, stem, reds, start))
+                if trans is not None:
+                    if not isinstance(trans, list) or len(trans) != len(bl) - 1:
+                        raise SpaceError(f"{where}: dense families with {len(bl)} stages need "
+                                         f"transitions = a list of {len(bl) - 1} channel counts")
+                    tws = tuple(_int(x, "a transitions entry", where) for x in trans)
+            points.append(Point(fam, c, bl, j, d, base, metric, stem, reds, start,
+                                tws if FAMILIES[fam] == "dense" and trans is not None else ()))
     unique = list(dict.fromkeys(points))
     groups: dict[str, int] = {}
     for p in unique:
@@ -541,11 +549,15 @@ def spec_text(name: str, p: Point, value: int, lib: str, header: list[str]) -> s
     else:
         lines += [f"param growth = {value}", f"param columns = {p.columns}",
                   f"param blocks = {list(p.blocks)}", f"param reductions = {_floats(p.reductions)}",
-                  f"param stem_width = {p.stem_width}", 'param order = "bn-conv"', "",
+                  f"param stem_width = {p.stem_width}", 'param order = "bn-conv"']
+        if p.transitions:
+            lines.append(f"param transitions = {list(p.transitions)}")
+        lines += ["",
                   f"network {name} {{", "    input [3, size, size]", "    stem = stem[stem_width]"]
         for s in range(n):
             if s:
-                lines.append(f"    trans{s} = transition[reductions[{s - 1}]]")
+                w = f", w=transitions[{s - 1}]" if p.transitions else ""
+                lines.append(f"    trans{s} = transition[reductions[{s - 1}]{w}]")
             lines.append(f"    stage{s + 1} = dense[{p.family}[columns, growth], growth] * blocks[{s}]")
         lines += ["    head = bn >> relu >> head[classes]", "}"]
     return "\n".join(lines) + "\n"
@@ -731,44 +743,101 @@ def csv_text(gen: Generated) -> str:
     return buf.getvalue()
 
 
+# Families that cost the same (F and RF, DF and DRF: residual adds are free) land on the same
+# point: the first of each pair is drawn as a large hollow marker, the second as a small filled
+# one inside it, so both stay visible.
+_PLOT_STYLE = {
+    "F": dict(marker="s", s=150, facecolors="none", edgecolors="tab:blue", linewidths=1.6),
+    "RF": dict(marker="o", s=34, color="tab:orange"),
+    "DF": dict(marker="^", s=190, facecolors="none", edgecolors="tab:green", linewidths=1.6),
+    "DRF": dict(marker="D", s=30, color="tab:red"),
+}
+
+
+def _plot_label(vs: list[Variant]) -> str:
+    """One label for the variants drawn on one point: "F/RF-c3d4 resnet21 (53)"."""
+    fams = "/".join(dict.fromkeys(v.point.family for v in vs))
+    rests = dict.fromkeys(v.name.split("_", 1)[1].replace("_", " ") for v in vs)
+    values = "/".join(dict.fromkeys(str(v.result.value) for v in vs))
+    return f"{fams}-{' = '.join(rests)} ({values})"
+
+
 def plot(gen: Generated, path: str | Path) -> None:
-    """Mbit against FLOPs for every variant, baselines marked (matplotlib, written atomically)."""
+    """Mbit against FLOPs for every variant, each baseline marked and its budget drawn as a line
+    (vertical: parameter bits, horizontal: FLOPs); labels are moved apart by adjustText so none
+    overlaps (matplotlib, deterministic, written atomically)."""
+    import io
+
+    from .fileio import atomic_write
+    fig, _ax, _texts = pareto_figure(gen)  # BackendUnavailable without matplotlib / adjustText
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+
+
+def pareto_figure(gen: Generated):
+    """The figure of `plot`: (figure, axes, the variants' label texts)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from adjustText import adjust_text
     except ImportError:
         from .errors import BackendUnavailable
-        raise BackendUnavailable("--plot needs matplotlib: pip install 'matplotlib>=3.7'") from None
-    import io
-
-    from .fileio import atomic_write
-    fig, ax = plt.subplots(figsize=(8, 6), dpi=100)
-    markers = {"F": "s", "RF": "o", "DF": "^", "DRF": "D"}
-    labels: dict[tuple[float, float], list[str]] = {}  # variants that cost the same share a label
-    for fam, mk in markers.items():
+        raise BackendUnavailable("--plot needs matplotlib and adjustText: "
+                                 "pip install 'matplotlib>=3.7' 'adjustText>=1.2'") from None
+    fig, ax = plt.subplots(figsize=(10, 7.5), dpi=100)
+    groups: dict[tuple[float, float], list[Variant]] = {}  # variants that cost the same
+    for fam, style in _PLOT_STYLE.items():
         vs = [v for v in gen.variants if v.point.family == fam]
         if vs:
             ax.scatter([v.result.cost.mbit for v in vs], [v.result.cost.flops for v in vs],
-                       marker=mk, label=fam, alpha=0.8)
-            for v in vs:
-                labels.setdefault((v.result.cost.mbit, v.result.cost.flops), []).append(
-                    f"{v.name} ({v.result.value})")
-    for xy, names in labels.items():
-        ax.annotate("\n".join(names), xy, fontsize=6, xytext=(4, 2), textcoords="offset points")
-    for k, m in gen.baselines.items():
-        ax.scatter([m.mbit], [m.flops], marker="*", s=160, color="black", zorder=3)
-        ax.annotate(f"baseline {k}", (m.mbit, m.flops), fontsize=7, xytext=(4, -10),
-                    textcoords="offset points")
-    ax.set_xlabel("parameters (Mbit)")
-    ax.set_ylabel("FLOPs (float mults + binary mults / 64)")
+                       label=fam, zorder=3, **style)
+        for v in vs:
+            groups.setdefault((v.result.cost.mbit, v.result.cost.flops), []).append(v)
+    # each baseline: a star and its budget as a line, by the metric its variants were scaled to
+    # (dashed vertical: parameter bits; dotted horizontal: FLOPs), named in the legend
+    metrics: dict[str, set[str]] = {}
+    for v in gen.variants:
+        metrics.setdefault(f"{v.point.baseline.stem} ({v.point.dataset})", set()).add(v.point.metric)
+    colours = ["black", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink", "tab:gray"]
+    for n, (k, m) in enumerate(gen.baselines.items()):
+        c = colours[n % len(colours)]
+        used = metrics.get(k, set())
+        ax.scatter([m.mbit], [m.flops], marker="*", s=260, color=c, edgecolors="white", zorder=5,
+                   label=f"{k}: {m.mbit:.2f} Mbit, {m.flops:.3g} FLOPs")
+        if used & {"params", "both"}:
+            ax.axvline(m.mbit, color=c, linestyle="--", linewidth=1, zorder=1)
+        if used & {"flops", "both"}:
+            ax.axhline(m.flops, color=c, linestyle=":", linewidth=1, zorder=1)
+    ax.set_xlabel("parameters (Mbit); dashed line: a baseline's parameter budget")
+    ax.set_ylabel("FLOPs (float mults + binary mults / 64); dotted line: a FLOPs budget")
     ax.set_title(f"{gen.space.name}: variants scaled to their budgets")
     ax.grid(True, alpha=0.3)
-    ax.margins(0.2)
-    if gen.variants:
-        ax.legend(title="family")
+    ax.margins(x=0.15, y=0.1)
+    if gen.variants or gen.baselines:
+        ax.legend(title="family / baseline (star) and its budget", loc="upper center",
+                  bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=8, title_fontsize=8, frameon=False)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    texts, xs, ys = [], [], []
+    for (x, y), vs in groups.items():
+        texts.append(ax.text(x, y, _plot_label(vs), fontsize=7, zorder=4,
+                             bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=0.5)))
+        xs.append(x)
+        ys.append(y)
+    for m in gen.baselines.values():  # labels keep off the stars too
+        xs.append(m.mbit)
+        ys.append(m.flops)
+    if texts:
+        # every marker as a box of 24 x 24 pixels (data coordinates) for the labels to avoid;
+        # a fixed number of iterations (adjustText's default is a time limit: not deterministic)
+        from matplotlib.transforms import Bbox
+        to_data = ax.transData.inverted()
+        boxes = [Bbox(to_data.transform([(px - 12, py - 12), (px + 12, py + 12)]))
+                 for px, py in ax.transData.transform(list(zip(xs, ys)))]
+        adjust_text(texts, x=xs, y=ys, objects=boxes, ax=ax, expand=(1.1, 1.3),
+                    ensure_inside_axes=True, iter_lim=500, time_lim=None,
+                    arrowprops=dict(arrowstyle="-", color="0.5", linewidth=0.5))
+    return fig, ax, texts

@@ -43,6 +43,7 @@ REQUIRED = (
     ("sklearn", "scikit-learn"),
     ("PIL", "pillow"),
     ("matplotlib", "matplotlib"),
+    ("adjustText", "adjustText (the plot extra)"),
     ("graphviz", "graphviz (the Python package)"),
     ("fractalc.backends.xnor._xnor", "the native runtime (pip install -e \".[all]\" builds it)"),
 )

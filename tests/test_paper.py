@@ -107,3 +107,77 @@ def test_halves_count_two_convs_per_binary_densenet_layer():
 def test_unpublished_growths_are_the_scalers_answer(name, baseline):
     spec = SPECS / f"{name}.fr"
     assert growth(spec, baseline, "params") == compile_spec(spec).params["growth"]
+
+
+# ---- the shipped ImageNet space and its Pareto plot ------------------------------------------
+
+SPACE = SPECS.parent / "examples" / "spaces" / "sofar_imagenet.toml"
+
+
+@pytest.fixture(scope="module")
+def sofar_space(tmp_path_factory):
+    from fractalc.variants import generate
+    return generate(SPACE, tmp_path_factory.mktemp("sofar"))
+
+
+def test_space_budgets_each_layout_against_its_papers_baseline(sofar_space):
+    got = {v.name: (v.baseline_name, v.result.value) for v in sofar_space.variants}
+    assert not sofar_space.skipped
+    for v in sofar_space.variants:  # the 34-layout against Bi-Real ResNet34, as the paper does
+        if v.point.blocks == (2, 2, 3, 2):
+            assert v.baseline_name == "bireal_resnet34.fr"
+    # the published widths, each from its own budget (reference section 5)
+    for fam in ("f", "rf"):
+        assert got[f"{fam}_c3d4_resnet21"] == ("bireal_resnet18.fr", 53)
+        assert got[f"{fam}_c4d8_resnet37"] == ("bireal_resnet18.fr", 41)
+        assert got[f"{fam}_c5d16_resnet69"] == ("bireal_resnet18.fr", 31)
+        assert got[f"{fam}_c3d4_resnet41"] == ("bireal_resnet34.fr", 48)
+        assert got[f"{fam}_c4d8_resnet77"] == ("bireal_resnet34.fr", 35)
+    for fam in ("df", "drf"):
+        assert got[f"{fam}_c2d2_densenet51"] == ("binary_densenet51.fr", 53)
+        assert got[f"{fam}_c2d2_densenet69"] == ("binary_densenet69.fr", 48)
+
+
+def test_generated_drf_equals_the_shipped_spec(sofar_space):
+    from fractalc.printer import format_ir
+    for name in ("drf_c2d2_densenet51", "drf_c2d2_densenet69"):
+        gen = format_ir(compile_spec(sofar_space.out / f"{name}.fr").graph).split("\n", 1)[1]
+        ship = format_ir(compile_spec(SPECS / f"{name}.fr").graph).split("\n", 1)[1]
+        assert gen == ship
+
+
+def test_pareto_plot_labels_do_not_overlap_and_every_family_shows(sofar_space, tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PathCollection
+
+    from fractalc.variants import pareto_figure, plot
+    fig, ax, texts = pareto_figure(sofar_space)
+    try:
+        r = fig.canvas.get_renderer()
+        boxes = [t.get_window_extent(r) for t in texts]
+        # one label per distinct cost: F and RF (and DF, DRF) share theirs
+        assert len(texts) == len({(v.result.cost.mbit, v.result.cost.flops) for v in sofar_space.variants})
+        assert len(texts) == len(sofar_space.variants) // 2
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert not a.overlaps(b), (a, b)
+        # no label covers a marker's centre
+        points = ax.transData.transform([(v.result.cost.mbit, v.result.cost.flops) for v in sofar_space.variants]
+                                        + [(m.mbit, m.flops) for m in sofar_space.baselines.values()])
+        for a in boxes:
+            assert not any(a.contains(x, y) for x, y in points)
+        # F (large hollow) and RF (small filled) on the same points: both visible
+        coll = {c.get_label(): c for c in ax.collections if isinstance(c, PathCollection)}
+        for hollow, filled in (("F", "RF"), ("DF", "DRF")):
+            h, f = coll[hollow], coll[filled]
+            assert sorted(map(tuple, h.get_offsets().tolist())) == sorted(map(tuple, f.get_offsets().tolist()))
+            assert h.get_facecolors().size == 0 or h.get_facecolors()[0][3] == 0
+            assert min(h.get_sizes()) > 3 * max(f.get_sizes())
+        # each baseline's parameter budget as a vertical line at its Mbit
+        vertical = {round(l.get_xdata()[0], 6) for l in ax.lines if l.get_xdata()[0] == l.get_xdata()[1]}
+        assert vertical == {round(m.mbit, 6) for m in sofar_space.baselines.values()}
+    finally:
+        plt.close(fig)
+    plot(sofar_space, tmp_path / "a.png")
+    plot(sofar_space, tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
