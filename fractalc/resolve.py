@@ -165,8 +165,8 @@ def load(path: str | Path, *, allow_import: Iterable[str | Path] | None = None,
         seen.add(rp)
         if is_main and text is not None:  # given text is shown in errors whatever its name
             module = S.parse(S.decode_spec(data, p), main)
-        else:
-            module = S.parse_file(p, data)
+        else:  # the bundled library's parse is cached: nearly every spec imports it
+            module = S.parse_file(p, data, cache=rp.is_relative_to(library_dir().resolve()))
         digest.update(p.name.encode() + b"\0" + data + b"\0")
         spec.files.append(str(p))
         mine: set[str] = set()

@@ -176,6 +176,68 @@ class Module:
     networks: tuple[Network, ...]
 
 
+# ----------------------------------------------------------------------------- AST as data
+
+_AST_TYPES = {c.__name__: c for c in (Var, Lit, ListLit, If, BinOp, Unary, Arg, Index, Call, Scoped,
+                                       Import, Param, ParamDecl, Rule, Section, Network, Module)}
+
+
+_FIELDS = {name: tuple(cls.__dataclass_fields__) for name, cls in _AST_TYPES.items()}
+
+
+def ast_to_data(module: Module):
+    """`module` as JSON-able data (for the parse cache): a node is ``[type name, *fields]``, a
+    tuple ``{"t": [...]}``, a `Loc` ``["Loc", line, column]`` (its file is the module's).
+    `ast_from_data` inverts it. Raises RecursionError past Python's recursion limit."""
+    def enc(x):
+        if isinstance(x, Loc):
+            return ["Loc", x.line, x.column]
+        if type(x).__name__ in _AST_TYPES and type(x) is _AST_TYPES[type(x).__name__]:
+            return [type(x).__name__, *(enc(getattr(x, f)) for f in x.__dataclass_fields__)]
+        if isinstance(x, tuple):
+            return {"t": [enc(v) for v in x]}
+        if x is None or isinstance(x, (str, int, float)):  # bool is an int
+            return x
+        raise TypeError(f"not AST data: {type(x).__name__}")
+    return enc(module)
+
+
+def ast_from_data(data, file: str) -> Module:
+    """The `Module` that `ast_to_data` gave `data` for, its positions in `file`. Builds only AST
+    classes and plain values; anything else raises (TypeError, KeyError, ValueError)."""
+    def dec(x):
+        if isinstance(x, list):
+            name, *fields = x
+            if name == "Loc":
+                line, column = fields
+                if type(line) is not int or type(column) is not int:
+                    raise ValueError("bad Loc")
+                return Loc(file, line, column)
+            cls = _AST_TYPES[name]
+            names = _FIELDS[name]
+            if len(fields) != len(names):
+                raise ValueError(f"{name} takes {len(names)} fields, got {len(fields)}")
+            if cls is Module:
+                fields[0] = file
+            # Filled directly, as the frozen dataclass's own __init__ would, at a third of
+            # its cost (it goes through object.__setattr__ field by field).
+            obj = object.__new__(cls)
+            obj.__dict__.update(zip(names, (dec(v) for v in fields)))
+            return obj
+        if isinstance(x, dict):
+            (items,) = x.values() if set(x) == {"t"} else (None,)
+            if not isinstance(items, list):
+                raise ValueError("bad tuple")
+            return tuple(dec(v) for v in items)
+        if x is None or isinstance(x, (str, int, float)):
+            return x
+        raise TypeError(f"not AST data: {type(x).__name__}")
+    out = dec(data)
+    if not isinstance(out, Module):
+        raise TypeError("not a module")
+    return out
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -536,15 +598,23 @@ def read_spec(path: str | Path) -> str:
     return decode_spec(read_spec_bytes(path), path)
 
 
-def parse_file(path: str | Path, data: bytes | None = None) -> Module:
+def parse_file(path: str | Path, data: bytes | None = None, *, cache: bool = False) -> Module:
     """Parse the spec file at `path` (`data`: its bytes, when the caller has read them with
     `read_spec_bytes`). The text must be UTF-8; line ends are read as text-mode `open` does.
+
+    With `cache` (for the bundled library, which nearly every spec imports), the AST comes from
+    the per-user parse cache when it holds this exact text (`parser_cache.parse_cached`).
 
     Only a file named ``*.fr`` is treated as a spec in errors: for any other file (something a
     hostile ``import`` pointed at) errors show neither its lines nor its tokens."""
     p = Path(path)
     text = decode_spec(read_spec_bytes(p) if data is None else data, p)
     if p.suffix == ".fr":
+        if cache:
+            from .parser_cache import parse_cached
+            # what parse() registers, so later stages' errors still show the file's lines
+            register_source(str(p), text[1:] if text.startswith("\ufeff") else text)
+            return parse_cached(str(p), text, lambda: parse(text, str(p)))
         return parse(text, str(p))
     from .errors import forget_source
     try:

@@ -164,3 +164,57 @@ def test_run_default_keeps_expand_shapes_and_verify_still_checks():
         passes.verify(g)
     del g.g.nodes[n]["shape"]  # a graph without shapes still gets them
     assert passes.run_default(g).shape(n) == c.graph.shape(n)
+
+
+# ----------------------------------------------------------------------------- library ASTs
+
+
+def test_ast_data_round_trips_every_shipped_file():
+    import json
+    for f in sorted(SPECS.rglob("*.fr")):
+        m = S.parse(f.read_text(), str(f))
+        data = json.loads(json.dumps(S.ast_to_data(m)))
+        back = S.ast_from_data(data, str(f))
+        assert back == m and hash(back) == hash(m), f
+        for bad in (["Lit", 1], ["os.system", 1], {"x": []}):
+            with pytest.raises((TypeError, KeyError, ValueError)):
+                S.ast_from_data(["Module", "f", {"t": []}, {"t": []}, {"t": [bad]}, {"t": []}], "f")
+
+
+def test_library_parse_is_cached_per_file_and_text(cache, tmp_path):
+    lib = tmp_path / "lib.fr"
+    text = (SPECS / "lib" / "sofar.fr").read_text()
+    lib.write_text(text)
+    fresh = S.parse(text, str(lib))
+    assert S.parse_file(lib, cache=True) == fresh
+    (entry,) = cache.glob("ast-*.json")
+    calls = []
+    real = S.parse
+    S.parse = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        assert S.parse_file(lib, cache=True) == fresh and calls == []  # from the cache
+        entry.write_bytes(entry.read_bytes()[:-20])  # corrupt: parsed again, rewritten
+        assert S.parse_file(lib, cache=True) == fresh and calls == [1]
+        lib.write_text(text + "\nparam extra_one = 1\n")  # a new text: a new entry, the old one gone
+        m = S.parse_file(lib, cache=True)
+        assert calls == [1, 1] and m.params[-1].name == "extra_one"
+        assert len(list(cache.glob("ast-*.json"))) == 1 and not entry.exists()
+    finally:
+        S.parse = real
+
+
+def test_errors_in_a_cached_library_file_still_show_its_line(cache, tmp_path, capsys):
+    """A spec error located in the library (found after parsing) quotes the library's line,
+    whether its AST was parsed or came from the cache."""
+    from fractalc.cli import main
+    spec = tmp_path / "s.fr"
+    spec.write_text('import "fractalc:sofar.fr"\nnetwork n {\n    input [3, 8, 8]\n'
+                    '    body = RF[2, 4]\n}\n')  # the residual add inside the library mismatches
+    outs = []
+    for _ in range(2):
+        with pytest.raises(SystemExit):
+            main(["check", str(spec)])
+        outs.append(capsys.readouterr().err)
+    assert len(list(cache.glob("ast-*.json"))) == 1  # the second run read the library from it
+    assert outs[0] == outs[1]
+    assert "sofar.fr:" in outs[0] and "f(z) + z" in outs[0] and "^" in outs[0]
