@@ -181,3 +181,20 @@ def test_pareto_plot_labels_do_not_overlap_and_every_family_shows(sofar_space, t
     plot(sofar_space, tmp_path / "a.png")
     plot(sofar_space, tmp_path / "b.png")
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_paper_tables_report_gives_back_every_published_imagenet_width():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("paper_tables", SPECS.parent / "scripts" / "paper_tables.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = [r.split(" | ") for r in mod.model_table("imagenet") if r.startswith("| ") and "---" not in r][1:]
+    assert len(rows) == len(mod.MODELS) == 13
+    for r, (name, spec_name, base, published, _) in zip(rows, mod.MODELS):
+        assert r[0] == f"| {name}"
+        assert r[2] == str(published)  # the shipped width is the published one
+        if base is not None:
+            assert r[5] == str(published)  # the scaler gives it back by parameter bits
+    # the README keeps the report's output
+    readme = (SPECS.parent / "README.md").read_text()
+    assert "\n".join(mod.model_table("imagenet")) in readme
