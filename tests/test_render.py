@@ -219,7 +219,7 @@ def test_columns_are_aligned_deepest_first():
 
 def test_levels_pick_block_for_blocks_and_network_for_networks():
     assert all(a["class"] != "scope" for a in dot_of(SPECS / "rf_c3d4.fr").ir_nodes().values())
-    d = dot_of(SPECS / "rf_c3d4_resnet21.fr")
+    d = dot_of(SPECS / "rf_c3d4_resnet21.fr", Options(depth=2))  # boxes (the compact default: test_render_network)
     scopes = [n for n, a in d.ir_nodes().items() if a["class"] == "scope"]
     assert scopes == [f"stage{i}.block1" for i in range(1, 5)]
     assert d.count("Conv") == 4  # stem conv and the three transitions' 1x1 convs stay visible
@@ -231,7 +231,7 @@ def test_repeated_blocks_are_drawn_once_with_their_count():
     d = dot_of(SPECS / "bireal_resnet18.fr", Options(level="network", depth=99))
     assert graph(SPECS / "bireal_resnet18.fr").count(ir.BinaryConv) == 16
     assert d.count("BinaryConv") == 16 - 3 - 2 - 2 - 2
-    boxes = dot_of(SPECS / "bireal_resnet18.fr").ir_nodes()
+    boxes = dot_of(SPECS / "bireal_resnet18.fr", Options(depth=2)).ir_nodes()
     assert boxes["stage1.block1"]["label"].startswith("block1-block4 x 4\n")
     assert boxes["stage3.block2"]["label"].startswith("block2-block4 x 3\n")
     assert boxes["stage3.block2"]["label"].endswith("\n256x14x14")
@@ -265,7 +265,7 @@ def test_annotate_cost_gives_closed_form_block_cost():
     text = to_dot(graph(SPECS / "rf_c3d4.fr"), Options(annotate=("cost",)))
     assert 'label="block\\l0.287 Mbit, 12.6M FLOPs\\l"' in text
     assert "0.287 Mbit, 12.6M FLOPs total" in text
-    net = dot_of(SPECS / "bireal_resnet18.fr", Options(annotate=("cost",)))
+    net = dot_of(SPECS / "bireal_resnet18.fr", Options(depth=2, annotate=("cost",)))
     # stage1's 4 folded blocks: 4 x (64*64*9 binary bits + 32*2*64 BN bits) = 163840 bits
     assert "\n0.164 Mbit, " in net.nodes["stage1.block1"]["label"]
     assert d.nodes

@@ -14,6 +14,25 @@ from .style import EDGE_LEGEND_TEXT, EDGE_STYLES, LEGEND_TEXT, NODE_STYLES, si
 
 FONT = "Helvetica"
 
+# Kinds only the compact network drawing has, and how its small unit nodes look.
+EXTRA_STYLES = {"chain": {"shape": "box", "fillcolor": "#f7f7f7", "style": "filled,rounded"}}
+EXTRA_LEGEND = {"chain": "stem / transition / head (its layers)"}
+COMPACT_LEGEND = {"BinaryConv": "binary conv unit (with its BN)",
+                  "Conv": "full-precision conv unit (with its BN)",
+                  "BatchNorm": "BN shared by several convs", "Join": "join (mean), fan-in"}
+SMALL = {"width": "0.32", "height": "0.2", "fixedsize": "true", "fontsize": "8"}
+SMALL_GLYPH = {"width": "0.24", "height": "0.24", "fixedsize": "true", "fontsize": "8"}
+
+
+def _style(kind: str) -> dict:
+    return dict(EXTRA_STYLES[kind] if kind in EXTRA_STYLES else NODE_STYLES[kind])
+
+
+def _legend_text(kind: str, compact: bool) -> str:
+    if compact and kind in COMPACT_LEGEND:
+        return COMPACT_LEGEND[kind]
+    return EXTRA_LEGEND[kind] if kind in EXTRA_LEGEND else LEGEND_TEXT[kind]
+
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -81,10 +100,19 @@ def to_dot(scene: Scene, cost_of=None) -> str:
         subs[cid] = sub
     for it in scene.items.values():
         label = it.label
-        if cost_of is not None and it.kind == "scope":
+        if cost_of is not None and it.kind in ("scope", "chain"):
             label += "\n" + _cost_text(it.members, cost_of)
-        attrs = dict(NODE_STYLES[it.kind])
+        attrs = _style(it.kind)
         attrs.setdefault("style", "filled")
+        if it.small:
+            glyph = it.kind in ("Join", "Add", "Concat")
+            attrs.update(SMALL_GLYPH if glyph else SMALL)
+            if it.kind == "BatchNorm" or it.kind == "Slice":
+                attrs.update(width="0.4")
+            if it.kind == "Join" and scene.rankdir in ("LR", "RL"):
+                attrs["orientation"] = "90" if scene.rankdir == "LR" else "270"  # funnel along the flow
+            if it.kind == "Join" and scene.rankdir == "BT":
+                attrs["orientation"] = "180"
         if it.group is not None:
             attrs["group"] = it.group
         subs[it.parent].node(it.id, _label(label),
@@ -100,6 +128,13 @@ def to_dot(scene: Scene, cost_of=None) -> str:
         if not ln.constraint:
             attrs["constraint"] = "false"
         root.edge(ln.tail, ln.head, _attributes={"class": ln.kind, **attrs})
+
+    if scene.lane_heads:                 # the lanes start side by side (TB) or one under another (LR)
+        rank = Digraph()
+        rank.attr("graph", rank="same")
+        for a, b in zip(scene.lane_heads, scene.lane_heads[1:]):
+            rank.edge(a, b, style="invis")
+        root.subgraph(rank)
 
     for heads in scene.column_ranks:
         rank = Digraph()
@@ -121,19 +156,23 @@ def _legend(root, Digraph, scene: Scene) -> None:
     leg = Digraph("cluster_" + prefix)
     leg.attr("graph", label="legend", id=prefix, style="rounded", color="#bbbbbb", fontsize="11")
     leg.attr("node", fontsize="10")
-    rows = [k for k in NODE_STYLES if k in kinds and k not in ("Input", "Output")]
+    rows = [k for k in [*NODE_STYLES, *EXTRA_STYLES] if k in kinds and k not in ("Input", "Output")]
     rows += [k for k in EDGE_STYLES if k in edge_kinds]
+    if scene.compact:
+        _grid_legend(leg, Digraph, prefix, rows)
+        root.subgraph(leg)
+        return
     samples = []
     for kind in rows:
         sample, text = prefix + kind, prefix + kind + "/text"
         row = Digraph()
         row.attr("graph", rank="same")
-        if kind in NODE_STYLES:
-            attrs = dict(NODE_STYLES[kind])
+        if kind in NODE_STYLES or kind in EXTRA_STYLES:
+            attrs = _style(kind)
             attrs.setdefault("style", "filled")
             row.node(sample, "", _attributes={"class": "legend", "width": "0.45", "height": "0.25",
                                               "fixedsize": "true", **attrs})
-            row.node(text, _label(LEGEND_TEXT[kind]),
+            row.node(text, _label(_legend_text(kind, False)),
                      _attributes={"class": "legend", "shape": "plaintext", "style": ""})
             row.edge(sample, text, style="invis")
         else:
@@ -146,3 +185,31 @@ def _legend(root, Digraph, scene: Scene) -> None:
     for a, b in zip(samples, samples[1:]):  # rows top to bottom, in legend order
         leg.edge(a, b, style="invis")
     root.subgraph(leg)
+
+
+def _grid_legend(leg, Digraph, prefix: str, rows: list[str], per_row: int = 3) -> None:
+    """The compact legend: one plaintext node, a table of a colour swatch (its shape named)
+    and the kind's text, `per_row` entries a row; edge kinds show their line style in words."""
+    cells = []
+    for kind in rows:
+        if kind in EDGE_STYLES:
+            st = EDGE_STYLES[kind]
+            colour = st.get("color", "#000000")
+            line = {"dashed": "- - -", "bold": "━━━"}.get(st.get("style", ""), "───")
+            cells.append(f'<TD><FONT COLOR="{colour}">{line}</FONT></TD>'
+                         f'<TD ALIGN="LEFT">{_html(EDGE_LEGEND_TEXT[kind])}</TD>')
+            continue
+        st = _style(kind)
+        fill = st.get("fillcolor", "#ffffff")
+        cells.append(f'<TD BGCOLOR="{fill}" BORDER="1" COLOR="#555555" WIDTH="18" HEIGHT="10" FIXEDSIZE="TRUE"></TD>'
+                     f'<TD ALIGN="LEFT">{_html(_legend_text(kind, True))} '
+                     f'<FONT POINT-SIZE="8" COLOR="#666666">({_html(st.get("shape", "box"))})</FONT></TD>')
+    trs = ["<TR>" + "".join(cells[k:k + per_row]) + "</TR>" for k in range(0, len(cells), per_row)]
+    table = ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3" CELLPADDING="1">'
+             + "".join(trs) + "</TABLE>>")
+    leg.node(prefix + "table", table, _attributes={"class": "legend", "shape": "plaintext",
+                                                   "style": "", "fontsize": "9"})
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
