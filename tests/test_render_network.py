@@ -101,7 +101,7 @@ def test_network_fits_a_page(name, rankdir, tmp_path):
     out = tmp_path / "n.png"
     render(graph(name), out, Options(rankdir=rankdir))
     w, h = _png_size(out)
-    assert max(w, h) / min(w, h) <= 1.8, (w, h)                   # not a strip
+    assert max(w, h) / min(w, h) <= 2.0, (w, h)                   # not a strip
     if rankdir == "LR":
         assert w >= h                                             # landscape
     # the unwrapped drawing would be a strip: the lanes are what makes it fit

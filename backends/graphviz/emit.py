@@ -129,11 +129,24 @@ def to_dot(scene: Scene, cost_of=None) -> str:
             attrs["constraint"] = "false"
         root.edge(ln.tail, ln.head, _attributes={"class": ln.kind, **attrs})
 
-    if scene.lane_heads:                 # the lanes start side by side (TB) or one under another (LR)
+    if scene.lane_heads:
+        # The lanes start side by side (TB) or one under another (LR), in order: an invisible
+        # anchor outside every cluster before each lane's first item, the anchors on one rank
+        # (dot keeps the order of a rank's nodes reliably only outside clusters).
+        # A head outside every cluster is its own anchor.
+        prefix = _legend_prefix(scene).replace("legend/", "lane/")
         rank = Digraph()
         rank.attr("graph", rank="same")
-        for a, b in zip(scene.lane_heads, scene.lane_heads[1:]):
-            rank.edge(a, b, style="invis")
+        anchors = []
+        for k, head in enumerate(scene.lane_heads):
+            if scene.items[head].parent is None:
+                anchors.append(head)
+                continue
+            anchors.append(f"{prefix}{k}")
+            rank.node(anchors[-1], "", _attributes={"shape": "point", "style": "invis", "width": "0"})
+            root.edge(anchors[-1], head, style="invis", weight="10")
+        for a, b in zip(anchors, anchors[1:]):
+            rank.edge(a, b, style="invis", weight="10")
         root.subgraph(rank)
 
     for heads in scene.column_ranks:
