@@ -84,10 +84,14 @@ def test_collapse_joins_is_idempotent_and_shrinks(C):
     assert c.raw_nodes - len(once) == (2 ** (C - 1) - 1) - 2 ** (C - 2)
 
 
-def test_drf_first_conv_of_each_column_reads_the_stack():
-    g = compile_spec(SPECS / "drf_c3d4.fr").graph
+@pytest.mark.parametrize("stack_bn,bns", [("shared", 1), ("own", 3)])
+def test_drf_first_conv_of_each_column_reads_the_stack(stack_bn, bns):
+    g = compile_spec(SPECS / "drf_c3d4.fr", {"stack_bn": stack_bn}).graph
     stack = g.input_id
     readers = [n for n in g.nodes(ir.BatchNorm) if g.inputs(n) == (stack,)]
-    # order "bn-conv": each column's first unit starts with a BN on the 64-channel stack
-    assert len(readers) == 3
+    # order "bn-conv": the 64-channel stack goes through one BN shared by the three column
+    # heads (the default reading), or one BN per column head (stack_bn = "own")
+    assert len(readers) == bns
+    heads = [n for n in g.nodes(ir.BinaryConv) if g.inputs(n)[0] in readers]
+    assert sorted(heads) == [f"block.col{c}.conv1" for c in (1, 2, 3)]
     assert g.shape(g.output_id) == (64 + 32, 56, 56)
