@@ -198,3 +198,20 @@ def test_paper_tables_report_gives_back_every_published_imagenet_width():
     # the README keeps the report's output
     readme = (SPECS.parent / "README.md").read_text()
     assert "\n".join(mod.model_table("imagenet")) in readme
+
+
+def test_space_transitions_key_is_checked(tmp_path):
+    from fractalc.errors import FractalcError
+    from fractalc.variants import load_space
+    base = (SPECS / "binary_densenet51.fr").as_posix()
+    text = (f'name = "t"\n[[space]]\nfamily = ["DRF"]\ncolumns = [2]\nblocks = [[6, 6, 6, 5]]\n'
+            f'transitions = TRANS\nbudget = {{ baseline = "{base}" }}\n')
+    ok = tmp_path / "ok.toml"
+    ok.write_text(text.replace("TRANS", "[160, 192, 256]"))
+    (_, p), = load_space(ok).points
+    assert p.transitions == (160, 192, 256)
+    for bad in ("[160, 192]", "[160, 0, 256]", '"160"'):
+        f = tmp_path / "bad.toml"
+        f.write_text(text.replace("TRANS", bad))
+        with pytest.raises(FractalcError, match="transitions"):
+            load_space(f)
