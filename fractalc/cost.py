@@ -14,10 +14,9 @@ Conventions (reference doc, section 6):
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
-from . import ir
+from . import ir, ops
 
 
 @dataclass(frozen=True)
@@ -42,34 +41,26 @@ class LayerCost:
 
 
 def layer_cost(g: ir.Graph, n: str) -> LayerCost:
+    """The cost of node `n`, from its op-table entry: parameter tensors by role (a BN's scale
+    and shift are float parameters and also reported as ``bn``; buffers are not parameters)
+    and multiplications."""
     op = g.op(n)
-    shape = tuple(g.shape(n))
-    ins = [tuple(g.shape(s)) for s in g.inputs(n)]
-    name = ir.op_name(op)
-    if isinstance(op, (ir.Conv, ir.BinaryConv)):
-        cin = ins[0][0]
-        groups = getattr(op, "groups", 1)
-        weights = op.out_channels * (cin // groups) * op.kernel * op.kernel
-        mults = weights * shape[1] * shape[2]
-        if isinstance(op, ir.BinaryConv):
-            return LayerCost(n, name, shape, binary_params=weights, binary_mults=mults)
-        return LayerCost(n, name, shape, float_params=weights + (op.out_channels if op.bias else 0),
-                         float_mults=mults)
-    if isinstance(op, ir.Linear):
-        fan_in = math.prod(ins[0])
-        return LayerCost(n, name, shape, float_params=fan_in * op.out_features + (op.out_features if op.bias else 0),
-                         float_mults=fan_in * op.out_features)
-    if isinstance(op, ir.BatchNorm):
-        c = shape[0]
-        return LayerCost(n, name, shape, float_params=2 * c, bn_params=2 * c, bn_buffers=2 * c)
-    return LayerCost(n, name, shape)
+    by_role = {"float": 0, "binary": 0, "bn": 0, "buffer": 0}
+    for t in ops.tensors(g, n):
+        by_role[t.role] += t.size
+    float_mults, binary_mults = ops.mults(g, n)
+    return LayerCost(n, ir.op_name(op), tuple(g.shape(n)),
+                     float_params=by_role["float"] + by_role["bn"], binary_params=by_role["binary"],
+                     bn_params=by_role["bn"], bn_buffers=by_role["buffer"],
+                     float_mults=float_mults, binary_mults=binary_mults)
 
 
 def depth(g: ir.Graph) -> int:
-    """Longest input-to-output path, counting Conv, BinaryConv and Linear nodes."""
+    """Longest input-to-output path, counting the nodes whose op-table entry has ``depth``
+    (Conv, BinaryConv and Linear)."""
     best: dict[str, int] = {}
     for n in g.order():
-        here = 1 if isinstance(g.op(n), ir.DEPTH_KINDS) else 0
+        here = 1 if ops.of(g.op(n)).depth else 0
         best[n] = here + max((best[s] for s in g.inputs(n)), default=0)
     return best[g.output_id]
 

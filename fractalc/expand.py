@@ -24,7 +24,7 @@ import networkx as nx
 from . import ir, limits, shapes
 from . import syntax as S
 from .errors import Loc, ShapeError, SizeGuardError, SpecError
-from .prims import BUILTINS, ID_STEM, PRIMS, REQUIRED, PrimSpec, make_op
+from .prims import BUILTINS, PRIMS, REQUIRED, PrimSpec, id_stem, make_op
 from .resolve import Spec, _suggest, param_names
 
 DEFAULT_MAX_NODES = 100_000
@@ -516,21 +516,16 @@ class Evaluator:
                 self.fail(f"'{p.name}' needs its parameter '{name}', as in {p.name}[{name}=...]", loc)
             else:
                 args[name] = default
-        if p.name == "bconv" and args["pad"] not in ("zero", "one"):
-            self.fail(f'bconv padding must be "zero" or "one", got "{args["pad"]}"', loc)
-        if p.name == "bconv" and args["grad"] not in ("approxsign", "ste"):
-            self.fail(f'bconv grad must be "approxsign" or "ste", got "{args["grad"]}"', loc)
-        if p.name == "dropout" and not 0 <= args["p"] < 1:
-            self.fail(f"dropout probability must be in [0, 1), got {args['p']}", loc)
-        if p.name == "bn" and not args["eps"] > 0:
-            self.fail(f"bn eps must be positive, got {args['eps']}", loc)
+        problem = p.check(args) if p.check else None
+        if problem:
+            self.fail(problem, loc)
         return self.prim_node(p.name, args, tensors, loc)
 
     def prim_node(self, name: str, args: dict, tensors: list[Tensor], loc: Loc):
         op = make_op(name, args)
         if op is None:
             return tensors[0]
-        return self.b.node(ID_STEM[name], op, tensors, loc)
+        return self.b.node(id_stem(name), op, tensors, loc)
 
     def check_type(self, v, typ: str, what: str, loc: Loc):
         if typ == "int":

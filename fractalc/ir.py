@@ -130,10 +130,8 @@ class Output:
 
 Op = Union[Input, Conv, BinaryConv, BatchNorm, Activation, Pool, Linear, Join, Add, Concat,
            Slice, Dropout, Output]
-OP_KINDS: tuple[type, ...] = Op.__args__  # the closed set
-
-#: Kinds that count as a layer for depth (the number in a model's name).
-DEPTH_KINDS = (Conv, BinaryConv, Linear)
+# The closed set of kinds is the op table (`fractalc.ops.OPS`): these built-in kinds, plus any
+# registered with `ops.register`. What each kind means to shapes, costs and backends is there.
 
 
 def op_name(op: Op) -> str:

@@ -23,7 +23,6 @@ from .errors import SpecError
 from .fileio import FileRefused, read_limited
 from .prims import BUILTINS, PRIMS
 
-RESERVED = set(PRIMS) | set(BUILTINS)
 
 
 @dataclass
@@ -186,7 +185,7 @@ def load(path: str | Path, *, allow_import: Iterable[str | Path] | None = None,
                 continue
             _define(spec.params, prm, "parameter")
         for rule in module.rules:
-            if rule.name in RESERVED:
+            if rule.name in PRIMS or rule.name in BUILTINS:
                 raise SpecError(f"rule name '{rule.name}' is a builtin primitive; choose another name", rule.loc)
             _define(spec.rules, rule, "rule")
         if is_main:
@@ -219,7 +218,7 @@ def check(spec: Spec) -> None:
 
 
 def _check(spec: Spec) -> None:
-    glob = set(spec.params) | set(spec.rules) | RESERVED
+    glob = set(spec.params) | set(spec.rules) | set(PRIMS) | set(BUILTINS)
     for prm in spec.params.values():
         # A parameter is looked up before rules and primitives: it would silently hide them.
         # (Hiding a scalar builtin is allowed: `param width = 64` is the usual name, and calling

@@ -7,33 +7,39 @@ feature stack), pooling lilac folders. Collapsed scopes (``--depth``) are grey r
 """
 from __future__ import annotations
 
-from fractalc import ir
+from collections.abc import Mapping
 
-#: Node style per kind (the IR op name, or "scope" for a collapsed scope), in legend order.
-NODE_STYLES: dict[str, dict[str, str]] = {
-    "Input": {"shape": "invhouse", "fillcolor": "#dddddd"},
-    "BinaryConv": {"shape": "box", "fillcolor": "#3d7cc9", "fontcolor": "white"},
-    "Conv": {"shape": "box3d", "fillcolor": "#f4a24c"},
-    "BatchNorm": {"shape": "ellipse", "fillcolor": "#b9e3ae"},
-    "Activation": {"shape": "hexagon", "fillcolor": "#fff09a"},
-    "Pool": {"shape": "folder", "fillcolor": "#d5c3ef"},
-    "Linear": {"shape": "component", "fillcolor": "#f08c8c"},
-    "Join": {"shape": "invtriangle", "fillcolor": "#d9455f", "fontcolor": "white"},
-    "Add": {"shape": "circle", "fillcolor": "#ffffff"},
-    "Concat": {"shape": "cylinder", "fillcolor": "#7cc6b6"},
-    "Slice": {"shape": "cds", "fillcolor": "#c8e6f5"},
-    "Dropout": {"shape": "octagon", "fillcolor": "#f3f3f3", "style": "filled,dashed"},
-    "Output": {"shape": "house", "fillcolor": "#dddddd"},
-    "scope": {"shape": "box", "fillcolor": "#eeeeee", "style": "filled,rounded"},
-}
+from fractalc import ir, ops
 
-LEGEND_TEXT: dict[str, str] = {
-    "Input": "input", "BinaryConv": "binary conv", "Conv": "full-precision conv",
-    "BatchNorm": "batch norm", "Activation": "activation", "Pool": "pooling",
-    "Linear": "linear (FC)", "Join": "join (mean)", "Add": "residual add",
-    "Concat": "concat (stack)", "Slice": "channel slice", "Dropout": "dropout",
-    "Output": "output", "scope": "collapsed scope",
-}
+
+class _TableView(Mapping):
+    """A read-only view of one diagram field of every op-table entry, by op name, in table
+    order (the legend order), followed by diagram-only kinds such as collapsed scopes."""
+
+    def __init__(self, field: str, extra: dict):
+        self._field, self._extra = field, extra
+
+    def _table(self) -> dict:
+        return {d.name: getattr(d, self._field) for d in ops.OPS.values()}
+
+    def __getitem__(self, kind: str):
+        table = self._table()
+        return table[kind] if kind in table else self._extra[kind]
+
+    def __iter__(self):
+        return iter([*self._table(), *self._extra])
+
+    def __len__(self) -> int:
+        return len(ops.OPS) + len(self._extra)
+
+
+#: Node style per kind (the IR op name, or "scope" for a collapsed scope), in legend order:
+#: each op's ``style`` in the op table.
+NODE_STYLES: Mapping[str, dict[str, str]] = _TableView(
+    "style", {"scope": {"shape": "box", "fillcolor": "#eeeeee", "style": "filled,rounded"}})
+
+#: Legend text per kind: each op's ``legend`` in the op table.
+LEGEND_TEXT: Mapping[str, str] = _TableView("legend", {"scope": "collapsed scope"})
 
 #: Edge style per kind: plain data flow, a residual shortcut, the dense feature stack.
 EDGE_STYLES: dict[str, dict[str, str]] = {
@@ -50,38 +56,9 @@ def fmt_shape(shape) -> str:
 
 
 def op_summary(op: ir.Op, n_inputs: int) -> str:
-    """A short description of what a node computes (second label line)."""
-    if isinstance(op, (ir.Conv, ir.BinaryConv)):
-        text = ("bconv" if isinstance(op, ir.BinaryConv) else "conv") + f" {op.kernel}x{op.kernel}"
-        if op.stride != 1:
-            text += f"/{op.stride}"
-        text += f", {op.out_channels}"
-        if isinstance(op, ir.Conv) and op.groups != 1:
-            text += f" g{op.groups}"
-        if isinstance(op, ir.BinaryConv) and op.padding_mode != "zero":
-            text += f" pad {op.padding_mode}"
-        return text
-    if isinstance(op, ir.BatchNorm):
-        return "BN"
-    if isinstance(op, ir.Activation):
-        return op.fn
-    if isinstance(op, ir.Pool):
-        if op.global_:
-            return f"global {op.kind}pool"
-        return f"{op.kind}pool {op.kernel}x{op.kernel}" + (f"/{op.stride}" if op.stride not in (0, op.kernel) else "")
-    if isinstance(op, ir.Linear):
-        return f"linear {op.out_features}"
-    if isinstance(op, ir.Join):
-        return f"join {n_inputs}"
-    if isinstance(op, ir.Add):
-        return "+"
-    if isinstance(op, ir.Concat):
-        return "concat"
-    if isinstance(op, ir.Slice):
-        return f"slice {op.start}:{op.stop}"
-    if isinstance(op, ir.Dropout):
-        return f"dropout {op.p:g}"
-    return ir.op_name(op).lower()
+    """A short description of what a node computes (second label line): the op table's
+    ``summary``."""
+    return ops.of(op).describe(op, n_inputs)
 
 
 def kind_of(op: ir.Op) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fractalc import __version__, ir
+from fractalc import __version__, ir, ops
 
 OPSET = 17  # the standard ONNX opset both flavours pin
 
@@ -103,76 +103,109 @@ def alpha_of(w: np.ndarray) -> np.ndarray:
     return np.abs(w64).reshape(w64.shape[0], -1).mean(axis=1).astype(np.float32)
 
 
-def emit_common(b: Builder, g: ir.Graph, n: str, state: dict, val: dict[str, str]) -> bool:
-    """Emit the standard ONNX nodes of IR node `n` (every kind except Input and BinaryConv).
+def emit_common(b: Builder, g: ir.Graph, n: str, state: dict, val: dict[str, str]) -> None:
+    """Emit the standard ONNX nodes of IR node `n` with the ``"onnx"`` hook of its op-table
+    entry (registered below for the built-in kinds). A hook is called as
+    ``hook(b, g, n, op, ins, shape, state, val)`` with ``ins`` the value names of its inputs;
+    it emits nodes and sets ``val[n]`` to the value holding the node's output.
 
     `val` maps IR ids to the value names holding their outputs (Dropout aliases its input).
-    Returns False for kinds this function does not handle.
     """
     op = g.op(n)
-    shape = g.shape(n)
-    ins = [val[s] for s in g.inputs(n)]
-    if isinstance(op, ir.Conv):
-        args = [ins[0], b.init(f"{n}.weight", state[f"{n}.weight"])]
-        if op.bias:
-            args.append(b.init(f"{n}.bias", state[f"{n}.bias"]))
-        b.node("Conv", args, b.float_value(n, shape), n, kernel_shape=[op.kernel] * 2,
-               strides=[op.stride] * 2, pads=[op.padding] * 4, group=op.groups)
-    elif isinstance(op, ir.BatchNorm):
-        args = [ins[0]] + [b.init(f"{n}.{k}", state[f"{n}.{k}"])
-                           for k in ("weight", "bias", "running_mean", "running_var")]
-        b.node("BatchNormalization", args, b.float_value(n, shape), n, epsilon=float(op.eps))
-    elif isinstance(op, ir.Activation):
-        if op.fn == "sign":
-            sign(b, ins[0], n, g.shape(g.inputs(n)[0]), out=n)
-            b.float_value(n, shape)
-        else:
-            kind = {"relu": "Relu", "tanh": "Tanh", "identity": "Identity"}[op.fn]
-            b.node(kind, ins, b.float_value(n, shape), n)
-    elif isinstance(op, ir.Pool):
-        out = b.float_value(n, shape)
-        if op.global_:
-            b.node("GlobalMaxPool" if op.kind == "max" else "GlobalAveragePool", ins, out, n)
-        elif op.kind == "max":
-            b.node("MaxPool", ins, out, n, kernel_shape=[op.kernel] * 2, strides=[op.stride] * 2,
-                   pads=[op.padding] * 4)
-        else:  # torch's avg_pool2d default counts the zero padding
-            b.node("AveragePool", ins, out, n, kernel_shape=[op.kernel] * 2,
-                   strides=[op.stride] * 2, pads=[op.padding] * 4, count_include_pad=1)
-    elif isinstance(op, ir.Linear):
-        flat = b.typed(f"{n}.flatten", b.TP.FLOAT, [b.batch, int(np.prod(g.shape(g.inputs(n)[0])))])
-        b.node("Flatten", ins, flat, f"{n}.flatten", axis=1)
-        args = [flat, b.init(f"{n}.weight", state[f"{n}.weight"])]
-        if op.bias:
-            args.append(b.init(f"{n}.bias", state[f"{n}.bias"]))
-        b.node("Gemm", args, b.float_value(n, shape), n, transB=1)
-    elif isinstance(op, ir.Join):
-        # Sum in input order, then a true division: exactly the torch backend's rounding.
-        # (onnxruntime's Mean multiplies by 1/n, which rounds differently and can flip a
-        # later sign.)
-        total = b.float_value(f"{n}.sum", shape)
-        b.node("Add" if len(ins) == 2 else "Sum", ins, total, f"{n}.sum")
-        b.node("Div", [total, b.const(f"count{len(ins)}", np.float32(len(ins)))],
-               b.float_value(n, shape), n)
-    elif isinstance(op, ir.Add):
-        b.node("Add" if len(ins) == 2 else "Sum", ins, b.float_value(n, shape), n)
-    elif isinstance(op, ir.Concat):
-        b.node("Concat", ins, b.float_value(n, shape), n, axis=1)
-    elif isinstance(op, ir.Slice):
-        args = [ins[0], b.init(f"{n}.starts", np.array([op.start], np.int64)),
-                b.init(f"{n}.ends", np.array([op.stop], np.int64)),
-                b.const("channel_axis", np.array([1], np.int64))]
-        b.node("Slice", args, b.float_value(n, shape), n)
-    elif isinstance(op, ir.Dropout):
-        val[n] = ins[0]  # inference: identity, no node
-        return True
-    elif isinstance(op, ir.Output):
-        b.node("Identity", ins, b.float_value(n, shape), n)
-        b.outputs.append(n)
+    emit = ops.hook(op, "onnx", "ONNX")
+    emit(b, g, n, op, [val[s] for s in g.inputs(n)], g.shape(n), state, val)
+
+
+def _conv(b, g, n, op, ins, shape, state, val):
+    args = [ins[0], b.init(f"{n}.weight", state[f"{n}.weight"])]
+    if op.bias:
+        args.append(b.init(f"{n}.bias", state[f"{n}.bias"]))
+    val[n] = b.node("Conv", args, b.float_value(n, shape), n, kernel_shape=[op.kernel] * 2,
+                    strides=[op.stride] * 2, pads=[op.padding] * 4, group=op.groups)
+
+
+def _bn(b, g, n, op, ins, shape, state, val):
+    args = [ins[0]] + [b.init(f"{n}.{k}", state[f"{n}.{k}"])
+                       for k in ("weight", "bias", "running_mean", "running_var")]
+    val[n] = b.node("BatchNormalization", args, b.float_value(n, shape), n, epsilon=float(op.eps))
+
+
+def _act(b, g, n, op, ins, shape, state, val):
+    if op.fn == "sign":
+        sign(b, ins[0], n, g.shape(g.inputs(n)[0]), out=n)
+        b.float_value(n, shape)
     else:
-        return False
+        kind = {"relu": "Relu", "tanh": "Tanh", "identity": "Identity"}[op.fn]
+        b.node(kind, ins, b.float_value(n, shape), n)
     val[n] = n
-    return True
+
+
+def _pool(b, g, n, op, ins, shape, state, val):
+    out = b.float_value(n, shape)
+    if op.global_:
+        b.node("GlobalMaxPool" if op.kind == "max" else "GlobalAveragePool", ins, out, n)
+    elif op.kind == "max":
+        b.node("MaxPool", ins, out, n, kernel_shape=[op.kernel] * 2, strides=[op.stride] * 2,
+               pads=[op.padding] * 4)
+    else:  # torch's avg_pool2d default counts the zero padding
+        b.node("AveragePool", ins, out, n, kernel_shape=[op.kernel] * 2,
+               strides=[op.stride] * 2, pads=[op.padding] * 4, count_include_pad=1)
+    val[n] = n
+
+
+def _linear(b, g, n, op, ins, shape, state, val):
+    flat = b.typed(f"{n}.flatten", b.TP.FLOAT, [b.batch, int(np.prod(g.shape(g.inputs(n)[0])))])
+    b.node("Flatten", ins, flat, f"{n}.flatten", axis=1)
+    args = [flat, b.init(f"{n}.weight", state[f"{n}.weight"])]
+    if op.bias:
+        args.append(b.init(f"{n}.bias", state[f"{n}.bias"]))
+    val[n] = b.node("Gemm", args, b.float_value(n, shape), n, transB=1)
+
+
+def _join(b, g, n, op, ins, shape, state, val):
+    # Sum in input order, then a true division: exactly the torch backend's rounding.
+    # (onnxruntime's Mean multiplies by 1/n, which rounds differently and can flip a
+    # later sign.)
+    total = b.float_value(f"{n}.sum", shape)
+    b.node("Add" if len(ins) == 2 else "Sum", ins, total, f"{n}.sum")
+    val[n] = b.node("Div", [total, b.const(f"count{len(ins)}", np.float32(len(ins)))],
+                    b.float_value(n, shape), n)
+
+
+def _add(b, g, n, op, ins, shape, state, val):
+    val[n] = b.node("Add" if len(ins) == 2 else "Sum", ins, b.float_value(n, shape), n)
+
+
+def _concat(b, g, n, op, ins, shape, state, val):
+    val[n] = b.node("Concat", ins, b.float_value(n, shape), n, axis=1)
+
+
+def _slice(b, g, n, op, ins, shape, state, val):
+    args = [ins[0], b.init(f"{n}.starts", np.array([op.start], np.int64)),
+            b.init(f"{n}.ends", np.array([op.stop], np.int64)),
+            b.const("channel_axis", np.array([1], np.int64))]
+    val[n] = b.node("Slice", args, b.float_value(n, shape), n)
+
+
+def _dropout(b, g, n, op, ins, shape, state, val):
+    val[n] = ins[0]  # inference: identity, no node
+
+
+def _input(b, g, n, op, ins, shape, state, val):
+    b.inputs.append(b.float_value(n, shape))
+    val[n] = n
+
+
+def _output(b, g, n, op, ins, shape, state, val):
+    val[n] = b.node("Identity", ins, b.float_value(n, shape), n)
+    b.outputs.append(n)
+
+
+for _kind, _emit in [(ir.Input, _input), (ir.Conv, _conv), (ir.BatchNorm, _bn), (ir.Activation, _act),
+                     (ir.Pool, _pool), (ir.Linear, _linear), (ir.Join, _join), (ir.Add, _add),
+                     (ir.Concat, _concat), (ir.Slice, _slice), (ir.Dropout, _dropout),
+                     (ir.Output, _output)]:
+    ops.set_hook(_kind, "onnx", _emit)
 
 
 def sign(b: Builder, x: str, owner: str, shape, out: str | None = None) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fractalc import ir
+from fractalc import ir, ops
 
 from .builder import Builder, alpha_of, emit_common, metadata, sign
 
@@ -35,26 +35,26 @@ def to_onnx(compiled, state: dict[str, np.ndarray], weights_source: str = "", ex
     b = Builder()
     val: dict[str, str] = {}
     for n in g.order():
-        op = g.op(n)
-        if isinstance(op, ir.Input):
-            b.inputs.append(b.float_value(n, g.shape(n)))
-            val[n] = n
-        elif isinstance(op, ir.BinaryConv):
-            src = g.inputs(n)[0]
-            x = sign(b, val[src], n, g.shape(src))
-            pads = [op.padding] * 4
-            if op.padding_mode == "one" and op.padding:
-                c, h, w = g.shape(src)
-                p = op.padding
-                x = b.node("Pad", [x, b.init(f"{n}.pads", np.array([0, 0, p, p, 0, 0, p, p], np.int64)),
-                                   b.const("one", np.float32(1))],
-                           b.float_value(f"{n}.pad", (c, h + 2 * p, w + 2 * p)), f"{n}.pad",
-                           mode="constant")
-                pads = [0] * 4
-            wb = b.init(f"{n}.binary_weight", binary_weight(state[f"{n}.weight"]))
-            b.node("Conv", [x, wb], b.float_value(n, g.shape(n)), n,
-                   kernel_shape=[op.kernel] * 2, strides=[op.stride] * 2, pads=pads)
-            val[n] = n
-        elif not emit_common(b, g, n, state, val):
-            raise AssertionError(f"no ONNX lowering for {ir.op_name(op)}")  # the IR is closed
+        emit_common(b, g, n, state, val)
     return b.model(g.name, metadata(compiled, "onnx", weights_source, extra_meta))
+
+
+def _binary_conv(b, g, n, op, ins, shape, state, val):
+    """sign(x) (+1 padding for padding_mode "one"), then a float Conv with alpha * sign(W)."""
+    src = g.inputs(n)[0]
+    x = sign(b, ins[0], n, g.shape(src))
+    pads = [op.padding] * 4
+    if op.padding_mode == "one" and op.padding:
+        c, h, w = g.shape(src)
+        p = op.padding
+        x = b.node("Pad", [x, b.init(f"{n}.pads", np.array([0, 0, p, p, 0, 0, p, p], np.int64)),
+                           b.const("one", np.float32(1))],
+                   b.float_value(f"{n}.pad", (c, h + 2 * p, w + 2 * p)), f"{n}.pad",
+                   mode="constant")
+        pads = [0] * 4
+    wb = b.init(f"{n}.binary_weight", binary_weight(state[f"{n}.weight"]))
+    val[n] = b.node("Conv", [x, wb], b.float_value(n, shape), n,
+                    kernel_shape=[op.kernel] * 2, strides=[op.stride] * 2, pads=pads)
+
+
+ops.set_hook(ir.BinaryConv, "onnx", _binary_conv)

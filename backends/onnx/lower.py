@@ -202,17 +202,14 @@ def to_onnx_xnor(compiled, state: dict[str, np.ndarray], weights_source: str = "
     val: dict[str, str] = {}
     for n in g.order():
         op = g.op(n)
-        if isinstance(op, ir.Input):
-            b.inputs.append(b.float_value(n, g.shape(n)))
-            val[n] = n
-        elif n in folded:
+        if n in folded:
             continue  # computed by its binary conv
         elif n in pre:
             _lower_sign_bn(b, g, n, state, val, bits_of)
         elif isinstance(op, ir.BinaryConv):
             _lower_conv(b, g, plans[n], state, val, bits_of)
-        elif not emit_common(b, g, n, state, val):
-            raise AssertionError(f"no ONNX lowering for {ir.op_name(op)}")
+        else:
+            emit_common(b, g, n, state, val)
     return b.model(g.name, metadata(compiled, "onnx-xnor", weights_source, extra_meta),
                    domains=ops.opset_imports())
 

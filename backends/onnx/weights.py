@@ -7,12 +7,11 @@ a mismatch with a `ModelError` naming the missing, unexpected and wrong-shape ke
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 
 import numpy as np
 
-from fractalc import ir
+from fractalc import ir, ops
 from fractalc.errors import BackendUnavailable, ModelError
 
 # BatchNorm's step counter is part of a torch state_dict but means nothing at inference.
@@ -20,26 +19,9 @@ _OPTIONAL = ("num_batches_tracked",)
 
 
 def expected_keys(g: ir.Graph) -> dict[str, tuple[int, ...]]:
-    """state_dict key -> shape for every parameter and buffer the graph's nodes use."""
-    out: dict[str, tuple[int, ...]] = {}
-    for n in g.order():
-        op = g.op(n)
-        ins = [g.shape(s) for s in g.inputs(n)]
-        if isinstance(op, ir.Conv):
-            out[f"{n}.weight"] = (op.out_channels, ins[0][0] // op.groups, op.kernel, op.kernel)
-            if op.bias:
-                out[f"{n}.bias"] = (op.out_channels,)
-        elif isinstance(op, ir.BinaryConv):
-            out[f"{n}.weight"] = (op.out_channels, ins[0][0], op.kernel, op.kernel)
-        elif isinstance(op, ir.BatchNorm):
-            c = g.shape(n)[0]
-            for k in ("weight", "bias", "running_mean", "running_var"):
-                out[f"{n}.{k}"] = (c,)
-        elif isinstance(op, ir.Linear):
-            out[f"{n}.weight"] = (op.out_features, math.prod(ins[0]))
-            if op.bias:
-                out[f"{n}.bias"] = (op.out_features,)
-    return out
+    """state_dict key -> shape for every parameter and buffer the graph's nodes use (their
+    op-table tensors)."""
+    return {f"{n}.{t.name}": tuple(t.shape) for n in g.order() for t in ops.tensors(g, n)}
 
 
 def _listing(keys, limit=5) -> str:

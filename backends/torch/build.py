@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fractalc import ops
+
 from .binarize import binary_conv2d
 from .drop_path import join
 from .plan import Plan
@@ -80,4 +82,4 @@ def run_step(kind, layer, xs, args, x, dp, mode, training):
         return F.dropout(xs[0], args[0], training)
     if kind == "output":
         return xs[0]
-    raise AssertionError(f"unknown step kind {kind!r}")
+    return ops.hook(ops.by_name(kind).kind, "torch.forward", "torch")(layer, xs, args)

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from fractalc import ir
+from fractalc import ir, ops
 from fractalc.errors import FractalcError
 from fractalc.passes.extract_column import column_of
 
@@ -26,8 +26,10 @@ class TorchBuildError(FractalcError):
 @dataclass(frozen=True)
 class Step:
     """One IR node. ``kind``: input conv bconv bn act pool linear join add concat slice
-    dropout output. ``args``: the constant arguments of its forward (see `build.run_step`).
-    ``layer``: (torch.nn class name, args, kwargs) for nodes with parameters, else None."""
+    dropout output, or the name of an op registered in the op table, whose forward is its
+    ``"torch.forward"`` hook ``(layer, inputs, args) -> tensor``. ``args``: the constant
+    arguments of its forward (see `build.run_step`). ``layer``: (torch.nn class name, args,
+    kwargs) for nodes with parameters, else None."""
 
     id: str
     kind: str
@@ -64,51 +66,76 @@ def class_name(name: str) -> str:
 
 
 def _step(g: ir.Graph, n: str, index: dict[str, int]) -> Step:
+    """The step of node `n`: the torch hook of its op-table entry (registered below for the
+    built-in kinds; `ops.set_hook(Kind, "torch", fn)` for new ones)."""
     op = g.op(n)
-    ins = tuple(index[s] for s in g.inputs(n))
-    in_shape = tuple(g.shape(g.inputs(n)[0])) if g.inputs(n) else ()
-    if isinstance(op, ir.Input):
-        return Step(n, "input", ins)
-    if isinstance(op, ir.Conv):
-        layer = ("Conv2d", (in_shape[0], op.out_channels, op.kernel),
-                 (("stride", op.stride), ("padding", op.padding), ("groups", op.groups), ("bias", op.bias)))
-        return Step(n, "conv", ins, (), layer)
-    if isinstance(op, ir.BinaryConv):
-        if op.padding_mode not in ("zero", "one") or op.grad not in ("approxsign", "ste"):
-            raise TorchBuildError(f"node {n!r}: unsupported binary conv padding_mode={op.padding_mode!r} "
-                                  f"or grad={op.grad!r}")
-        # The holder is a plain Conv2d: its `weight` is the latent float weight.
-        layer = ("Conv2d", (in_shape[0], op.out_channels, op.kernel),
-                 (("stride", op.stride), ("padding", op.padding), ("bias", False)))
-        return Step(n, "bconv", ins, (op.stride, op.padding, op.padding_mode == "one", op.grad), layer)
-    if isinstance(op, ir.BatchNorm):
-        return Step(n, "bn", ins, (), ("BatchNorm2d", (in_shape[0],), (("eps", op.eps),)))
-    if isinstance(op, ir.Activation):
-        if op.fn not in ("relu", "tanh", "sign", "identity"):
-            raise TorchBuildError(f"node {n!r}: unsupported activation {op.fn!r}")
-        return Step(n, "act", ins, (op.fn,))
-    if isinstance(op, ir.Pool):
-        if op.kind not in ("max", "avg"):
-            raise TorchBuildError(f"node {n!r}: unsupported pooling {op.kind!r}")
-        return Step(n, "pool", ins, (op.kind, op.kernel, op.stride, op.padding, op.global_))
-    if isinstance(op, ir.Linear):
-        fan_in = 1
-        for d in in_shape:
-            fan_in *= d
-        return Step(n, "linear", ins, (), ("Linear", (fan_in, op.out_features), (("bias", op.bias),)))
-    if isinstance(op, ir.Join):
-        return Step(n, "join", ins, (tuple(column_of(s) for s in g.inputs(n)),))
-    if isinstance(op, ir.Add):
-        return Step(n, "add", ins)
-    if isinstance(op, ir.Concat):
-        return Step(n, "concat", ins)
-    if isinstance(op, ir.Slice):
-        return Step(n, "slice", ins, (op.start, op.stop))
-    if isinstance(op, ir.Dropout):
-        return Step(n, "dropout", ins, (float(op.p),))
-    if isinstance(op, ir.Output):
-        return Step(n, "output", ins)
-    raise TorchBuildError(f"node {n!r}: the torch backend has no rule for {ir.op_name(op)}")
+    make = ops.hook(op, "torch")
+    return make(g, n, op, tuple(index[s] for s in g.inputs(n)))
+
+
+def _tensor(g: ir.Graph, n: str, name: str) -> tuple[int, ...]:
+    """The shape of parameter tensor `name` of node `n`, from the op table."""
+    return next(t.shape for t in ops.tensors(g, n) if t.name == name)
+
+
+def _input(g, n, op, ins):
+    return Step(n, "input", ins)
+
+
+def _conv(g, n, op, ins):
+    out, cin_per_group, k, _ = _tensor(g, n, "weight")
+    layer = ("Conv2d", (cin_per_group * op.groups, out, k),
+             (("stride", op.stride), ("padding", op.padding), ("groups", op.groups), ("bias", op.bias)))
+    return Step(n, "conv", ins, (), layer)
+
+
+def _bconv(g, n, op, ins):
+    if op.padding_mode not in ("zero", "one") or op.grad not in ("approxsign", "ste"):
+        raise TorchBuildError(f"node {n!r}: unsupported binary conv padding_mode={op.padding_mode!r} "
+                              f"or grad={op.grad!r}")
+    out, cin, k, _ = _tensor(g, n, "weight")
+    # The holder is a plain Conv2d: its `weight` is the latent float weight.
+    layer = ("Conv2d", (cin, out, k), (("stride", op.stride), ("padding", op.padding), ("bias", False)))
+    return Step(n, "bconv", ins, (op.stride, op.padding, op.padding_mode == "one", op.grad), layer)
+
+
+def _bn(g, n, op, ins):
+    return Step(n, "bn", ins, (), ("BatchNorm2d", _tensor(g, n, "weight"), (("eps", op.eps),)))
+
+
+def _act(g, n, op, ins):
+    if op.fn not in ("relu", "tanh", "sign", "identity"):
+        raise TorchBuildError(f"node {n!r}: unsupported activation {op.fn!r}")
+    return Step(n, "act", ins, (op.fn,))
+
+
+def _pool(g, n, op, ins):
+    if op.kind not in ("max", "avg"):
+        raise TorchBuildError(f"node {n!r}: unsupported pooling {op.kind!r}")
+    return Step(n, "pool", ins, (op.kind, op.kernel, op.stride, op.padding, op.global_))
+
+
+def _linear(g, n, op, ins):
+    out, fan_in = _tensor(g, n, "weight")
+    return Step(n, "linear", ins, (), ("Linear", (fan_in, out), (("bias", op.bias),)))
+
+
+def _join(g, n, op, ins):
+    return Step(n, "join", ins, (tuple(column_of(s) for s in g.inputs(n)),))
+
+
+def _simple(kind: str, *fields):
+    def make(g, n, op, ins):
+        return Step(n, kind, ins, tuple(getattr(op, f) for f in fields))
+    return make
+
+
+for _kind, _make in [(ir.Input, _input), (ir.Conv, _conv), (ir.BinaryConv, _bconv), (ir.BatchNorm, _bn),
+                     (ir.Activation, _act), (ir.Pool, _pool), (ir.Linear, _linear), (ir.Join, _join),
+                     (ir.Add, _simple("add")), (ir.Concat, _simple("concat")),
+                     (ir.Slice, _simple("slice", "start", "stop")), (ir.Output, _simple("output"))]:
+    ops.set_hook(_kind, "torch", _make)
+ops.set_hook(ir.Dropout, "torch", lambda g, n, op, ins: Step(n, "dropout", ins, (float(op.p),)))
 
 
 def make_plan(g: ir.Graph) -> Plan:

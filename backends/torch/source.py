@@ -17,7 +17,7 @@ import keyword
 import re
 from pathlib import Path
 
-from fractalc import __version__
+from fractalc import __version__, ops
 
 from .plan import Plan, Step, make_plan
 
@@ -124,8 +124,8 @@ def _line(st: Step, var: str, ins: list[str]) -> str:
         rhs = f"F.dropout({x0}, {a[0]!r}, self.training)"
     elif k == "output":
         rhs = x0
-    else:
-        raise AssertionError(k)
+    else:  # an op registered in the op table: its hook writes the expression
+        rhs = ops.hook(ops.by_name(k).kind, "torch.source", "torch source")(st, ins)
     return f"{var} = {rhs}"
 
 

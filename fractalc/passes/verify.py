@@ -11,7 +11,7 @@ import re
 
 import networkx as nx
 
-from .. import ir, shapes
+from .. import ir, ops, shapes
 from ..errors import FractalcError
 
 _ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
@@ -34,7 +34,7 @@ def verify(graph: ir.Graph) -> None:
     back = nx.ancestors(g, out) | {out}
     for n, d in g.nodes(data=True):
         op = d["op"]
-        if not isinstance(op, ir.OP_KINDS):
+        if type(op) not in ops.OPS:
             raise IRError(f"node {n!r} has an unknown op {op!r}")
         if not _ID.fullmatch(n):
             raise IRError(f"node id {n!r} is not a dotted path")
