@@ -192,7 +192,10 @@ def parse_cached(file: str, text: str, parse: Callable[[], object]):
     folder = cache_dir()
     if folder is None or not _private_dir(folder):
         return parse()
-    key = _ast_key(file, text)
+    try:
+        key = _ast_key(file, text)
+    except OSError:  # syntax.py not readable (a bytecode-only install): no cache
+        return parse()
     stem = "ast-" + hashlib.sha256(file.encode()).hexdigest()[:16]
     path = folder / f"{stem}-{key[:40]}.json"
     body = _read_entry(path, key)
