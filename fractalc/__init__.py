@@ -2,7 +2,7 @@
 
 Importing this package is cheap: it never imports torch or onnx.
 """
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def build_torch(spec, **params):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from .version import __version__
 from .errors import FractalcError
 
 def _allow_import(ctx: click.Context, param, dirs) -> None:

@@ -105,27 +105,32 @@ class OpDef:
 
 OPS: dict[type, OpDef] = {}
 
+#: The language's primitives by name (every `OpDef.prims`), kept in step by `register`.
+PRIMS: dict[str, PrimSpec] = {}
+
+#: Scalar builtins, called with parentheses: round(x / 32) * 32, channels(z), ...
+BUILTINS = ("round", "floor", "ceil", "min", "max", "abs", "int", "pow", "len",
+            "channels", "height", "width")
+
 
 def register(d: OpDef) -> OpDef:
     """Add an op kind (and its primitives) to the table. Names must be new."""
     if d.kind in OPS:
         raise ValueError(f"op {d.name} is already registered")
-    from . import prims
     for pr in d.prims:
-        if pr.name in prims.PRIMS or pr.name in prims.BUILTINS:
+        if pr.name in PRIMS or pr.name in BUILTINS:
             raise ValueError(f"primitive {pr.name!r} is already defined")
     OPS[d.kind] = d
     for pr in d.prims:
-        prims.PRIMS[pr.name] = pr
+        PRIMS[pr.name] = pr
     return d
 
 
 def unregister(kind: type) -> None:
     """Remove an op kind and its primitives (for tests that add one)."""
-    from . import prims
     d = OPS.pop(kind)
     for pr in d.prims:
-        prims.PRIMS.pop(pr.name, None)
+        PRIMS.pop(pr.name, None)
 
 
 def of(op_or_kind) -> OpDef:
@@ -434,3 +439,4 @@ for _d in [
     OpDef(ir.Output, same, style={"shape": "house", "fillcolor": "#dddddd"}, legend="output"),
 ]:
     OPS[_d.kind] = _d
+    PRIMS.update((pr.name, pr) for pr in _d.prims)

@@ -6,15 +6,9 @@ Primitives are declared in the op table (`fractalc.ops`, each with the IR op it 
 from __future__ import annotations
 
 from . import ir
-from .ops import OPS, REQUIRED, PrimSpec
+from .ops import BUILTINS, PRIMS, REQUIRED, PrimSpec
 
 __all__ = ["PRIMS", "BUILTINS", "REQUIRED", "PrimSpec", "make_op", "id_stem"]
-
-PRIMS: dict[str, PrimSpec] = {pr.name: pr for d in OPS.values() for pr in d.prims}
-
-#: Scalar builtins, called with parentheses: round(x / 32) * 32, channels(z), ...
-BUILTINS = ("round", "floor", "ceil", "min", "max", "abs", "int", "pow", "len",
-            "channels", "height", "width")
 
 
 def id_stem(name: str) -> str:

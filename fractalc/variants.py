@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import __version__
+from .version import __version__
 from .errors import FractalcError
 
 METRICS = {"params": ("bits",), "flops": ("flops",), "both": ("bits", "flops")}

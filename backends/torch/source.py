@@ -17,7 +17,8 @@ import keyword
 import re
 from pathlib import Path
 
-from fractalc import __version__, ops
+from fractalc import ops
+from fractalc.version import __version__
 
 from .plan import Plan, Step, make_plan
 
