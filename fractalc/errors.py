@@ -35,6 +35,8 @@ def printable(text: str) -> str:
     """`text` with every control or invisible character replaced by ``?`` (one column each,
     so a caret below stays aligned): a spec line cannot send escape sequences to a terminal."""
     return "".join(c if c.isprintable() or c == " " else "?" for c in text)
+
+
 @dataclass(frozen=True)
 class Loc:
     """A position in a spec file (1-based line and column)."""
@@ -60,7 +62,9 @@ class FractalcError(Exception):
         self.hint = hint
 
     def format(self) -> str:
-        head = f"{self.loc}: {self.message}" if self.loc else f"error: {self.message}"
+        # file names and messages may quote spec text: no control characters to the terminal
+        head = "\n".join(printable(part) for part in
+                         (f"{self.loc}: {self.message}" if self.loc else f"error: {self.message}").split("\n"))
         lines = [head]
         if self.loc is not None:
             text = _SOURCES.get(self.loc.file)

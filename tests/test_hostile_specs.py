@@ -364,3 +364,12 @@ def test_long_lines_are_shown_as_a_window_around_the_caret(tmp_path):
     head, line, caret = err.format().splitlines()[:3]
     assert line.startswith("    ...") and line.endswith("...") and len(line) < 120
     assert line[caret.index("^"):].startswith("nope")
+
+
+def test_error_headline_prints_no_control_characters(tmp_path):
+    p = tmp_path / "ev\x1b[31mil.fr"
+    p.write_text(NET % "nope")
+    with pytest.raises(SpecError) as info:
+        compile_spec(p)
+    head = info.value.format().splitlines()[0]
+    assert "\x1b" not in head and "ev?[31mil.fr:3:10: unknown name 'nope'" in head
