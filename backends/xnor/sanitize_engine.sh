@@ -9,6 +9,12 @@ set -eu
 PY=${1:-.venv/bin/python}
 ITERS=${2:-1500}
 BUILD=build/sanitize
+# One build at a time in build/sanitize: the suite runs this script and sanitize_engine.sh /
+# sanitize.sh, and several people's suites may run at once (two ninjas in one build directory
+# corrupt its log). The lock is released when the script exits.
+mkdir -p build
+exec 9>build/sanitize.lock
+if command -v flock >/dev/null 2>&1; then flock 9; fi
 NB_DIR=$("$PY" -m nanobind --cmake_dir)
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFRACTALC_SANITIZE=ON \
   -Dnanobind_DIR="$NB_DIR" -DPython_EXECUTABLE="$(command -v "$PY" || echo "$PY")" >/dev/null
