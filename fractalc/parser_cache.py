@@ -170,16 +170,13 @@ def load_or_build(grammar: str, options: dict, build: Callable[[], object]):
     return parser
 
 
-def _ast_key(file: str, text: str) -> str:
-    from . import syntax
-    # syntax.py's own bytes: a changed AST class or transformer is a different key
-    code = Path(syntax.__file__).read_bytes()
-    parts = [f"ast format {FORMAT}".encode(), hashlib.sha256(code).digest(),
-             syntax.grammar_text().encode(), file.encode(), text.encode()]
+def _ast_key(file: str, text: str, salt: bytes) -> str:
+    parts = [f"ast format {FORMAT}".encode(), salt, file.encode(), text.encode()]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
 
-def parse_cached(file: str, text: str, parse: Callable[[], object]):
+def parse_cached(file: str, text: str, parse: Callable[[], object], *, salt: Callable[[], bytes],
+                 encode: Callable[[object], object], decode: Callable[[object, str], object]):
     """The `syntax.Module` of `text` (named `file`): from the cache when a trusted entry for
     this exact text, grammar and syntax.py exists, else `parse()` (then stored, replacing the
     entries of older texts of `file`, so the cache holds one entry per file).
@@ -187,13 +184,16 @@ def parse_cached(file: str, text: str, parse: Callable[[], object]):
     Meant for the bundled library, which nearly every spec imports: parsing it is most of
     a short command's parse time. Entries are JSON (`syntax.ast_to_data`), decoded into AST
     classes only, so a foreign file could at worst change a parse, and is refused before
-    that by the same ownership checks as the parser's."""
-    from . import syntax
+    that by the same ownership checks as the parser's.
+
+    The caller (`syntax`, which this module does not import) gives ``salt()``: bytes that
+    change with the grammar and the AST classes (an `OSError` from it means: no cache), and
+    ``encode``/``decode`` between a module and plain JSON data."""
     folder = cache_dir()
     if folder is None or not _private_dir(folder):
         return parse()
     try:
-        key = _ast_key(file, text)
+        key = _ast_key(file, text, salt())
     except OSError:  # syntax.py not readable (a bytecode-only install): no cache
         return parse()
     stem = "ast-" + hashlib.sha256(file.encode()).hexdigest()[:16]
@@ -202,13 +202,13 @@ def parse_cached(file: str, text: str, parse: Callable[[], object]):
     if body is not None:
         try:
             import json
-            return syntax.ast_from_data(json.loads(body), file)
+            return decode(json.loads(body), file)
         except Exception:  # corrupt or from an older format: parse and rewrite
             pass
     module = parse()
     try:
         import json
-        body = json.dumps(syntax.ast_to_data(module), separators=(",", ":")).encode()
+        body = json.dumps(encode(module), separators=(",", ":")).encode()
     except (TypeError, ValueError, RecursionError):
         return module
     for old in folder.glob(f"{stem}-*.json"):

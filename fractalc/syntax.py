@@ -598,6 +598,13 @@ def read_spec(path: str | Path) -> str:
     return decode_spec(read_spec_bytes(path), path)
 
 
+def _ast_salt() -> bytes:
+    """What a cached AST depends on besides its text: this module's own bytes (a changed AST
+    class or transformer is a different key) and the grammar."""
+    import hashlib
+    return hashlib.sha256(Path(__file__).read_bytes()).digest() + grammar_text().encode()
+
+
 def parse_file(path: str | Path, data: bytes | None = None, *, cache: bool = False) -> Module:
     """Parse the spec file at `path` (`data`: its bytes, when the caller has read them with
     `read_spec_bytes`). The text must be UTF-8; line ends are read as text-mode `open` does.
@@ -614,7 +621,8 @@ def parse_file(path: str | Path, data: bytes | None = None, *, cache: bool = Fal
             from .parser_cache import parse_cached
             # what parse() registers, so later stages' errors still show the file's lines
             register_source(str(p), text[1:] if text.startswith("\ufeff") else text)
-            return parse_cached(str(p), text, lambda: parse(text, str(p)))
+            return parse_cached(str(p), text, lambda: parse(text, str(p)), salt=_ast_salt,
+                                encode=ast_to_data, decode=ast_from_data)
         return parse(text, str(p))
     from .errors import forget_source
     try:
