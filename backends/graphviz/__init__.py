@@ -8,7 +8,9 @@ Importing this package imports neither graphviz nor torch.
 """
 from __future__ import annotations
 
-from .output import FORMATS, render, write
+from pathlib import Path
+
+from .output import FORMATS, format_of, write
 from .scene import Options, build, find_runs, pick_level
 
 
@@ -21,6 +23,12 @@ def to_dot(graph, options: Options | None = None, *, title: str | None = None) -
         cost_of = {n: layer_cost(graph, n) for n in graph.order()}
     from .emit import to_dot as _emit
     return _emit(scene, cost_of)
+
+
+def render(graph, path: str | Path, options: Options | None = None, *, title: str | None = None) -> None:
+    """Draw an IR graph into `path` (format from the extension)."""
+    format_of(path)  # refuse a bad extension before any work
+    write(to_dot(graph, options, title=title), path)
 
 
 __all__ = ["FORMATS", "Options", "build", "find_runs", "pick_level", "render", "to_dot", "write"]

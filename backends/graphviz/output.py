@@ -49,10 +49,3 @@ def write(dot_text: str, path: str | Path) -> None:
     fmt = format_of(path)
     data = dot_text.encode() if fmt == "dot" else run_dot(dot_text, fmt)
     atomic_write(path, data)
-
-
-def render(graph, path: str | Path, options=None, *, title: str | None = None) -> None:
-    """Draw an IR graph into `path` (format from the extension)."""
-    from . import to_dot
-    format_of(path)  # refuse a bad extension before any work
-    write(to_dot(graph, options, title=title), path)
