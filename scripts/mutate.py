@@ -66,14 +66,15 @@ MUTATIONS: tuple[Mutation, ...] = (
       'torch.set_rng_state(ckpt["rng"])', "pass",
       ("tests/test_train.py", "-k", "resume"), "resume does not restore the RNG (drop-path draws)"),
     # ---- cost model
-    M("cost-groups-ignored", "fractalc/cost.py",
-      "op.out_channels * (cin // groups) * op.kernel", "op.out_channels * cin * op.kernel",
-      ("tests/test_cost.py",), "grouped conv weights counted as dense"),
-    M("cost-conv-bias-dropped", "fractalc/cost.py",
-      "float_params=weights + (op.out_channels if op.bias else 0)", "float_params=weights",
-      ("tests/test_cost.py",), "a conv's bias is not counted"),
+    M("cost-groups-ignored", "fractalc/ops.py",
+      'return (op.out_channels, ins[0][0] // getattr(op, "groups", 1), op.kernel, op.kernel)',
+      "return (op.out_channels, ins[0][0], op.kernel, op.kernel)",
+      ("tests/test_cost.py",), "grouped conv weights counted as dense (the op table's conv weight)"),
+    M("cost-conv-bias-dropped", "fractalc/ops.py",
+      'return (w, Tensor("bias", (op.out_channels,))) if op.bias else (w,)', "return (w,)",
+      ("tests/test_cost.py",), "a conv's bias is not counted (the op table's conv tensors)"),
     M("cost-bn-halved", "fractalc/cost.py",
-      "float_params=2 * c, bn_params=2 * c", "float_params=c, bn_params=c",
+      'float_params=by_role["float"] + by_role["bn"]', 'float_params=by_role["float"] + by_role["bn"] // 2',
       ("tests/test_cost.py",), "BN scale+shift counted once (already caught before issue 19)"),
     # ---- torch backend, as emitted by `fractalc compile --target torch` (these files are
     # copied into the emitted source, so a library-vs-emitted comparison cannot see them)
