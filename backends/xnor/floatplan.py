@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import floatops
-from .plan import Step, Val, _attrs, _err, _init
+from .steps import Step, Val, _attrs, _err, _init
 
 _ATTRS_OK = {
     "Identity": set(), "Add": set(), "Sum": set(), "Div": set(), "Relu": set(),

@@ -32,30 +32,11 @@ import numpy as np
 from fractalc.errors import ModelError
 
 from . import kernels
+from .steps import Step, Val, _attrs, _err, _init
 
 MAX_DIM = 1 << 20        # any single dimension
 MAX_ELEMS = 1 << 28      # elements of one value per image (1 GiB of float32)
 MAX_CHANNELS = 1 << 16   # binary conv channels (|dot| < 2^31 by far)
-
-
-@dataclass
-class Val:
-    kind: str
-    shape: tuple[int, ...]
-
-
-@dataclass
-class Step:
-    fn: object
-    ins: tuple[int, ...]
-    out: int
-    kind: str
-    name: str
-    into: object = None  # the same op writing into its first input (see _in_place)
-    fast: object = None  # `into` where the plan proved it safe: what `run` calls
-    conv: object = None  # the kernels.BinaryConv2d of a native float XnorConv (for fusion)
-    join: object = None  # the float32 divisor of a fused mean join (Sum+Div, for fusion)
-    view: bool = False   # the output may be a view of a shared buffer: never written in place
 
 
 @dataclass
@@ -74,21 +55,12 @@ class Plan:
     kinds: list[str] = field(default_factory=list)
 
 
-def _err(node, msg):
-    return ModelError(f"{node.op_type} node {node.name!r}: {msg}")
-
-
 def _check_shape(shape, what):
     if any((not isinstance(d, (int, np.integer))) or d <= 0 or d > MAX_DIM for d in shape):
         raise ModelError(f"{what}: dimensions must be in 1..{MAX_DIM}, got {list(shape)}")
     if int(np.prod(shape, dtype=np.float64)) > MAX_ELEMS:
         raise ModelError(f"{what}: {list(shape)} has more than {MAX_ELEMS} elements per image")
     return tuple(int(d) for d in shape)
-
-
-def _attrs(node) -> dict:
-    from onnx import helper
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _initializers(graph) -> dict[str, np.ndarray]:
@@ -376,17 +348,6 @@ def _value(node, name, slots, vals, kinds):
     if vals[s].kind not in kinds:
         raise _err(node, f"input {name!r} must be {' or '.join(kinds)}, got {vals[s].kind} {vals[s].shape}")
     return s, vals[s]
-
-
-def _init(node, name, inits, dtype, shape=None):
-    if name not in inits:
-        raise _err(node, f"input {name!r} must be an initializer")
-    a = inits[name]
-    if a.dtype != dtype:
-        raise _err(node, f"initializer {name!r} must be {np.dtype(dtype).name}, got {a.dtype}")
-    if shape is not None and a.shape != tuple(shape):
-        raise _err(node, f"initializer {name!r} must have shape {tuple(shape)}, got {a.shape}")
-    return a
 
 
 # --- ai.fractalc -------------------------------------------------------------------------------
