@@ -56,7 +56,8 @@ def parse_sets(sets) -> dict[str, str]:
     return out
 
 
-def _compile(spec, sets, network, max_nodes):
+def compile_from_options(spec, sets, network, max_nodes):
+    """The compiled spec of a command's SPEC, --set, --network and --max-nodes options."""
     from .compiler import compile_spec
     return compile_spec(spec, parse_sets(sets), network=network, max_nodes=max_nodes)
 
@@ -80,7 +81,7 @@ def cli():
 def check(spec, sets, network, max_nodes):
     """Parse, expand and verify SPEC; print a one-line summary."""
     from .cost import depth
-    c = _compile(spec, sets, network, max_nodes)
+    c = compile_from_options(spec, sets, network, max_nodes)
     g = c.graph
     shape = "x".join(map(str, g.shape(g.output_id)))
     click.echo(f"ok: {c.name}: {len(g)} nodes ({c.raw_nodes} before collapsing joins), "
@@ -96,7 +97,7 @@ def stats(spec, sets, network, max_nodes, as_json, layers):
     """Cost of SPEC: parameters (bits), FLOPs (binary mults / 64) and depth, per layer and total."""
     from .cost import cost
     from .report import stats_table
-    c = _compile(spec, sets, network, max_nodes)
+    c = compile_from_options(spec, sets, network, max_nodes)
     co = cost(c.graph)
     if as_json:
         doc = {"network": c.name, "spec": str(spec), "spec_sha256": c.spec.sha256,
@@ -139,7 +140,7 @@ def compile_cmd(spec, sets, network, max_nodes, target, output, seed, weights, c
     from .targets import emit
     # One place for every target: targets get the column's graph, with c.column == column
     # telling them it is already extracted (the option stays for metadata and weight checks).
-    c = _compile(spec, sets, network, max_nodes).with_column(column)
+    c = compile_from_options(spec, sets, network, max_nodes).with_column(column)
     text = emit(target, c, output, {"seed": seed, "weights": weights, "column": column})
     if text is not None:
         _out(text, output)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .cli import _compile, spec_options
+from .cli import compile_from_options, spec_options
 
 
 def _title(c) -> str:
@@ -40,7 +40,7 @@ def register(cli) -> None:
             format_of(output)  # refuse a bad extension before compiling
         opts = Options(level=level, depth=depth, rankdir=rankdir, annotate=tuple(annotate),
                        fold=fold, legend=legend)
-        c = _compile(spec, sets, network, max_nodes)
+        c = compile_from_options(spec, sets, network, max_nodes)
         text = to_dot(c.graph, opts, title=_title(c))
         if output:
             write(text, output)

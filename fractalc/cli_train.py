@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .cli import _compile, spec_options
+from .cli import compile_from_options, spec_options
 
 _column_option = click.option(
     "--column", type=int, default=None,
@@ -37,7 +37,7 @@ def train(spec, sets, network, max_nodes, data, config, out, resume, resume_from
 
     over = {"seed": seed, "epochs": epochs}
     # Compiled once, here: training gets this graph (--network, --max-nodes, --set, --column).
-    c = _compile(spec, sets, network, max_nodes).with_column(column)
+    c = compile_from_options(spec, sets, network, max_nodes).with_column(column)
     summary = run(c, data, out or f"runs/{c.name}", config=config, resume=resume,
                   resume_from=resume_from, stop_after=stop_after, plot=plot, export=not no_export,
                   save_all_ranks=save_all_ranks, progress=not quiet, config_overrides=over)
@@ -58,7 +58,7 @@ def eval_cmd(spec, sets, network, max_nodes, weights, data, engine, mode, as_jso
     """Top-1 / top-5 of SPEC with WEIGHTS on DATA's test split (with --column: the full
     network's weights on one column, FractalNet's column evaluation)."""
     from .training.evaluate import evaluate_engine
-    c = _compile(spec, sets, network, max_nodes).with_column(column)
+    c = compile_from_options(spec, sets, network, max_nodes).with_column(column)
     r = evaluate_engine(c, weights, data, engine, mode)
     if as_json:
         click.echo(json.dumps(r, sort_keys=True))

@@ -25,7 +25,7 @@ from . import ir, limits, shapes
 from . import syntax as S
 from .errors import Loc, ShapeError, SizeGuardError, SpecError
 from .prims import BUILTINS, PRIMS, REQUIRED, PrimSpec, id_stem, make_op
-from .resolve import Spec, _suggest, param_names
+from .resolve import Spec, suggest, param_names
 
 DEFAULT_MAX_NODES = 100_000
 DEFAULT_MAX_NESTING = 256
@@ -238,7 +238,7 @@ class Evaluator:
             return PrimFn(PRIMS[name])
         if name in BUILTINS:
             return Builtin(name)
-        self.fail(f"unknown name '{name}'" + _suggest(name, list(env) + list(self.params) + list(self.spec.rules)), loc)
+        self.fail(f"unknown name '{name}'" + suggest(name, list(env) + list(self.params) + list(self.spec.rules)), loc)
 
     def want_int(self, v, what: str, loc: Loc) -> int:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
@@ -353,7 +353,7 @@ class Evaluator:
                     self.fail(f"{kind} '{fn.name}' takes no more parameters (has: {', '.join(names) or 'none'})", aloc)
                 name = free.pop(0)
             elif name not in names:
-                self.fail(f"{kind} '{fn.name}' has no parameter '{name}'" + _suggest(name, names)
+                self.fail(f"{kind} '{fn.name}' has no parameter '{name}'" + suggest(name, names)
                           + f"; its parameters: {', '.join(names) or 'none'}", aloc)
             elif name in bound:
                 self.fail(f"parameter '{name}' of '{fn.name}' is given twice", aloc)
@@ -603,11 +603,11 @@ def eval_params(spec: Spec, overrides: dict[str, str] | None = None) -> dict[str
     for name in overrides:
         if name not in spec.params:
             known = ", ".join(sorted(spec.params)) or "none"
-            raise SpecError(f"unknown parameter '{name}'" + _suggest(name, spec.params)
+            raise SpecError(f"unknown parameter '{name}'" + suggest(name, spec.params)
                             + f"; {spec.main} has: {known}")
     values: dict[str, Any] = {}
     active: list[str] = []
-    override_exprs = {k: _override_expr(k, v, spec) for k, v in overrides.items()}
+    override_exprs = {k: override_expr(k, v, spec) for k, v in overrides.items()}
 
     class LazyParams(dict):
         def __missing__(self, key):
@@ -669,7 +669,7 @@ def _show(v) -> str:
     return f'"{v}"' if isinstance(v, str) else str(v)
 
 
-def _override_expr(name: str, text: str, spec: Spec):
+def override_expr(name: str, text: str, spec: Spec):
     import re
     src = f"--set {name}"
     text = text.strip()

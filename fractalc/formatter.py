@@ -295,7 +295,7 @@ def _full_lexer():
     # What lark's own `Lark.lex(dont_ignore=True)` does, but once: its lexer configuration
     # (public `Lark.lexer_conf`, also present on a parser loaded from the cache) with no
     # ignored terminals.
-    conf = copy(S._parser().lexer_conf)
+    conf = copy(S.parser().lexer_conf)
     conf.ignore = ()
     return BasicLexer(conf)
 
@@ -309,7 +309,7 @@ def _tokens(text: str) -> list:
         from lark.lexer import LexerThread
         stream = LexerThread.from_text(_full_lexer(), text).lex(None)
     except (ImportError, AttributeError):  # an older lark: the public (uncached) way
-        stream = S._parser().lex(text, dont_ignore=True)
+        stream = S.parser().lex(text, dont_ignore=True)
     return [t for t in stream if t.type != "WS"]
 
 

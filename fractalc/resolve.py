@@ -49,7 +49,7 @@ class Spec:
         return self.networks[name]
 
 
-def _suggest(name: str, options) -> str:
+def suggest(name: str, options) -> str:
     close = difflib.get_close_matches(name, list(options), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -272,7 +272,7 @@ def _callee(spec: Spec, e, local: set[str]):
 def _check_expr(spec: Spec, e, glob: set[str], local: set[str]) -> None:
     if isinstance(e, S.Var):
         if e.name not in local and e.name not in glob:
-            raise SpecError(f"unknown name '{e.name}'" + _suggest(e.name, local | glob), e.loc)
+            raise SpecError(f"unknown name '{e.name}'" + suggest(e.name, local | glob), e.loc)
     if isinstance(e, S.Index):
         callee = _callee(spec, e.target, local)
         if callee is not None:
@@ -316,7 +316,7 @@ def _check_binding(callee, args, loc) -> None:
     for a in args:
         if a.name is not None and a.name not in names:
             raise SpecError(f"{kind} '{callee.name}' has no parameter '{a.name}'"
-                            + _suggest(a.name, names) + f"; its parameters: {', '.join(names) or 'none'}", a.loc)
+                            + suggest(a.name, names) + f"; its parameters: {', '.join(names) or 'none'}", a.loc)
 
 
 def _rule_refs(spec: Spec, rule: S.Rule) -> set[str]:

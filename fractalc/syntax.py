@@ -254,7 +254,7 @@ _PARSER_OPTIONS = dict(parser="lalr", strict=True, propagate_positions=True,
 
 
 @functools.cache
-def _parser() -> Lark:
+def parser() -> Lark:
     """The parser, built once per process; across processes the built tables come from the
     per-user cache of `parser_cache` (keyed by the grammar text, so a new grammar rebuilds)."""
     from .parser_cache import load_or_build
@@ -273,7 +273,7 @@ def _describe(term: str) -> str:
     if term in _TERMINAL_WORDS:
         return _TERMINAL_WORDS[term]
     try:
-        pattern = _parser().get_terminal(term).pattern
+        pattern = parser().get_terminal(term).pattern
     except KeyError:
         return term.lower()
     if isinstance(pattern, lark.lexer.PatternStr):
@@ -541,7 +541,7 @@ def _check_size(text: str, file: str) -> None:
 def _parse_expr_text(text: str, file: str, line0: int = 0, col0: int = 0) -> Expr:
     _check_size(text, file)
     try:
-        tree = _parser().parse(text, start="expr")
+        tree = parser().parse(text, start="expr")
     except lark.exceptions.UnexpectedInput as exc:
         raise _syntax_error(exc, file, line0, col0) from None
     return _transform(tree, _ToAst(file, line0, col0))
@@ -563,7 +563,7 @@ def parse(text: str, file: str = "<string>") -> Module:
     register_source(file, text)
     _check_size(text, file)
     try:
-        tree = _parser().parse(text, start="start")
+        tree = parser().parse(text, start="start")
     except lark.exceptions.UnexpectedInput as exc:
         raise _syntax_error(exc, file, 0, 0) from None
     return _transform(tree, _ToAst(file))

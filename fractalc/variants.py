@@ -308,7 +308,7 @@ def rewrite_spec(spec: str | Path, out: str | Path, values: Mapping[str, str],
                  header: list[str] | None = None) -> str:
     """The text of `spec` (formatted, comments kept) with parameter defaults set to `values`
     (``--set``-style expression text), its imports made relative to `out`'s directory."""
-    from .expand import _override_expr
+    from .expand import override_expr
     from .formatter import Document
     from .resolve import LIBRARY, load
     from .syntax import read_spec
@@ -316,7 +316,7 @@ def rewrite_spec(spec: str | Path, out: str | Path, values: Mapping[str, str],
     s = load(spec)
     doc = Document.parse(read_spec(spec), str(spec))
     for name, text in values.items():
-        doc.set_param(name, _override_expr(name, text, s))
+        doc.set_param(name, override_expr(name, text, s))
     src_dir = spec.resolve().parent
     out_dir = Path(out).resolve().parent
     doc.map_imports(lambda p: p if p.startswith(LIBRARY) else

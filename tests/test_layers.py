@@ -140,3 +140,20 @@ def test_the_reader_sees_real_edges():
     assert GRAPH.has_edge("fractalc.expand", "fractalc.syntax")
     assert GRAPH.has_edge("fractalc.cost", "fractalc.ops")
     assert GRAPH.has_edge("fractalc.backends.xnor.plan", "fractalc.backends.onnx.ops")
+
+
+def test_private_names_stay_in_their_package():
+    """`from X import _name` only between modules of the same package (fractalc's own flat
+    modules count as separate units until the sub-package split): no `resolve._suggest`-style
+    reach into another module's internals."""
+    mods = _modules()
+    bad = []
+    for m, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not node.level:
+                continue
+            private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")
+                       and f"{m.rpartition('.')[0]}.{a.name}" not in EXTENSIONS]
+            if private and m.count(".") == 1:  # a flat fractalc module
+                bad.append(f"{m}: {', '.join(private)} from {'.' * node.level}{node.module or ''}")
+    assert not bad, "private names imported from another module: " + "; ".join(bad)
