@@ -9,10 +9,10 @@ import json
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
-from fractalc.backends.torch import from_graph  # noqa: E402
-from fractalc.cli import main  # noqa: E402
+from fractalc.backends.torch import from_graph
+from fractalc.cli import main
 from fractalc.compiler import compile_spec  # noqa: E402
 
 from conftest import SPECS  # noqa: E402
