@@ -223,6 +223,13 @@ def test_huge_width_is_refused_by_shape_or_by_the_backend_with_its_byte_count(tm
         from_graph(c.graph)
     need = 4 * (3 * 9 * 100_000_000 + 100_000_000 * 16 * 9)
     assert f"{need:,} bytes" in info.value.message
+    # the same for the emitted source (its module would fail in torch's allocator) and ONNX
+    from fractalc.backends.onnx.emit import build
+    from fractalc.backends.torch import emit_source
+    with pytest.raises(SizeGuardError, match=f"{need:,} bytes"):
+        emit_source(c, None, {})
+    with pytest.raises(SizeGuardError, match=f"{need:,} bytes"):
+        build(c, {"seed": 0}, "onnx")
 
 
 # ----------------------------------------------------------------------------- messages

@@ -70,6 +70,7 @@ def _graph(compiled, options: dict, target: str):
 
 def emit_source(compiled, output, options: dict):
     """Target ``torch``: the standalone Python source (text)."""
+    from fractalc.cost import refuse_if_too_large
     from fractalc.errors import FractalcError
 
     from .source import source
@@ -78,6 +79,9 @@ def emit_source(compiled, output, options: dict):
         raise FractalcError("target 'torch' writes source only and takes no --weights",
                             hint="use --target torch-state to write a state_dict")
     g = _graph(compiled, options, "torch")
+    # the emitted module allocates its parameters when instantiated: refuse here, with the
+    # byte count, rather than hand out source that can only fail in torch's allocator
+    refuse_if_too_large(g, f"the torch source of {g.name!r}")
     return source(g, compiled, seed=options.get("seed") or 0, column=options.get("column"))
 
 
