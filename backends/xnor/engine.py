@@ -115,9 +115,9 @@ def _lower(proto) -> bytes:
     from fractalc.backends.onnx import ops as xops, packing
 
     from .floatops import bn_affine
-    from .plan import MAX_CHANNELS, _check_shape, _initializers
+    from .plan import MAX_CHANNELS, check_shape, initializers
     g = proto.graph
-    inits = _initializers(g)
+    inits = initializers(g)
     runtime_inputs = [i for i in g.input if i.name not in inits]
     if len(runtime_inputs) != 1 or len(g.output) != 1:
         raise ModelError(f"the runtime runs models with one input and one output, got "
@@ -128,7 +128,7 @@ def _lower(proto) -> bytes:
     if tt.elem_type != 1 or len(dims) != 4 or not all(d.HasField("dim_value") for d in dims[1:]):
         raise ModelError(f"graph input {inp.name!r} must be float32 (N, C, H, W) with static C, H, W")
     W = _Writer()
-    vid = {inp.name: W.value(F4, _check_shape([d.dim_value for d in dims[1:]], "graph input"))}
+    vid = {inp.name: W.value(F4, check_shape([d.dim_value for d in dims[1:]], "graph input"))}
     alias: dict[str, str] = {}
     nodes = list(g.node)
     consumers: dict[str, list[int]] = {}
@@ -167,7 +167,7 @@ def _lower(proto) -> bytes:
     def new(nd, name, kind, shp):
         if not name or name in vid or name in inits or name in alias:
             raise err(nd, f"output {name!r} is empty or already defined")
-        _check_shape(shp, f"{nd.op_type} node {nd.name!r} output {name!r}")
+        check_shape(shp, f"{nd.op_type} node {nd.name!r} output {name!r}")
         vid[name] = W.value(kind, shp)
         return vid[name]
 
@@ -225,7 +225,7 @@ def _lower(proto) -> bytes:
         """[BatchNormalization ->] [2x2/2 pool ->] [Relu ->] 1x1 Conv [-> BatchNormalization], with at
         least one op before the conv, as one pointwise op (the kernel of floatplan.pointwise: the
         prologue per input pixel, the BN after folded into the weights). False if not that."""
-        from .floatplan import _bn_params, _pool2
+        from .floatplan import bn_params, pool2
         nd = nodes[k]
         if nd.op_type not in ("BatchNormalization", "AveragePool", "MaxPool", "Relu") or not nd.input \
                 or name_of(nd.input[0]) not in vid or W.values[vid[name_of(nd.input[0])]][0] != F4:
@@ -238,14 +238,14 @@ def _lower(proto) -> bytes:
             j = sole_index(nodes[i].output[0]) if len(nodes[i].output) == 1 else None
             return j if j is not None and nodes[j].input and nodes[j].input[0] == nodes[i].output[0] else None
         if nodes[cur].op_type == "BatchNormalization":
-            ps = _bn_params(nodes[cur], inits, c)
+            ps = bn_params(nodes[cur], inits, c)
             if ps is None:
                 return False
             pre = bn_affine(*ps)
             used.append(cur)
             cur = nxt(cur)
         if cur is not None and nodes[cur].op_type in ("AveragePool", "MaxPool"):
-            kind = _pool2(nodes[cur], h, w)
+            kind = pool2(nodes[cur], h, w)
             if kind is None or len(nodes[cur].input) != 1:
                 return False
             pool = 1 if kind == "avg" else 2
@@ -280,7 +280,7 @@ def _lower(proto) -> bytes:
         out_name = conv.output[0]
         bk = nxt(cur)
         if bk is not None and nodes[bk].op_type == "BatchNormalization":
-            ps = _bn_params(nodes[bk], inits, co)
+            ps = bn_params(nodes[bk], inits, co)
             if ps is not None:
                 g_, b_, m_, v_, eps = ps
                 s_ = np.sqrt((v_ + np.float32(eps)).astype(np.float64))  # var + eps in float32, as torch

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import floatops
-from .steps import Step, Val, _attrs, _err, _init
+from .steps import Step, Val, node_attrs, node_error, initializer
 
 _ATTRS_OK = {
     "Identity": set(), "Add": set(), "Sum": set(), "Div": set(), "Relu": set(),
@@ -58,22 +58,22 @@ def float_chain(nodes, k, consumers, inits) -> list:
     return chain
 
 
-def _bn_params(bn, inits, c):
+def bn_params(bn, inits, c):
     """(gamma, beta, mean, var, eps) of a BatchNormalization on `c` channels whose parameters are
     float32 initializers, else None."""
-    if bn.op_type != "BatchNormalization" or len(bn.input) != 5 or set(_attrs(bn)) - {"epsilon", "momentum"}:
+    if bn.op_type != "BatchNormalization" or len(bn.input) != 5 or set(node_attrs(bn)) - {"epsilon", "momentum"}:
         return None
     ps = [inits.get(i) for i in bn.input[1:]]
     if any(a is None or a.dtype != np.float32 or a.shape != (c,) for a in ps):
         return None
-    return (*ps, float(_attrs(bn).get("epsilon", 1e-5)))
+    return (*ps, float(node_attrs(bn).get("epsilon", 1e-5)))
 
 
-def _pool2(nd, h, w):
+def pool2(nd, h, w):
     """'avg' or 'max' for a 2x2 stride-2 unpadded pool node on an h x w input, else None."""
     if nd.op_type not in ("AveragePool", "MaxPool"):
         return None
-    at = _attrs(nd)
+    at = node_attrs(nd)
     extra = {"count_include_pad"} if nd.op_type == "AveragePool" else {"storage_order", "dilations"}
     if (tuple(at.get("kernel_shape", ())) != (2, 2) or tuple(at.get("strides", ())) != (2, 2)
             or any(at.get("pads", (0, 0, 0, 0))) or at.get("ceil_mode", 0) != 0
@@ -102,12 +102,12 @@ def pointwise(node, chain, slots, vals, inits, threads, isa):
     k = 0
     pre = None
     if k < len(seq) and seq[k].op_type == "BatchNormalization":
-        ps = _bn_params(seq[k], inits, c)
+        ps = bn_params(seq[k], inits, c)
         if ps is None:
             return None
         pre = floatops.bn_affine(*ps)
         k += 1
-    pool = _pool2(seq[k], h, w) if k < len(seq) else None
+    pool = pool2(seq[k], h, w) if k < len(seq) else None
     if pool is not None:
         h, w = h // 2, w // 2
         k += 1
@@ -117,7 +117,7 @@ def pointwise(node, chain, slots, vals, inits, threads, isa):
         return None
     conv = seq[k]
     k += 1
-    at = _attrs(conv)
+    at = node_attrs(conv)
     if (set(at) - {"kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"}
             or tuple(at.get("kernel_shape", (1, 1))) != (1, 1) or tuple(at.get("strides", (1, 1))) != (1, 1)
             or any(at.get("pads", (0, 0, 0, 0))) or tuple(at.get("dilations", (1, 1))) != (1, 1)
@@ -136,7 +136,7 @@ def pointwise(node, chain, slots, vals, inits, threads, isa):
         bias = b.astype(np.float64)
     scale = np.ones(co, np.float64)
     if k < len(seq):
-        ps = _bn_params(seq[k], inits, co)
+        ps = bn_params(seq[k], inits, co)
         if ps is None or k + 1 != len(seq):
             return None
         g_, b_, m_, v_, eps = ps
@@ -165,7 +165,7 @@ def ort_step(node, slots, vals, inits, threads, opset, chain=()):
         elif i in slots:
             v = vals[slots[i]]
             if v.kind == "bits":
-                raise _err(node, f"input {i!r} is bit-packed; only ai.fractalc operators read bits")
+                raise node_error(node, f"input {i!r} is bit-packed; only ai.fractalc operators read bits")
             shapes.append(("nchw", v.shape) if v.kind == "f4c" else v.shape)
         else:
             shapes.append(None)
@@ -191,11 +191,11 @@ def _native(node, slots, vals, inits):
     op = node.op_type
     if op not in _ATTRS_OK or set(a.name for a in node.attribute) - _ATTRS_OK[op]:
         return None
-    at = _attrs(node)
+    at = node_attrs(node)
     if any(not i for i in node.input) or not node.input:
         return None
     if any(i in slots and vals[slots[i]].kind == "bits" for i in node.input) and op != "Identity":
-        raise _err(node, "a bit-packed value feeds a float operator")
+        raise node_error(node, "a bit-packed value feeds a float operator")
     ins = [i for i in node.input if i in slots]
     vs = [vals[slots[i]] for i in ins]
     sl = tuple(slots[i] for i in ins)
@@ -231,7 +231,7 @@ def _native(node, slots, vals, inits):
     if op == "BatchNormalization" and len(node.input) == 5 and len(ins) == 1 and node.input[0] in slots \
             and vs[0].kind == "f4":
         c = vs[0].shape[0]
-        params = [_init(node, i, inits, np.float32, (c,)) for i in node.input[1:]]
+        params = [initializer(node, i, inits, np.float32, (c,)) for i in node.input[1:]]
         eps = float(at.get("epsilon", 1e-5))
         fn = floatops.batchnorm(*params, eps)
         st_, val_ = step(fn, vs[0])
@@ -251,7 +251,7 @@ def _native(node, slots, vals, inits):
             return None
         ho, wo = (h + pads[0] + pads[2] - ks[0]) // st[0] + 1, (w + pads[1] + pads[3] - ks[1]) // st[1] + 1
         if ho < 1 or wo < 1:
-            raise _err(node, f"a {ks} window does not fit the {h}x{w} input")
+            raise node_error(node, f"a {ks} window does not fit the {h}x{w} input")
         return step(floatops.pool("max" if op == "MaxPool" else "avg", ks, st, pads), Val("f4", (c, ho, wo)))
     if op == "GlobalAveragePool" and len(ins) == 1 and vs[0].kind == "f4":
         return step(floatops.global_avg_pool, Val("f4", (vs[0].shape[0], 1, 1)))

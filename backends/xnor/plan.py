@@ -32,7 +32,7 @@ import numpy as np
 from fractalc.errors import ModelError
 
 from . import kernels
-from .steps import Step, Val, _attrs, _err, _init
+from .steps import Step, Val, node_attrs, node_error, initializer
 
 MAX_DIM = 1 << 20        # any single dimension
 MAX_ELEMS = 1 << 28      # elements of one value per image (1 GiB of float32)
@@ -55,7 +55,7 @@ class Plan:
     kinds: list[str] = field(default_factory=list)
 
 
-def _check_shape(shape, what):
+def check_shape(shape, what):
     if any((not isinstance(d, (int, np.integer))) or d <= 0 or d > MAX_DIM for d in shape):
         raise ModelError(f"{what}: dimensions must be in 1..{MAX_DIM}, got {list(shape)}")
     if int(np.prod(shape, dtype=np.float64)) > MAX_ELEMS:
@@ -63,7 +63,7 @@ def _check_shape(shape, what):
     return tuple(int(d) for d in shape)
 
 
-def _initializers(graph) -> dict[str, np.ndarray]:
+def initializers(graph) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
     out = {}
     for t in graph.initializer:
@@ -83,7 +83,7 @@ def build(proto, threads: int, isa: str, fuse: bool = True) -> Plan:
     """Validate `proto` (already passed `backends.onnx.load_model`) and compile its plan."""
     from . import floatplan
     g = proto.graph
-    inits = _initializers(g)
+    inits = initializers(g)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
         raise ModelError("model imports no standard ONNX opset")
@@ -100,7 +100,7 @@ def build(proto, threads: int, isa: str, fuse: bool = True) -> Plan:
     if len(dims) != 4 or not all(d.HasField("dim_value") for d in dims[1:]):
         raise ModelError(f"graph input {inp.name!r} must be (N, C, H, W) with static C, H, W")
     plan.input_name = inp.name
-    plan.input_shape = _check_shape([d.dim_value for d in dims[1:]], f"graph input {inp.name!r}")
+    plan.input_shape = check_shape([d.dim_value for d in dims[1:]], f"graph input {inp.name!r}")
 
     slots: dict[str, int] = {inp.name: 0}
     if not any(n.domain == "ai.fractalc" for n in g.node):
@@ -125,8 +125,8 @@ def build(proto, threads: int, isa: str, fuse: bool = True) -> Plan:
 
     def new(name, val, node):
         if name in slots or name in inits or not name:
-            raise _err(node, f"output {name!r} is empty or already defined")
-        _check_shape(val.shape, f"{node.op_type} node {node.name!r} output {name!r}")
+            raise node_error(node, f"output {name!r} is empty or already defined")
+        check_shape(val.shape, f"{node.op_type} node {node.name!r} output {name!r}")
         slots[name] = len(vals)
         vals.append(val)
         return slots[name]
@@ -151,9 +151,9 @@ def build(proto, threads: int, isa: str, fuse: bool = True) -> Plan:
         if chain:
             for nd in [node] + chain:
                 if len(nd.output) != 1:
-                    raise _err(nd, f"the runtime needs exactly one output per node, got {len(nd.output)}")
+                    raise node_error(nd, f"the runtime needs exactly one output per node, got {len(nd.output)}")
             if node.input[0] not in slots:
-                raise _err(node, f"input {node.input[0]!r} is not produced by an earlier node")
+                raise node_error(node, f"input {node.input[0]!r} is not produced by an earlier node")
             got = floatplan.pointwise(node, chain, slots, vals, inits, threads, isa)
             step, val = got if got else floatplan.ort_step(node, slots, vals, inits, threads, opset, chain)
             step.out = new(chain[-1].output[0], val, chain[-1])
@@ -162,10 +162,10 @@ def build(proto, threads: int, isa: str, fuse: bool = True) -> Plan:
             continue
         k += 1
         if len(node.output) != 1:
-            raise _err(node, f"the runtime needs exactly one output per node, got {len(node.output)}")
+            raise node_error(node, f"the runtime needs exactly one output per node, got {len(node.output)}")
         for i in node.input:
             if i and i not in slots and i not in inits:
-                raise _err(node, f"input {i!r} is not produced by an earlier node nor an initializer")
+                raise node_error(node, f"input {i!r} is not produced by an earlier node nor an initializer")
         if fuse and _fuse(node, plan, slots, vals, consumers, new, inits, threads, isa):
             continue
         if _dense_concat(node, plan, slots, vals, consumers, new, chains, extended, fuse):
@@ -175,7 +175,7 @@ def build(proto, threads: int, isa: str, fuse: bool = True) -> Plan:
         elif node.domain in ("", "ai.onnx"):
             step, val = floatplan.standard_node(node, slots, vals, inits, threads, opset)
         else:
-            raise _err(node, f"operator domain {node.domain!r} is not supported by the native runtime")
+            raise node_error(node, f"operator domain {node.domain!r} is not supported by the native runtime")
         step.out = new(node.output[0], val, node)
         plan.steps.append(step)
     for st in plan.steps:
@@ -343,10 +343,10 @@ def _fuse(node, plan: Plan, slots, vals, consumers, new, inits, threads, isa) ->
 
 def _value(node, name, slots, vals, kinds):
     if name not in slots:
-        raise _err(node, f"input {name!r} must be a computed value, not an initializer")
+        raise node_error(node, f"input {name!r} must be a computed value, not an initializer")
     s = slots[name]
     if vals[s].kind not in kinds:
-        raise _err(node, f"input {name!r} must be {' or '.join(kinds)}, got {vals[s].kind} {vals[s].shape}")
+        raise node_error(node, f"input {name!r} must be {' or '.join(kinds)}, got {vals[s].kind} {vals[s].shape}")
     return s, vals[s]
 
 
@@ -365,8 +365,8 @@ def _fractalc_node(node, slots, vals, inits, threads, isa):
                 return kernels.pack_activations(x, layout="nhwc", threads=_t, isa=_i)
             return Step(pack, (s,), -1, "PackBits", node.name), Val("bits", v.shape)
         c = v.shape[0]
-        t = _init(node, node.input[1], inits, np.float32, (c,))
-        f = _init(node, node.input[2], inits, np.bool_, (c,))
+        t = initializer(node, node.input[1], inits, np.float32, (c,))
+        f = initializer(node, node.input[2], inits, np.bool_, (c,))
         # bit 1 where x < t, or x > t with flip (NaN: +1), in one native pass
         tf, ff = np.ascontiguousarray(t), np.ascontiguousarray(f)
 
@@ -375,9 +375,9 @@ def _fractalc_node(node, slots, vals, inits, threads, isa):
         return Step(pack_thr, (s,), -1, "PackBits", node.name), Val("bits", v.shape)
     if node.op_type == "UnpackBits":
         s, v = _value(node, node.input[0], slots, vals, ("bits",))
-        c = _attrs(node)["channels"]
+        c = node_attrs(node)["channels"]
         if c != v.shape[0]:
-            raise _err(node, f"channels={c} but its input has {v.shape[0]} channels")
+            raise node_error(node, f"channels={c} but its input has {v.shape[0]} channels")
         return (Step(lambda x, _c=c: kernels.unpack_activations(x, _c, layout="nhwc"), (s,), -1,
                      "UnpackBits", node.name), Val("f4", v.shape))
     return _xnor_conv(node, slots, vals, inits, threads, isa, ops)
@@ -385,41 +385,41 @@ def _fractalc_node(node, slots, vals, inits, threads, isa):
 
 def _xnor_conv(node, slots, vals, inits, threads, isa, ops):
     from fractalc.backends.onnx import packing
-    a = ops.conv_attrs(_attrs(node), node.name)
+    a = ops.conv_attrs(node_attrs(node), node.name)
     s, v = _value(node, node.input[0], slots, vals, ("bits",))
     c, h, w = v.shape
     ci, co, (kh, kw) = a.in_channels, a.out_channels, a.kernel
     if ci != c:
-        raise _err(node, f"in_channels={ci} but its input has {c} channels")
+        raise node_error(node, f"in_channels={ci} but its input has {c} channels")
     if co > MAX_CHANNELS or ci > MAX_CHANNELS or kh > MAX_DIM or kw > MAX_DIM \
             or max(a.strides) > MAX_DIM or max(a.pads) > MAX_DIM:
-        raise _err(node, f"attributes out of range (channels <= {MAX_CHANNELS}, sizes <= {MAX_DIM})")
+        raise node_error(node, f"attributes out of range (channels <= {MAX_CHANNELS}, sizes <= {MAX_DIM})")
     ho, wo = a.out_hw(h, w)
     if ho < 1 or wo < 1:
-        raise _err(node, f"a {kh}x{kw} kernel does not fit the {h}x{w} input with pads {list(a.pads)}")
+        raise node_error(node, f"a {kh}x{kw} kernel does not fit the {h}x{w} input with pads {list(a.pads)}")
     n = ci * kh * kw
     wname = node.input[1]
-    wt = _init(node, wname, inits, np.uint64)
+    wt = initializer(node, wname, inits, np.uint64)
     canon = (co, kh, kw, (ci + 63) // 64)
     if wt.shape == canon:
         wc = np.ascontiguousarray(wt)
         if ci % 64 and (wc[..., -1] >> np.uint64(ci % 64)).any():
-            raise _err(node, f"weights {wname!r} have bits set above channel {ci - 1} (unused bits must be 0)")
+            raise node_error(node, f"weights {wname!r} have bits set above channel {ci - 1} (unused bits must be 0)")
     elif wt.shape == ((co * n + 63) // 64,):
         if (co * n) % 64 and wt[-1] >> np.uint64((co * n) % 64):
-            raise _err(node, f"tight weights {wname!r} have bits set after the last weight")
+            raise node_error(node, f"tight weights {wname!r} have bits set after the last weight")
         wc = packing.tight_to_canonical(wt, co, ci, kh, kw)
     else:
-        raise _err(node, f"weights {wname!r} must be {canon} (canonical) or ({(co * n + 63) // 64},) "
+        raise node_error(node, f"weights {wname!r} must be {canon} (canonical) or ({(co * n + 63) // 64},) "
                          f"(tight) uint64 words, got {wt.shape}")
     if a.output == "float":
-        mul = _init(node, node.input[2], inits, np.float32, (co,))
-        bias = _init(node, node.input[3], inits, np.float32, (co,))
+        mul = initializer(node, node.input[2], inits, np.float32, (co,))
+        bias = initializer(node, node.input[3], inits, np.float32, (co,))
         extra = dict(mul=mul, bias=bias)
         val = Val("f4", (co, ho, wo))
     else:
-        thr = _init(node, node.input[2], inits, np.int32, (co,)).astype(np.int64)
-        flip = _init(node, node.input[3], inits, np.bool_, (co,))
+        thr = initializer(node, node.input[2], inits, np.int32, (co,)).astype(np.int64)
+        flip = initializer(node, node.input[3], inits, np.bool_, (co,))
         # ONNX: +1 iff (dot >= t) (no flip) or (dot <= t) (flip); the kernel: -1 iff
         # (dot < t') XOR flip, i.e. t' = t + 1 with flip. |dot| <= n, so clamping first is exact.
         thr = np.clip(thr, -n - 1, n + 1) + flip.astype(np.int64)
@@ -439,7 +439,7 @@ def _xnor_conv(node, slots, vals, inits, threads, isa, ops):
         # exact numpy reference runs these (no lowered fractalc graph has one)
         from fractalc.backends.onnx import reference
         aa, bb = (mul, bias) if a.output == "float" else (
-            _init(node, node.input[2], inits, np.int32), _init(node, node.input[3], inits, np.bool_))
+            initializer(node, node.input[2], inits, np.int32), initializer(node, node.input[3], inits, np.bool_))
 
         def fn(x, _a=a, _w=wc, _aa=aa, _bb=bb):
             y = reference.xnor_conv(x, _w, _aa, _bb, _a)

@@ -30,21 +30,21 @@ class Step:
     view: bool = False   # the output may be a view of a shared buffer: never written in place
 
 
-def _err(node, msg):
+def node_error(node, msg):
     return ModelError(f"{node.op_type} node {node.name!r}: {msg}")
 
 
-def _attrs(node) -> dict:
+def node_attrs(node) -> dict:
     from onnx import helper
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _init(node, name, inits, dtype, shape=None):
+def initializer(node, name, inits, dtype, shape=None):
     if name not in inits:
-        raise _err(node, f"input {name!r} must be an initializer")
+        raise node_error(node, f"input {name!r} must be an initializer")
     a = inits[name]
     if a.dtype != dtype:
-        raise _err(node, f"initializer {name!r} must be {np.dtype(dtype).name}, got {a.dtype}")
+        raise node_error(node, f"initializer {name!r} must be {np.dtype(dtype).name}, got {a.dtype}")
     if shape is not None and a.shape != tuple(shape):
-        raise _err(node, f"initializer {name!r} must have shape {tuple(shape)}, got {a.shape}")
+        raise node_error(node, f"initializer {name!r} must have shape {tuple(shape)}, got {a.shape}")
     return a
