@@ -71,10 +71,10 @@ def write_cifar(root: Path, train: dict, test: dict, protocol: int, numpy_core: 
 
 @pytest.mark.parametrize("protocol,numpy_core", [(2, False), (2, True), (4, False), (5, False)])
 def test_genuine_cifar_batches_still_load(tmp_path, protocol, numpy_core):
-    from fractalc.training.data import _unpickle, load_data
+    from fractalc.training.data import read_cifar_batch, load_data
     train, test = cifar_dict(6, 1), cifar_dict(3, 2)
     write_cifar(tmp_path / "c", train, test, protocol, numpy_core)
-    got = _unpickle(tmp_path / "c" / "data_batch_1")
+    got = read_cifar_batch(tmp_path / "c" / "data_batch_1")
     assert set(got) == set(train)
     assert np.array_equal(got[b"data"], train[b"data"]) and got[b"labels"] == train[b"labels"]
     assert got[b"filenames"] == train[b"filenames"]
@@ -115,28 +115,28 @@ def test_crafted_cifar_pickle_runs_nothing(tmp_path, protocol, how):
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_object_arrays_are_refused(tmp_path, protocol):
-    from fractalc.training.data import _unpickle
+    from fractalc.training.data import read_cifar_batch
     d = cifar_dict()
     d[b"data"] = np.array([1, "x", None], dtype=object)
     (tmp_path / "b").write_bytes(pickle.dumps(d, protocol=protocol))
     with pytest.raises(FractalcError, match="object dtype"):
-        _unpickle(tmp_path / "b")
+        read_cifar_batch(tmp_path / "b")
 
 
 def test_bytes_codec_other_than_latin1_is_refused(tmp_path):
-    from fractalc.training.data import _unpickle
+    from fractalc.training.data import read_cifar_batch
     # protocol 2's bytes idiom with another codec: an allowed global with arguments it refuses
     raw = b"\x80\x02c_codecs\nencode\nq\x00X\x01\x00\x00\x00aX\x05\x00\x00\x00rot13\x86R."
     (tmp_path / "b").write_bytes(raw)
     with pytest.raises(FractalcError, match="rot13"):
-        _unpickle(tmp_path / "b")
+        read_cifar_batch(tmp_path / "b")
 
 
 def test_cifar_batch_that_is_a_fifo_is_refused(tmp_path):
-    from fractalc.training.data import _unpickle
+    from fractalc.training.data import read_cifar_batch
     os.mkfifo(tmp_path / "data_batch_1")
     with pytest.raises(FractalcError, match="FIFO"):
-        _unpickle(tmp_path / "data_batch_1")  # never opened for a blocking read
+        read_cifar_batch(tmp_path / "data_batch_1")  # never opened for a blocking read
 
 
 def image_folder(root: Path, n=2):

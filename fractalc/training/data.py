@@ -159,7 +159,7 @@ def _check_plain(obj) -> None:
             raise _Refused(f"an object of type {type(o).__name__}")
 
 
-def _unpickle(path: Path) -> dict:
+def read_cifar_batch(path: Path) -> dict:
     """A CIFAR batch file, loaded without running anything it names (see above)."""
     import io
 
@@ -184,7 +184,7 @@ def _unpickle(path: Path) -> dict:
 
 def _cifar(root: Path):
     def batch(p: Path):
-        d = _unpickle(p)
+        d = read_cifar_batch(p)
         data = d.get(b"data")
         labels = d.get(b"labels", d.get(b"fine_labels"))
         if data is None or labels is None:
