@@ -112,10 +112,11 @@ def write_engine_file(model, path: str | os.PathLike | None = None) -> bytes:
 def _lower(proto) -> bytes:
     from onnx import helper
 
-    from fractalc.backends.onnx import ops as xops, packing
+    from fractalc.backends.onnx import ops as xops
 
     from .floatops import bn_affine
     from .plan import MAX_CHANNELS, check_shape, initializers
+    from .steps import canonical_weights
     g = proto.graph
     inits = initializers(g)
     runtime_inputs = [i for i in g.input if i.name not in inits]
@@ -348,19 +349,7 @@ def _lower(proto) -> bytes:
                 raise err(nd, f"a {kh}x{kw} kernel does not fit the {h}x{w} input with pads {list(a.pads)}")
             n = ci * kh * kw
             wt = init(nd, nd.input[1], np.uint64)
-            canon = (co, kh, kw, (ci + 63) // 64)
-            if wt.shape == canon:
-                wc = np.ascontiguousarray(wt)
-                if ci % 64 and (wc[..., -1] >> np.uint64(ci % 64)).any():
-                    raise err(nd, f"weights {nd.input[1]!r} have bits set above channel {ci - 1} "
-                                  f"(unused bits must be 0)")
-            elif wt.shape == ((co * n + 63) // 64,):
-                if (co * n) % 64 and wt[-1] >> np.uint64((co * n) % 64):
-                    raise err(nd, f"tight weights {nd.input[1]!r} have bits set after the last weight")
-                wc = packing.tight_to_canonical(wt, co, ci, kh, kw)
-            else:
-                raise err(nd, f"weights {nd.input[1]!r} must be {canon} (canonical) or ({(co * n + 63) // 64},) "
-                              f"(tight) uint64 words, got {wt.shape}")
+            wc = canonical_weights(wt, co, ci, kh, kw, nd.input[1], lambda msg, nd=nd: err(nd, msg))
             if a.output == "float":
                 extra = [init(nd, nd.input[2], np.float32, (co,)), init(nd, nd.input[3], np.float32, (co,))]
             else:

@@ -32,7 +32,7 @@ import numpy as np
 from fractalc.errors import ModelError
 
 from . import kernels
-from .steps import Step, Val, node_attrs, node_error, initializer
+from .steps import Step, Val, canonical_weights, node_attrs, node_error, initializer
 
 MAX_DIM = 1 << 20        # any single dimension
 MAX_ELEMS = 1 << 28      # elements of one value per image (1 GiB of float32)
@@ -384,7 +384,6 @@ def _fractalc_node(node, slots, vals, inits, threads, isa):
 
 
 def _xnor_conv(node, slots, vals, inits, threads, isa, ops):
-    from fractalc.backends.onnx import packing
     a = ops.conv_attrs(node_attrs(node), node.name)
     s, v = _value(node, node.input[0], slots, vals, ("bits",))
     c, h, w = v.shape
@@ -400,18 +399,7 @@ def _xnor_conv(node, slots, vals, inits, threads, isa, ops):
     n = ci * kh * kw
     wname = node.input[1]
     wt = initializer(node, wname, inits, np.uint64)
-    canon = (co, kh, kw, (ci + 63) // 64)
-    if wt.shape == canon:
-        wc = np.ascontiguousarray(wt)
-        if ci % 64 and (wc[..., -1] >> np.uint64(ci % 64)).any():
-            raise node_error(node, f"weights {wname!r} have bits set above channel {ci - 1} (unused bits must be 0)")
-    elif wt.shape == ((co * n + 63) // 64,):
-        if (co * n) % 64 and wt[-1] >> np.uint64((co * n) % 64):
-            raise node_error(node, f"tight weights {wname!r} have bits set after the last weight")
-        wc = packing.tight_to_canonical(wt, co, ci, kh, kw)
-    else:
-        raise node_error(node, f"weights {wname!r} must be {canon} (canonical) or ({(co * n + 63) // 64},) "
-                         f"(tight) uint64 words, got {wt.shape}")
+    wc = canonical_weights(wt, co, ci, kh, kw, wname, lambda msg: node_error(node, msg))
     if a.output == "float":
         mul = initializer(node, node.input[2], inits, np.float32, (co,))
         bias = initializer(node, node.input[3], inits, np.float32, (co,))

@@ -48,3 +48,23 @@ def initializer(node, name, inits, dtype, shape=None):
     if shape is not None and a.shape != tuple(shape):
         raise node_error(node, f"initializer {name!r} must have shape {tuple(shape)}, got {a.shape}")
     return a
+
+
+def canonical_weights(wt: np.ndarray, co: int, ci: int, kh: int, kw: int, name: str, fail):
+    """XnorConv weights as canonical words (co, kh, kw, ceil(ci/64)) from either layout the op
+    contract allows (canonical or tight, docs/packing.md), with unused bits checked to be 0.
+    ``fail(msg)`` makes the exception to raise."""
+    from fractalc.backends.onnx import packing
+    n = ci * kh * kw
+    canon = (co, kh, kw, (ci + 63) // 64)
+    if wt.shape == canon:
+        wc = np.ascontiguousarray(wt)
+        if ci % 64 and (wc[..., -1] >> np.uint64(ci % 64)).any():
+            raise fail(f"weights {name!r} have bits set above channel {ci - 1} (unused bits must be 0)")
+        return wc
+    if wt.shape == ((co * n + 63) // 64,):
+        if (co * n) % 64 and wt[-1] >> np.uint64((co * n) % 64):
+            raise fail(f"tight weights {name!r} have bits set after the last weight")
+        return packing.tight_to_canonical(wt, co, ci, kh, kw)
+    raise fail(f"weights {name!r} must be {canon} (canonical) or ({(co * n + 63) // 64},) "
+               f"(tight) uint64 words, got {wt.shape}")
