@@ -2,7 +2,9 @@
 
 Importing this package is cheap: it never imports torch or onnx.
 """
-from .version import __version__
+from fractalc.version import __version__
+
+__all__ = ["__version__", "build_torch"]
 
 
 def build_torch(spec, **params):
@@ -11,6 +13,6 @@ def build_torch(spec, **params):
     ``params`` override spec parameters (``width=41``, ``dataset="cifar100"``); the special
     keywords ``seed`` and ``max_nodes`` are passed to the backend.
     """
-    from .backends.torch import build_torch as _build
+    from fractalc.backends.torch import build_torch as _build
 
     return _build(spec, **params)

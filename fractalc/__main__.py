@@ -1,3 +1,3 @@
-from .cli import main
+from fractalc.cli import main
 
 main()

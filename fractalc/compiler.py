@@ -8,9 +8,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import expand as _expand
-from . import ir, passes
-from .resolve import Spec, load
+from fractalc.lang import expand as _expand
+from fractalc import ir
+from fractalc.ir import passes
+from fractalc.lang.resolve import Spec, load
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Compiled:
             return self
         if self.column is not None:
             raise ValueError(f"graph is already column {self.column}; compile again for column {column}")
-        from .passes.extract_column import extract_column  # verifies its result
+        from fractalc.ir.passes.extract_column import extract_column  # verifies its result
         return replace(self, graph=extract_column(self.graph, column), column=column)
 
 

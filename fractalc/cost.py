@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from . import ir, ops
+from fractalc import ir
+from fractalc.ir import ops
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def stats_table(compiled, co: Cost, layers: bool = True) -> str:
 
 
 def params_table(spec, values: dict) -> str:
-    from .expand import describe
+    from fractalc.lang.expand import describe
     lines = []
     w = max([len(n) for n in spec.params] + [4])
     for name, prm in spec.params.items():

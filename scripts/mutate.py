@@ -66,11 +66,11 @@ MUTATIONS: tuple[Mutation, ...] = (
       'torch.set_rng_state(ckpt["rng"])', "pass",
       ("tests/test_train.py", "-k", "resume"), "resume does not restore the RNG (drop-path draws)"),
     # ---- cost model
-    M("cost-groups-ignored", "fractalc/ops.py",
+    M("cost-groups-ignored", "fractalc/ir/ops.py",
       'return (op.out_channels, ins[0][0] // getattr(op, "groups", 1), op.kernel, op.kernel)',
       "return (op.out_channels, ins[0][0], op.kernel, op.kernel)",
       ("tests/test_cost.py",), "grouped conv weights counted as dense (the op table's conv weight)"),
-    M("cost-conv-bias-dropped", "fractalc/ops.py",
+    M("cost-conv-bias-dropped", "fractalc/ir/ops.py",
       'return (w, Tensor("bias", (op.out_channels,))) if op.bias else (w,)', "return (w,)",
       ("tests/test_cost.py",), "a conv's bias is not counted (the op table's conv tensors)"),
     M("cost-bn-halved", "fractalc/cost.py",
@@ -121,7 +121,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              "            c = c if int(c.reshape(())) & (int(c.reshape(())) - 1) == 0 else "
              "np.nextafter(c, np.float32(9))\n"),)),
     # ---- scaler
-    M("scaler-off-by-one", "fractalc/variants.py",
+    M("scaler-off-by-one", "fractalc/variants/solver.py",
       "while hi - lo > 1:  # bisection", "while hi - lo > 2:  # bisection",
       ("tests/test_scale.py",), "bisection stops one short (already caught before issue 19)"),
 )

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from fractalc.cli import cli
 from fractalc.compiler import compile_spec
-from fractalc.passes import extract_column as ec
+from fractalc.ir.passes import extract_column as ec
 
 from conftest import SPECS
 
@@ -33,7 +33,7 @@ def test_compile_column_extracts_once(target, counted, tmp_path):
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert counted == [2]
-    from fractalc.targets import emit
+    from fractalc.cli.targets import emit
     ref = emit(target, compile_spec(spec).with_column(2), None, {"column": 2, "seed": None, "weights": None})
     assert r.output == ref
 

@@ -16,7 +16,7 @@ import pytest
 from fractalc import ir
 from fractalc.compiler import compile_spec
 from fractalc.cost import depth
-from fractalc.passes import collapse_joins
+from fractalc.ir.passes import collapse_joins
 
 from conftest import SPECS
 

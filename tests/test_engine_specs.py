@@ -24,7 +24,7 @@ from fractalc.backends.xnor.executor import Executor  # noqa: E402
 from fractalc import ir  # noqa: E402
 from fractalc.compiler import compile_spec  # noqa: E402
 from fractalc.errors import ShapeError  # noqa: E402
-from fractalc.resolve import load  # noqa: E402
+from fractalc.lang.resolve import load  # noqa: E402
 
 
 def _overrides(path) -> dict[str, str]:

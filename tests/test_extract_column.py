@@ -7,8 +7,8 @@ from fractalc import ir
 from fractalc.errors import FractalcError
 from fractalc.compiler import compile_spec
 from fractalc.cost import depth
-from fractalc.passes import run_default, verify
-from fractalc.passes.extract_column import column_of, columns, extract_column
+from fractalc.ir.passes import run_default, verify
+from fractalc.ir.passes.extract_column import column_of, columns, extract_column
 
 from conftest import SPECS
 

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fractalc import formatter as F
-from fractalc import syntax as S
+from fractalc.lang import formatter as F
+from fractalc.lang import syntax as S
 from fractalc.cli import cli, main
 from fractalc.errors import Loc
 

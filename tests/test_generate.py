@@ -21,8 +21,8 @@ from fractalc import __version__
 from fractalc.cli import cli, main
 from fractalc.compiler import compile_spec
 from fractalc.cost import cost
-from fractalc.formatter import format_source
-from fractalc.syntax import parse
+from fractalc.lang.formatter import format_source
+from fractalc.lang.syntax import parse
 
 from conftest import SPECS
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from fractalc.compiler import compile_spec
-from fractalc.printer import format_ir
+from fractalc.ir.printer import format_ir
 
 from conftest import BLOCK_SPECS, ROOT, spec_id
 

@@ -19,8 +19,8 @@ import pytest
 from fractalc import limits
 from fractalc.compiler import compile_spec
 from fractalc.errors import FractalcError, ShapeError, SizeGuardError, SpecError, SpecSyntaxError
-from fractalc.formatter import format_source
-from fractalc.syntax import parse
+from fractalc.lang.formatter import format_source
+from fractalc.lang.syntax import parse
 
 NET = "network n {\n  input [3, 8, 8]\n  body = %s\n}\n"
 

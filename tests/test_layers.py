@@ -2,17 +2,17 @@
 
 Layers, lowest first; a module may import its own layer and lower ones only:
 
-  base      errors, limits, fileio, ir, version
-  ops       ops, prims, shapes                  (the op table: what each node kind is)
-  lang      syntax, parser_cache, resolve, formatter
-  compile   expand, passes, compiler, cost, printer, report
+  base      errors, limits, fileio, version
+  ir        fractalc.ir: the node kinds, the op table, shapes, the printer and the passes
+  lang      fractalc.lang: syntax, parser_cache, resolve, formatter, expand
+  compile   compiler, cost, report
   backends  fractalc.backends.*, runtime (the Session facade of the native runtime)
-  apps      variants, training
-  commands  cli, cli_*, targets, __main__, and the package facade fractalc/__init__
+  apps      fractalc.variants, fractalc.training
+  commands  fractalc.cli (one module per command), __main__, and the package facade
 
 Backends do not import each other, except through the ONNX op contract (`backends/onnx`'s
 ops, packing, loader, reference and lowering), which the native runtime executes: `SHARED`
-below. And no module imports itself back through a cycle.
+below. No module imports itself back through a cycle, and only public names cross a package.
 """
 from __future__ import annotations
 
@@ -24,14 +24,13 @@ import networkx as nx
 ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS = {
-    "base": ["errors", "limits", "fileio", "ir", "version"],
-    "ops": ["ops", "prims", "shapes"],
-    "lang": ["syntax", "parser_cache", "resolve", "formatter"],
-    "compile": ["expand", "passes", "compiler", "cost", "printer", "report"],
+    "base": ["errors", "limits", "fileio", "version"],
+    "ir": ["ir"],
+    "lang": ["lang"],
+    "compile": ["compiler", "cost", "report"],
     "backends": ["backends", "runtime"],
     "apps": ["variants", "training"],
-    "commands": ["cli", "cli_render", "cli_runtime", "cli_train", "cli_variants", "targets",
-                 "__main__", ""],
+    "commands": ["cli", "__main__", ""],
 }
 RANK = {m: i for i, ms in enumerate(LAYERS.values()) for m in ms}
 
@@ -137,23 +136,65 @@ def test_no_import_cycles():
 
 def test_the_reader_sees_real_edges():
     """The check can fail: the edges it must find are there."""
-    assert GRAPH.has_edge("fractalc.expand", "fractalc.syntax")
-    assert GRAPH.has_edge("fractalc.cost", "fractalc.ops")
+    assert GRAPH.has_edge("fractalc.lang.expand", "fractalc.lang.syntax")
+    assert GRAPH.has_edge("fractalc.cost", "fractalc.ir.ops")
     assert GRAPH.has_edge("fractalc.backends.xnor.plan", "fractalc.backends.onnx.ops")
 
 
-def test_private_names_stay_in_their_package():
-    """`from X import _name` only between modules of the same package (fractalc's own flat
-    modules count as separate units until the sub-package split): no `resolve._suggest`-style
-    reach into another module's internals."""
-    mods = _modules()
+def _unit(m: str) -> str:
+    """The package a module belongs to for the privacy rule: fractalc.lang, fractalc.ir,
+    fractalc.backends.onnx, ...; each top-level module (fractalc.cost) is its own unit."""
+    parts = m.split(".")
+    return ".".join(parts[:3] if len(parts) > 2 and parts[1] == "backends" else parts[:2])
+
+
+def _private_imports(mods: dict[str, Path]) -> list[str]:
+    """`from X import _name` and `X._name` where X is a module of another unit."""
     bad = []
     for m, path in mods.items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(node, ast.ImportFrom) or not node.level:
-                continue
-            private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")
-                       and f"{m.rpartition('.')[0]}.{a.name}" not in EXTENSIONS]
-            if private and m.count(".") == 1:  # a flat fractalc module
-                bad.append(f"{m}: {', '.join(private)} from {'.' * node.level}{node.module or ''}")
-    assert not bad, "private names imported from another module: " + "; ".join(bad)
+        tree = ast.parse(path.read_text())
+        module_aliases: dict[str, str] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    pkg = m.split(".") if path.name == "__init__.py" else m.split(".")[:-1]
+                    pkg = pkg[:len(pkg) - node.level + 1]
+                    base = ".".join(pkg + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                if not base.startswith("fractalc"):
+                    continue
+                for a in node.names:
+                    full = f"{base}.{a.name}"
+                    if full in mods:
+                        module_aliases[a.asname or a.name] = full
+                    elif (a.name.startswith("_") and not a.name.startswith("__")
+                          and full not in EXTENSIONS and _unit(base) != _unit(m)):
+                        bad.append(f"{m}: {a.name} from {base}")
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name in mods and a.asname:
+                        module_aliases[a.asname] = a.name
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in module_aliases and node.attr.startswith("_")
+                    and not node.attr.startswith("__")
+                    and _unit(module_aliases[node.value.id]) != _unit(m)):
+                bad.append(f"{m}: {node.value.id}.{node.attr}")
+    return bad
+
+
+def test_private_names_stay_in_their_package():
+    """No `resolve._suggest`-style reach into another package's internals."""
+    bad = _private_imports(_modules())
+    assert not bad, "private names used across packages: " + "; ".join(sorted(set(bad)))
+
+
+def test_the_privacy_check_can_fail(tmp_path):
+    """A planted cross-package private import is found."""
+    mods = _modules()
+    planted = tmp_path / "planted.py"
+    planted.write_text("from fractalc.lang.expand import _secret\nfrom fractalc.lang import syntax as S\nS._parser\n")
+    found = _private_imports({"fractalc.cli.planted": planted, **mods})
+    assert "fractalc.cli.planted: _secret from fractalc.lang.expand" in found
+    assert "fractalc.cli.planted: S._parser" in found

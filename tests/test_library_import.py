@@ -8,7 +8,7 @@ import pytest
 from fractalc import ir
 from fractalc.compiler import compile_spec
 from fractalc.errors import SpecError
-from fractalc.resolve import library_dir
+from fractalc.lang.resolve import library_dir
 
 from conftest import SPECS
 

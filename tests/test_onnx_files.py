@@ -191,6 +191,6 @@ def test_loader_missing_file(tmp_path):
 
 
 def test_import_is_light():
-    code = ("import sys, fractalc.backends.onnx, fractalc.targets; "
+    code = ("import sys, fractalc.backends.onnx, fractalc.cli.targets; "
             "assert 'onnx' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

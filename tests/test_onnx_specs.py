@@ -21,7 +21,7 @@ from fractalc import ir  # noqa: E402
 from fractalc.compiler import compile_spec  # noqa: E402
 from fractalc.errors import ShapeError  # noqa: E402
 from fractalc.backends.onnx import export, loader, lower, packing, reference, testing  # noqa: E402
-from fractalc.resolve import load  # noqa: E402
+from fractalc.lang.resolve import load  # noqa: E402
 
 
 def _overrides(path) -> dict[str, str]:

@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fractalc import ir, ops
+from fractalc import ir
+from fractalc.ir import ops
 from fractalc.compiler import compile_spec
 from fractalc.cost import cost
-from fractalc.ops import OpDef, PrimSpec, p
+from fractalc.ir.ops import OpDef, PrimSpec, p
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ def test_space_budgets_each_layout_against_its_papers_baseline(sofar_space):
 
 
 def test_generated_drf_equals_the_shipped_spec(sofar_space):
-    from fractalc.printer import format_ir
+    from fractalc.ir.printer import format_ir
     for name in ("drf_c2d2_densenet51", "drf_c2d2_densenet69"):
         gen = format_ir(compile_spec(sofar_space.out / f"{name}.fr").graph).split("\n", 1)[1]
         ship = format_ir(compile_spec(SPECS / f"{name}.fr").graph).split("\n", 1)[1]

@@ -12,11 +12,11 @@ import sys
 import pytest
 from lark import Lark
 
-from fractalc import parser_cache as pc
-from fractalc import syntax as S
+from fractalc.lang import parser_cache as pc
+from fractalc.lang import syntax as S
 from fractalc.compiler import compile_spec
 from fractalc.errors import SpecSyntaxError
-from fractalc.printer import emit_json
+from fractalc.ir.printer import emit_json
 
 from conftest import SPECS
 
@@ -123,7 +123,7 @@ def test_a_fresh_process_uses_the_cache_for_errors_and_the_formatter(tmp_path):
     bad = tmp_path / "bad.fr"
     bad.write_text("network n {\n    input [1, 2, 2]\n    body = conv[4] >> \n}\n")
     env = {**os.environ, "FRACTALC_CACHE_DIR": str(tmp_path / "c")}
-    code = ("import sys; from fractalc import syntax as S, formatter as F\n"
+    code = ("import sys; from fractalc.lang import syntax as S, formatter as F\n"
             "try:\n    S.parse(open(sys.argv[1]).read(), 'bad.fr')\n"
             "except Exception as e:\n    print(e.format())\n"
             "print(F.format_source(open(sys.argv[2]).read(), 'x.fr'), end='')\n")
@@ -138,7 +138,7 @@ def test_a_fresh_process_uses_the_cache_for_errors_and_the_formatter(tmp_path):
 
 
 def test_compile_spec_takes_a_path_text_or_a_spec(tmp_path):
-    from fractalc.resolve import load
+    from fractalc.lang.resolve import load
     path = SPECS / "rf_c3d4_resnet21.fr"
     ref = emit_json(compile_spec(path, {"width": "16"}), None, {})
     by_text = compile_spec(path.read_text(), {"width": "16"}, file=path)
@@ -154,8 +154,8 @@ def test_compile_spec_takes_a_path_text_or_a_spec(tmp_path):
 
 
 def test_run_default_keeps_expand_shapes_and_verify_still_checks():
-    from fractalc import passes
-    from fractalc.passes.verify import IRError
+    from fractalc.ir import passes
+    from fractalc.ir.passes.verify import IRError
     c = compile_spec(SPECS / "drf_c3d4.fr")
     g = c.graph.copy()
     n = next(n for n in g.order() if g.inputs(n))

@@ -10,11 +10,12 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fractalc import expand, ir
+from fractalc.lang import expand
+from fractalc import ir
 from fractalc.compiler import compile_spec
 from fractalc.cost import depth
-from fractalc.passes import collapse_joins
-from fractalc.resolve import load
+from fractalc.ir.passes import collapse_joins
+from fractalc.lang.resolve import load
 
 LEAVES = {  # leaf: (body, nodes, convs, depth)
     "bconv": ("z >> bconv[8]", 1, 1, 1),

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from fractalc.cli import cli, main
 from fractalc.compiler import compile_spec
 from fractalc.cost import cost
-from fractalc.formatter import comments_of, format_source
+from fractalc.lang.formatter import comments_of, format_source
 from fractalc.variants import ScaleError, budget_of, solve
 
 from conftest import SPECS

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fractalc import syntax
+from fractalc.lang import syntax
 from fractalc.cli import cli, main
 from fractalc.compiler import compile_spec
 from fractalc.errors import FractalcError, SpecError
 from fractalc.fileio import FileRefused, atomic_write, read_limited
-from fractalc.resolve import load
+from fractalc.lang.resolve import load
 
 from conftest import ROOT, SPECS
 
@@ -569,7 +569,7 @@ def test_session_refuses_a_fifo(tmp_path):
 
 def test_importing_fractalc_imports_no_backend():
     r = subprocess.run([sys.executable, "-c", "import sys, fractalc, fractalc.cli, fractalc.fileio, "
-                        "fractalc.resolve; print(sorted(m for m in ('torch', 'onnx', 'PIL') if m in sys.modules))"],
+                        "fractalc.lang.resolve; print(sorted(m for m in ('torch', 'onnx', 'PIL') if m in sys.modules))"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
 

@@ -8,7 +8,7 @@ import pytest
 from fractalc import ir
 from fractalc.compiler import compile_spec
 from fractalc.cost import cost
-from fractalc.passes import verify
+from fractalc.ir.passes import verify
 
 from conftest import ALL_SPECS, BLOCK_SPECS, spec_id
 
@@ -105,7 +105,7 @@ def test_blocks_split_is_a_parameter():
 
 
 def test_deterministic_ir():
-    from fractalc.printer import format_ir, ir_to_json
+    from fractalc.ir.printer import format_ir, ir_to_json
     a = compile_spec(ALL_SPECS[0].parent / "drf_c2d2_densenet51.fr")
     b = compile_spec(ALL_SPECS[0].parent / "drf_c2d2_densenet51.fr")
     assert format_ir(a.graph) == format_ir(b.graph)

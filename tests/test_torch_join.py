@@ -8,7 +8,7 @@ import torch
 from fractalc.backends.torch import from_graph  # noqa: E402
 from fractalc.backends.torch.drop_path import DropPathState, join  # noqa: E402
 from fractalc.compiler import compile_spec  # noqa: E402
-from fractalc.passes.extract_column import extract_column  # noqa: E402
+from fractalc.ir.passes.extract_column import extract_column  # noqa: E402
 
 from conftest import SPECS  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py

@@ -16,7 +16,7 @@ from fractalc.backends.torch.plan import TorchBuildError, class_name, make_plan 
 from fractalc.cli import cli, main  # noqa: E402
 from fractalc.compiler import compile_spec  # noqa: E402
 from fractalc import ir  # noqa: E402
-from fractalc.passes import run_default  # noqa: E402
+from fractalc.ir.passes import run_default  # noqa: E402
 
 from conftest import SPECS  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py

@@ -199,7 +199,7 @@ def test_eval_engines_agree_on_logits(tiny, tmp_path):
     import numpy as np
 
     from fractalc.backends.onnx import testing
-    from fractalc.targets import TARGETS
+    from fractalc.cli.targets import TARGETS
     from fractalc.training.data import load_data
     from fractalc.training.evaluate import ENGINES, predict
     assert {"onnx", "onnx-xnor"} <= set(TARGETS) and ENGINES == ("torch", "onnxruntime", "xnor")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fractalc import ir, ops
+from fractalc import ir
+from fractalc.ir import ops
 
 
 class _TableView(Mapping):

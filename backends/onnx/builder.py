@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fractalc import ir, ops
+from fractalc import ir
+from fractalc.ir import ops
 from fractalc.version import __version__
 
 OPSET = 17  # the standard ONNX opset both flavours pin

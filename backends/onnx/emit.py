@@ -12,7 +12,7 @@ def _graph_for(compiled, options: dict):
     if getattr(compiled, "column", None) == column:  # the CLI extracted it already
         return compiled, {"fractalc.column": str(column)}
     try:
-        from fractalc.passes.extract_column import extract_column
+        from fractalc.ir.passes.extract_column import extract_column
     except ImportError:
         raise FractalcError("--column needs the extract_column pass, which this fractalc lacks") from None
     import copy

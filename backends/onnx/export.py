@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fractalc import ir, ops
+from fractalc import ir
+from fractalc.ir import ops
 
 from .builder import Builder, alpha_of, emit_common, metadata, sign
 

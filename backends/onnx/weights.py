@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fractalc import ir, ops
+from fractalc import ir
+from fractalc.ir import ops
 from fractalc.errors import BackendUnavailable, ModelError
 
 # BatchNorm's step counter is part of a torch state_dict but means nothing at inference.

@@ -54,7 +54,7 @@ def from_graph(graph, *, seed: int = 0, **options):
 
 
 def _graph(compiled, options: dict, target: str):
-    from fractalc.passes.extract_column import extract_column
+    from fractalc.ir.passes.extract_column import extract_column
 
     known = {"seed", "weights", "column"}
     extra = sorted(k for k, v in options.items() if v is not None and k not in known)

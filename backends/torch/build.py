@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fractalc import ops
+from fractalc.ir import ops
 
 from .binarize import binary_conv2d
 from .drop_path import join

@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from fractalc import ir, ops
+from fractalc import ir
+from fractalc.ir import ops
 from fractalc.errors import FractalcError
-from fractalc.passes.extract_column import column_of
+from fractalc.ir.passes.extract_column import column_of
 
 
 class TorchBuildError(FractalcError):

@@ -17,7 +17,7 @@ import keyword
 import re
 from pathlib import Path
 
-from fractalc import ops
+from fractalc.ir import ops
 from fractalc.version import __version__
 
 from .plan import Plan, Step, make_plan

@@ -130,7 +130,7 @@ class Output:
 
 Op = Union[Input, Conv, BinaryConv, BatchNorm, Activation, Pool, Linear, Join, Add, Concat,
            Slice, Dropout, Output]
-# The closed set of kinds is the op table (`fractalc.ops.OPS`): these built-in kinds, plus any
+# The closed set of kinds is the op table (`fractalc.ir.ops.OPS`): these built-in kinds, plus any
 # registered with `ops.register`. What each kind means to shapes, costs and backends is there.
 
 

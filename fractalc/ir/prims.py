@@ -1,12 +1,12 @@
 """The primitive operations of the language and the scalar builtins.
 
-Primitives are declared in the op table (`fractalc.ops`, each with the IR op it makes);
+Primitives are declared in the op table (`fractalc.ir.ops`, each with the IR op it makes);
 `PRIMS` is the language's view of them by name, kept up to date by `ops.register`.
 """
 from __future__ import annotations
 
-from . import ir
-from .ops import BUILTINS, PRIMS, REQUIRED, PrimSpec
+from fractalc import ir
+from fractalc.ir.ops import BUILTINS, PRIMS, REQUIRED, PrimSpec
 
 __all__ = ["PRIMS", "BUILTINS", "REQUIRED", "PrimSpec", "make_op", "id_stem"]
 

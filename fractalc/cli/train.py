@@ -1,15 +1,11 @@
-"""`fractalc train` and `fractalc eval` (torch is imported only when they run)."""
+"""`fractalc train` (torch is imported only when it runs)."""
 from __future__ import annotations
 
 import json
 
 import click
 
-from .cli import compile_from_options, spec_options
-
-_column_option = click.option(
-    "--column", type=int, default=None,
-    help="Use only fractal column N (1 = deepest) as a plain network (extract_column).")
+from fractalc.cli.options import column_option, compile_from_options, spec_options
 
 
 @click.command()
@@ -29,11 +25,11 @@ _column_option = click.option(
 @click.option("--no-export", is_flag=True, help="Skip the final onnx / onnx-xnor export.")
 @click.option("--save-all-ranks", is_flag=True, help="Under torchrun, every rank writes its final weights.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@_column_option
+@column_option
 def train(spec, sets, network, max_nodes, data, config, out, resume, resume_from, epochs, seed,
           stop_after, plot, no_export, save_all_ranks, quiet, column):
     """Train SPEC on DATA with the paper's recipes; checkpoints, metrics, curves and exports in OUT."""
-    from .training.loop import train as run
+    from fractalc.training.loop import train as run
 
     over = {"seed": seed, "epochs": epochs}
     # Compiled once, here: training gets this graph (--network, --max-nodes, --set, --column).
@@ -42,30 +38,3 @@ def train(spec, sets, network, max_nodes, data, config, out, resume, resume_from
                   resume_from=resume_from, stop_after=stop_after, plot=plot, export=not no_export,
                   save_all_ranks=save_all_ranks, progress=not quiet, config_overrides=over)
     click.echo(json.dumps(summary["final"], sort_keys=True))
-
-
-@click.command("eval")
-@spec_options
-@click.option("--weights", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="A checkpoint or state_dict (.pt).")
-@click.option("--data", required=True, help="digits, a CIFAR pickle directory, or an image folder.")
-@click.option("--engine", type=click.Choice(["torch", "onnxruntime", "xnor"]), default="torch", show_default=True)
-@click.option("--mode", type=click.Choice(["fp", "tanh", "binary"]), default="binary", show_default=True,
-              help="Torch engine's mode (ONNX engines are binary).")
-@click.option("--json", "as_json", is_flag=True)
-@_column_option
-def eval_cmd(spec, sets, network, max_nodes, weights, data, engine, mode, as_json, column):
-    """Top-1 / top-5 of SPEC with WEIGHTS on DATA's test split (with --column: the full
-    network's weights on one column, FractalNet's column evaluation)."""
-    from .training.evaluate import evaluate_engine
-    c = compile_from_options(spec, sets, network, max_nodes).with_column(column)
-    r = evaluate_engine(c, weights, data, engine, mode)
-    if as_json:
-        click.echo(json.dumps(r, sort_keys=True))
-    else:
-        click.echo(f"{engine}: top-1 {100 * r['top1']:.2f} %  top-5 {100 * r['top5']:.2f} %  ({r['n']} images)")
-
-
-def register(cli):
-    cli.add_command(train)
-    cli.add_command(eval_cmd)

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import re
 
-from .. import ir
-from ..errors import FractalcError
-from .infer_shapes import infer_shapes
-from .verify import verify
+from fractalc import ir
+from fractalc.errors import FractalcError
+from fractalc.ir.passes.infer_shapes import infer_shapes
+from fractalc.ir.passes.verify import verify
 
 _COL = re.compile(r"col(\d+)")
 

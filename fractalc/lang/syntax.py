@@ -17,8 +17,8 @@ from typing import Union
 import lark
 from lark import Lark, Transformer, v_args
 
-from . import limits
-from .errors import Loc, SpecSyntaxError, register_source
+from fractalc import limits
+from fractalc.errors import Loc, SpecSyntaxError, register_source
 
 # ----------------------------------------------------------------------------- AST
 
@@ -257,7 +257,7 @@ _PARSER_OPTIONS = dict(parser="lalr", strict=True, propagate_positions=True,
 def parser() -> Lark:
     """The parser, built once per process; across processes the built tables come from the
     per-user cache of `parser_cache` (keyed by the grammar text, so a new grammar rebuilds)."""
-    from .parser_cache import load_or_build
+    from fractalc.lang.parser_cache import load_or_build
     text = grammar_text()
     return load_or_build(text, _PARSER_OPTIONS, lambda: Lark(text, **_PARSER_OPTIONS))
 
@@ -576,7 +576,7 @@ MAX_SPEC_BYTES = limits.MAX_SPEC_BYTES  # bytes; the text limit of parse() in ch
 def read_spec_bytes(path: str | Path) -> bytes:
     """The bytes of the spec file at `path`: a regular file (not a directory, FIFO, device or
     /proc file) of at most `MAX_SPEC_BYTES`; anything else raises `SpecSyntaxError`."""
-    from .fileio import FileRefused, read_limited
+    from fractalc.fileio import FileRefused, read_limited
     try:
         return read_limited(path, MAX_SPEC_BYTES)
     except FileRefused as exc:
@@ -618,13 +618,13 @@ def parse_file(path: str | Path, data: bytes | None = None, *, cache: bool = Fal
     text = decode_spec(read_spec_bytes(p) if data is None else data, p)
     if p.suffix == ".fr":
         if cache:
-            from .parser_cache import parse_cached
+            from fractalc.lang.parser_cache import parse_cached
             # what parse() registers, so later stages' errors still show the file's lines
             register_source(str(p), text[1:] if text.startswith("\ufeff") else text)
             return parse_cached(str(p), text, lambda: parse(text, str(p)), salt=_ast_salt,
                                 encode=ast_to_data, decode=ast_from_data)
         return parse(text, str(p))
-    from .errors import forget_source
+    from fractalc.errors import forget_source
     try:
         return parse(text, str(p))
     except SpecSyntaxError as exc:

@@ -7,7 +7,7 @@ Requires: a graph from `expand`. Ensures: no Join has a Join as its only consume
 """
 from __future__ import annotations
 
-from .. import ir
+from fractalc import ir
 
 
 def collapse_joins(graph: ir.Graph) -> ir.Graph:

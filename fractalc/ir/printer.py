@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from . import ir
+from fractalc import ir
 
 _SHORT = {"out_channels": "out", "kernel": "k", "stride": "s", "padding": "p",
           "padding_mode": "pad", "out_features": "out", "global_": "global"}
@@ -53,7 +53,7 @@ def ir_to_json(g: ir.Graph) -> str:
 
 
 def _refuse(options: dict, target: str) -> None:
-    from .errors import FractalcError
+    from fractalc.errors import FractalcError
     # --column is applied by the compile command before any target runs.
     used = [k for k, v in options.items() if v not in (None, False, ()) and k != "column"]
     if used:

@@ -4,10 +4,10 @@
 """
 from __future__ import annotations
 
-from .. import ir
-from .collapse_joins import collapse_joins
-from .infer_shapes import infer_shapes
-from .verify import verify
+from fractalc import ir
+from fractalc.ir.passes.collapse_joins import collapse_joins
+from fractalc.ir.passes.infer_shapes import infer_shapes
+from fractalc.ir.passes.verify import verify
 
 
 def run_default(graph: ir.Graph) -> ir.Graph:

@@ -23,8 +23,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import ir
-from .errors import FractalcError
+from fractalc import ir
+from fractalc.errors import FractalcError
 
 REQUIRED = object()  # a primitive parameter without a default
 
@@ -167,7 +167,7 @@ def hook(op_or_kind, backend: str, what: str | None = None):
         return d.hooks[backend]
     except KeyError:
         raise MissingHook(f"the {what or backend} backend has no hook for op {d.name}; register "
-                          f"one with fractalc.ops.set_hook({d.name}, {backend!r}, ...)") from None
+                          f"one with fractalc.ir.ops.set_hook({d.name}, {backend!r}, ...)") from None
 
 
 def tensors(g: ir.Graph, n: str) -> tuple[Tensor, ...]:

@@ -11,8 +11,9 @@ import re
 
 import networkx as nx
 
-from .. import ir, ops, shapes
-from ..errors import FractalcError
+from fractalc import ir
+from fractalc.ir import ops, shapes
+from fractalc.errors import FractalcError
 
 _ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
 

@@ -17,11 +17,11 @@ from typing import Iterable
 
 import networkx as nx
 
-from . import limits
-from . import syntax as S
-from .errors import SpecError
-from .fileio import FileRefused, read_limited
-from .prims import BUILTINS, PRIMS
+from fractalc import limits
+from fractalc.lang import syntax as S
+from fractalc.errors import SpecError
+from fractalc.fileio import FileRefused, read_limited
+from fractalc.ir.prims import BUILTINS, PRIMS
 
 
 

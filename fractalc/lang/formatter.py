@@ -25,9 +25,9 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import limits
-from . import syntax as S
-from .errors import FractalcError, Loc
+from fractalc import limits
+from fractalc.lang import syntax as S
+from fractalc.errors import FractalcError, Loc
 
 WIDTH = 100
 INDENT = "    "

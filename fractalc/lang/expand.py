@@ -21,11 +21,12 @@ from typing import Any
 
 import networkx as nx
 
-from . import ir, limits, shapes
-from . import syntax as S
-from .errors import Loc, ShapeError, SizeGuardError, SpecError
-from .prims import BUILTINS, PRIMS, REQUIRED, PrimSpec, id_stem, make_op
-from .resolve import Spec, suggest, param_names
+from fractalc import ir, limits
+from fractalc.ir import shapes
+from fractalc.lang import syntax as S
+from fractalc.errors import Loc, ShapeError, SizeGuardError, SpecError
+from fractalc.ir.prims import BUILTINS, PRIMS, REQUIRED, PrimSpec, id_stem, make_op
+from fractalc.lang.resolve import Spec, suggest, param_names
 
 DEFAULT_MAX_NODES = 100_000
 DEFAULT_MAX_NESTING = 256

@@ -5,7 +5,8 @@ raises `ShapeError` located at the spec position that created the node.
 """
 from __future__ import annotations
 
-from .. import ir, shapes
+from fractalc import ir
+from fractalc.ir import shapes
 
 
 def infer_shapes(graph: ir.Graph) -> ir.Graph:

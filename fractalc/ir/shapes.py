@@ -5,9 +5,10 @@ the `infer_shapes` pass. Shapes exclude the batch dimension: ``(C, H, W)`` or ``
 """
 from __future__ import annotations
 
-from . import ir, ops
-from .errors import FractalcError, Loc, ShapeError
-from .limits import MAX_DIM, MAX_TENSOR_ELEMENTS
+from fractalc import ir
+from fractalc.ir import ops
+from fractalc.errors import FractalcError, Loc, ShapeError
+from fractalc.limits import MAX_DIM, MAX_TENSOR_ELEMENTS
 
 
 def _fmt(shape) -> str:

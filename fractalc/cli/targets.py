@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import FractalcError
+from fractalc.errors import FractalcError
 
 TARGETS: dict[str, tuple[str, str]] = {
-    "ir": ("fractalc.printer:emit_ir", "readable IR listing (one line per node)"),
-    "json": ("fractalc.printer:emit_json", "the IR as JSON"),
+    "ir": ("fractalc.ir.printer:emit_ir", "readable IR listing (one line per node)"),
+    "json": ("fractalc.ir.printer:emit_json", "the IR as JSON"),
     "onnx": ("fractalc.backends.onnx.emit:emit_onnx", "ONNX, standard ops (opset 17; needs -o)"),
     "onnx-xnor": ("fractalc.backends.onnx.emit:emit_onnx_xnor", "ONNX with binary convs lowered to ai.fractalc XNOR ops (needs -o)"),
     "torch": ("fractalc.backends.torch:emit_source", "standalone PyTorch source (.py), needs only torch"),

@@ -1,0 +1,68 @@
+"""Options and helpers shared by the commands: the spec options (SPEC, --set, --network,
+--max-nodes, --allow-import), parsing --set, compiling a command's spec once, writing output."""
+from __future__ import annotations
+
+import click
+
+from fractalc.errors import FractalcError
+
+
+def _allow_import(ctx: click.Context, param, dirs) -> None:
+    # For the whole command, not one call: a command may compile more than its SPEC (train,
+    # scale's baseline, generate's variants), and every compile must see the same rule.
+    if dirs:
+        from fractalc.lang.resolve import allowed_imports
+        ctx.with_resource(allowed_imports(dirs))
+
+
+allow_import_option = click.option(
+    "--allow-import", "allow_import", multiple=True, metavar="DIR", expose_value=False,
+    callback=_allow_import, type=click.Path(exists=True, file_okay=False),
+    help="Let specs import files under DIR too (repeatable). By default a spec imports only "
+         "from its own folder and the bundled library.")
+
+_COMMON = [
+    allow_import_option,
+    click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
+                 help="Override a spec parameter (repeatable): --set width=41 --set dataset=cifar100."),
+    click.option("--network", default=None, help="Which network of the spec file (default: the first)."),
+    click.option("--max-nodes", default=100_000, show_default=True, type=click.IntRange(min=1),
+                 help="Size guard: refuse specs whose expansion (before collapsing joins) has more IR nodes than this."),
+]
+
+
+def spec_options(f):
+    for opt in reversed(_COMMON):
+        f = opt(f)
+    return click.argument("spec", type=click.Path(dir_okay=False))(f)
+
+
+def parse_sets(sets) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for s in sets:
+        if "=" not in s:
+            raise FractalcError(f"--set expects NAME=VALUE, got {s!r}")
+        k, v = s.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def compile_from_options(spec, sets, network, max_nodes):
+    """The compiled spec of a command's SPEC, --set, --network and --max-nodes options."""
+    from fractalc.compiler import compile_spec
+    return compile_spec(spec, parse_sets(sets), network=network, max_nodes=max_nodes)
+
+
+def write_output(text: str, output: str | None) -> None:
+    """`text` to OUTPUT atomically, or to standard output when there is no -o."""
+    if output:
+        from fractalc.fileio import atomic_write
+        atomic_write(output, text)
+    else:
+        click.echo(text, nl=False)
+
+
+#: --column for commands that use one fractal column as a plain network.
+column_option = click.option(
+    "--column", type=int, default=None,
+    help="Use only fractal column N (1 = deepest) as a plain network (extract_column).")
