@@ -34,6 +34,7 @@ WorkFn work_fn(Isa isa);
 void work_portable(void* job, int tid, int nthreads);
 void work_avx2(void* job, int tid, int nthreads);
 void work_avx512(void* job, int tid, int nthreads);
+void work_neon(void* job, int tid, int nthreads);  // kernel_neon.cpp, AArch64 builds only
 
 // Applies the border correction and the output transform to one (pixel, 32-channel) result.
 // Every per-channel array (corr rows, mul, bias, thr, flip) is padded to whole 32-channel tiles,

@@ -14,6 +14,9 @@
 #include <immintrin.h>
 #define XNOR_X86 1
 #endif
+#if defined(__aarch64__)
+#define XNOR_NEON 1  // Advanced SIMD is part of the AArch64 base ISA: always available
+#endif
 
 namespace xnor {
 
@@ -26,11 +29,17 @@ bool cpu_supports(Isa isa) {
             return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vpopcntdq");
 #endif
+#ifdef XNOR_NEON
+        case Isa::neon: return true;
+#endif
         default: return false;
     }
 }
 
 Isa best_isa() {
+#ifdef XNOR_NEON
+    return Isa::neon;
+#endif
     if (cpu_supports(Isa::avx512)) return Isa::avx512;
     if (cpu_supports(Isa::avx2)) return Isa::avx2;
     return Isa::portable;
@@ -40,6 +49,7 @@ const char* isa_name(Isa isa) {
     switch (isa) {
         case Isa::avx512: return "avx512";
         case Isa::avx2: return "avx2";
+        case Isa::neon: return "neon";
         default: return "portable";
     }
 }
@@ -49,7 +59,12 @@ Isa parse_isa(const std::string& name) {
     if (name == "portable") isa = Isa::portable;
     else if (name == "avx2") isa = Isa::avx2;
     else if (name == "avx512") isa = Isa::avx512;
+#ifdef XNOR_NEON
+    else if (name == "neon") isa = Isa::neon;
+    else throw std::invalid_argument("unknown ISA '" + name + "' (expected portable or neon)");
+#else
     else throw std::invalid_argument("unknown ISA '" + name + "' (expected portable, avx2 or avx512)");
+#endif
     if (!cpu_supports(isa))
         throw std::invalid_argument(std::string("this CPU cannot run the ") + isa_name(isa) + " path");
     return isa;
@@ -60,12 +75,16 @@ WorkFn work_fn(Isa isa) {
     if (isa == Isa::avx512) return work_avx512;
     if (isa == Isa::avx2) return work_avx2;
 #endif
+#ifdef XNOR_NEON
+    if (isa == Isa::neon) return work_neon;
+#endif
     return work_portable;
 }
 
 int pixel_tile(Isa isa) {
     if (isa == Isa::avx512) return 6;
     if (isa == Isa::avx2) return 3;
+    if (isa == Isa::neon) return 4;  // two 2-pixel passes of kernel_neon.cpp
     return 4;
 }
 
@@ -74,6 +93,9 @@ namespace {
 inline void cpu_relax() {
 #ifdef XNOR_X86
     _mm_pause();
+#endif
+#ifdef XNOR_NEON
+    asm volatile("yield");
 #endif
 }
 

@@ -9,6 +9,13 @@
 #endif
 
 namespace xnor {
+
+#if defined(__aarch64__)
+// kernel_neon.cpp
+void pack_nhwc_neon(const float* x, std::size_t stride, std::size_t p0, std::size_t p1, int C, const float* t,
+                    const uint8_t* flip, uint64_t* out);
+void pack_nchw_neon(const float* x, int C, std::size_t HW, std::size_t h0, std::size_t h1, uint64_t* out);
+#endif
 namespace {
 
 // NHWC rows: bit 1 where x < t[c], or x > t[c] where flip[c] (a BatchNorm folded into
@@ -131,6 +138,9 @@ void pack_nhwc_threshold_rows(const float* x, std::size_t stride, std::size_t p0
 #if defined(__x86_64__)
     if (isa == Isa::avx512) return pack_nhwc_avx512(x, stride, p0, p1, C, t, flip, out);
 #endif
+#if defined(__aarch64__)
+    if (isa == Isa::neon) return pack_nhwc_neon(x, stride, p0, p1, C, t, flip, out);
+#endif
     (void)isa;
     pack_nhwc_portable(x, stride, p0, p1, C, t, flip, out);
 }
@@ -145,6 +155,9 @@ void pack_nchw_image(const float* x, int C, std::size_t HW, std::size_t h0, std:
                      uint64_t* out, Isa isa) {
 #if defined(__x86_64__)
     if (isa == Isa::avx512) return pack_nchw_avx512(x, C, HW, h0, h1, out);
+#endif
+#if defined(__aarch64__)
+    if (isa == Isa::neon) return pack_nchw_neon(x, C, HW, h0, h1, out);
 #endif
     (void)isa;
     const int Cw = (C + 63) / 64;

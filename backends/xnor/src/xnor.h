@@ -12,7 +12,7 @@
 
 namespace xnor {
 
-enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2 };
+enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2, neon = 3 };  // neon: AArch64 builds only
 
 // ISAs this CPU can run (portable always), and names for messages.
 bool cpu_supports(Isa isa);
