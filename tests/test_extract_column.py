@@ -33,8 +33,8 @@ def test_rf_block_columns_have_closed_form_sizes(C):
         assert len(convs) == 2 ** (C - k)  # column k is 2^(C-k) units deep
         assert all(column_of(n) == k for n in convs)
         assert depth(col) == 2 ** (C - k)
-        assert set(col.g.nodes) <= set(g.g.nodes)  # ids unchanged
-        for n in col.g.nodes:  # every surviving node keeps its op
+        assert set(col) <= set(g)  # ids unchanged
+        for n in col:  # every surviving node keeps its op
             assert col.op(n) == g.op(n)
 
 
@@ -45,7 +45,7 @@ def test_dense_network_column_keeps_concats_and_transitions():
     assert col.count(ir.Concat) == g.count(ir.Concat)
     assert col.count(ir.Conv) == g.count(ir.Conv)
     assert col.shape(col.output_id) == g.shape(g.output_id)
-    assert all(column_of(n) in (0, 1) for n in col.g.nodes)
+    assert all(column_of(n) in (0, 1) for n in col)
 
 
 def test_missing_column_is_an_error_naming_the_join():

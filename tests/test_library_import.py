@@ -24,7 +24,7 @@ def test_library_import_equals_the_relative_one(tmp_path):
     beside = tmp_path / "rel" / "mine_relative.fr"
     beside.write_text('import "lib/sofar.fr"\n' + NET)
     relative = compile_spec(beside)
-    assert sorted(by_name.graph.g.nodes) == sorted(relative.graph.g.nodes)
+    assert sorted(by_name.graph) == sorted(relative.graph)
     # RF with 3 columns: 2^3 - 1 = 7 binary convs, each with its residual add, 2 joins
     g = by_name.graph
     assert (len(list(g.nodes(ir.BinaryConv))), len(list(g.nodes(ir.Add))), len(list(g.nodes(ir.Join)))) == (7, 7, 2)

@@ -159,10 +159,10 @@ def test_run_default_keeps_expand_shapes_and_verify_still_checks():
     c = compile_spec(SPECS / "drf_c3d4.fr")
     g = c.graph.copy()
     n = next(n for n in g.order() if g.inputs(n))
-    g.g.nodes[n]["shape"] = (1, 2, 3)
+    g.set_shape(n, (1, 2, 3))
     with pytest.raises(IRError, match="shape"):
         passes.verify(g)
-    del g.g.nodes[n]["shape"]  # a graph without shapes still gets them
+    g.set_shape(n, None)  # a graph without shapes still gets them
     assert passes.run_default(g).shape(n) == c.graph.shape(n)
 
 

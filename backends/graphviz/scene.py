@@ -198,7 +198,7 @@ def _edge_kinds(g: ir.Graph, n: str) -> list[tuple[str, str, bool]]:
     ins = g.inputs(n)
     if not isinstance(op, (ir.Add, ir.Concat)) or len(ins) < 2:
         return [(u, "data", True) for u in ins]
-    special = {u for u in ins if any(w != u and nx.has_path(g.g, u, w) for w in ins)}
+    special = {u for u in ins if any(w != u and w in g.descendants(u) for w in ins)}
     if isinstance(op, ir.Add):
         if special:
             return [(u, "shortcut", False) if u in special else (u, "data", True) for u in ins]

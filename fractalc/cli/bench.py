@@ -36,8 +36,7 @@ def bench_cmd(target, sets, network, seed, batch, threads, repeats, engines, jso
     click.echo(f"# {info['cpu']} | VPOPCNTDQ {info['avx512_vpopcntdq']} | ISAs {', '.join(info['isas'])} | "
                f"{info['cpus']} CPUs | load {info['loadavg']:.2f}")
     tuning = bench.engine_tuning()
-    click.echo(f"# native engine: {tuning['isa']} kernels, binary tile {tuning['binary_tile']}, float tile "
-               f"{tuning['float_tile']}, {tuning['split']}")
+    click.echo(f"# native engine: {bench.format_tuning(tuning)}")
     results = {"cpu": info, "tuning": tuning, "target": target, "results": []}
     if target.endswith(".fr"):
         from fractalc.backends.onnx import weights

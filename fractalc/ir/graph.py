@@ -1,7 +1,7 @@
 """The IR: a closed set of node kinds and the graph that holds them.
 
-A graph is a networkx DiGraph whose node keys are stable path ids (``stage2.block1.col3.conv2``),
-used unchanged as torch module paths, ONNX node names and DOT ids. Each node has attributes:
+A graph is a DAG whose node keys are stable path ids (``stage2.block1.col3.conv2``), used
+unchanged as torch module paths, ONNX node names and DOT ids. Each node has attributes:
 
 - ``op``: one of the frozen dataclasses below (what the node computes);
 - ``inputs``: the ordered tuple of input node ids (order matters for concat; an id may repeat);
@@ -11,13 +11,19 @@ used unchanged as torch module paths, ONNX node names and DOT ids. Each node has
 
 Edges mirror ``inputs`` (one edge per distinct input); ``inputs`` is the source of truth.
 Tensors are NCHW without the batch dimension.
+
+`Graph` keeps its own adjacency (ordered dicts) and implements the three algorithms the compiler
+needs (deterministic topological order, ancestors, descendants) rather than wrapping a networkx
+DiGraph: importing networkx costs 100-230 ms, more than parsing and compiling a spec, and every
+short command (`check`, `stats`) would pay it. `Graph.to_networkx()` gives the same DAG as a
+`networkx.DiGraph` (same node keys and attributes) for analyses and for users; the graphviz
+backend uses it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+import heapq
 from typing import Iterator, Union
-
-import networkx as nx
 
 Shape = tuple[int, ...]
 
@@ -142,64 +148,159 @@ def op_attrs(op: Op) -> dict:
     return {f.name: getattr(op, f.name) for f in fields(op)}
 
 
-class Graph:
-    """An IR graph: a thin, deterministic wrapper over `networkx.DiGraph`."""
+class CycleError(ValueError):
+    """The graph has a cycle (raised by `Graph.order`)."""
 
-    def __init__(self, name: str = "net", g: nx.DiGraph | None = None):
+
+class Graph:
+    """An IR graph: nodes with attributes, edges mirroring each node's ``inputs``.
+
+    Every traversal is deterministic (creation order breaks ties). Node attributes are read
+    through the methods below; `set_shape` and `set_inputs` are the only in-place edits besides
+    `add` and `remove`.
+    """
+
+    def __init__(self, name: str = "net"):
         self.name = name
-        self.g = g if g is not None else nx.DiGraph()
-        self._seq = max((d["seq"] for _, d in self.g.nodes(data=True)), default=-1) + 1
+        self._attrs: dict[str, dict] = {}
+        self._succ: dict[str, dict[str, None]] = {}  # ordered sets
+        self._pred: dict[str, dict[str, None]] = {}
+        self._seq = 0
 
     # --- construction
     def add(self, node_id: str, op: Op, inputs: tuple[str, ...] = (), loc=None) -> str:
-        if node_id in self.g:
+        if node_id in self._attrs:
             raise ValueError(f"duplicate node id {node_id!r}")
-        self.g.add_node(node_id, op=op, inputs=tuple(inputs), loc=loc, seq=self._seq)
+        missing = [s for s in inputs if s not in self._attrs]
+        if missing:
+            raise ValueError(f"node {node_id!r}: unknown input {missing[0]!r}")
+        self._attrs[node_id] = {"op": op, "inputs": tuple(inputs), "loc": loc, "seq": self._seq}
+        self._succ[node_id], self._pred[node_id] = {}, {}
         self._seq += 1
         for src in dict.fromkeys(inputs):
-            self.g.add_edge(src, node_id)
+            self._succ[src][node_id] = None
+            self._pred[node_id][src] = None
         return node_id
 
     def set_inputs(self, node_id: str, inputs: tuple[str, ...]) -> None:
-        for src in list(self.g.predecessors(node_id)):
-            self.g.remove_edge(src, node_id)
-        self.g.nodes[node_id]["inputs"] = tuple(inputs)
+        for src in self._pred[node_id]:
+            del self._succ[src][node_id]
+        self._pred[node_id] = {}
+        self._attrs[node_id]["inputs"] = tuple(inputs)
         for src in dict.fromkeys(inputs):
-            self.g.add_edge(src, node_id)
+            self._succ[src][node_id] = None
+            self._pred[node_id][src] = None
+
+    def set_shape(self, node_id: str, shape: Shape | None) -> None:
+        """Set (or with None, forget) a node's shape."""
+        if shape is None:
+            self._attrs[node_id].pop("shape", None)
+        else:
+            self._attrs[node_id]["shape"] = shape
 
     def remove(self, node_id: str) -> None:
-        self.g.remove_node(node_id)
+        """Remove a node and its edges (consumers keep it in ``inputs``: callers rewire them)."""
+        for src in self._pred.pop(node_id):
+            del self._succ[src][node_id]
+        for dst in self._succ.pop(node_id):
+            del self._pred[dst][node_id]
+        del self._attrs[node_id]
 
     def copy(self) -> "Graph":
-        return Graph(self.name, self.g.copy())
+        g = Graph(self.name)
+        g._attrs = {n: dict(a) for n, a in self._attrs.items()}
+        g._succ = {n: dict(s) for n, s in self._succ.items()}
+        g._pred = {n: dict(p) for n, p in self._pred.items()}
+        g._seq = self._seq
+        return g
 
     # --- queries
     def __contains__(self, node_id: str) -> bool:
-        return node_id in self.g
+        return node_id in self._attrs
 
     def __len__(self) -> int:
-        return self.g.number_of_nodes()
+        return len(self._attrs)
+
+    def __iter__(self) -> Iterator[str]:
+        """Node ids in creation order (not necessarily topological: see `order`)."""
+        return iter(self._attrs)
+
+    def attrs(self, node_id: str) -> dict:
+        """A copy of the node's attributes (op, inputs, loc, seq and, once inferred, shape)."""
+        return dict(self._attrs[node_id])
 
     def op(self, node_id: str) -> Op:
-        return self.g.nodes[node_id]["op"]
+        return self._attrs[node_id]["op"]
 
     def inputs(self, node_id: str) -> tuple[str, ...]:
-        return self.g.nodes[node_id]["inputs"]
+        return self._attrs[node_id]["inputs"]
 
     def loc(self, node_id: str):
-        return self.g.nodes[node_id]["loc"]
+        return self._attrs[node_id]["loc"]
 
     def shape(self, node_id: str) -> Shape:
-        return self.g.nodes[node_id]["shape"]
+        return self._attrs[node_id]["shape"]
+
+    def has_shape(self, node_id: str) -> bool:
+        return "shape" in self._attrs[node_id]
+
+    def predecessors(self, node_id: str) -> list[str]:
+        """Distinct inputs, in the order they first appear."""
+        return list(self._pred[node_id])
 
     def consumers(self, node_id: str) -> list[str]:
         """Distinct consumers, in creation order."""
-        return sorted(self.g.successors(node_id), key=lambda n: self.g.nodes[n]["seq"])
+        return sorted(self._succ[node_id], key=lambda n: self._attrs[n]["seq"])
 
     def order(self) -> list[str]:
-        """Deterministic topological order (ties broken by creation order)."""
-        seq = nx.get_node_attributes(self.g, "seq")
-        return list(nx.lexicographical_topological_sort(self.g, key=lambda n: seq[n]))
+        """Deterministic topological order: of the nodes whose inputs are all placed, the one
+        created first comes next (networkx's lexicographical_topological_sort keyed by creation
+        order). Raises `CycleError` if there is none."""
+        seq = {n: a["seq"] for n, a in self._attrs.items()}
+        indeg = {n: len(p) for n, p in self._pred.items()}
+        ready = [(seq[n], n) for n, d in indeg.items() if d == 0]
+        heapq.heapify(ready)
+        out = []
+        while ready:
+            _, n = heapq.heappop(ready)
+            out.append(n)
+            for m in self._succ[n]:
+                indeg[m] -= 1
+                if indeg[m] == 0:
+                    heapq.heappush(ready, (seq[m], m))
+        if len(out) != len(self._attrs):
+            raise CycleError(f"graph {self.name!r} has a cycle")
+        return out
+
+    def ancestors(self, node_id: str) -> set[str]:
+        """Every node with a path to `node_id` (not itself)."""
+        return self._reach(node_id, self._pred)
+
+    def descendants(self, node_id: str) -> set[str]:
+        """Every node reachable from `node_id` (not itself)."""
+        return self._reach(node_id, self._succ)
+
+    @staticmethod
+    def _reach(start: str, adj: dict[str, dict[str, None]]) -> set[str]:
+        seen: set[str] = set()
+        stack = list(adj[start])
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(adj[n])
+        return seen
+
+    def to_networkx(self):
+        """The graph as a `networkx.DiGraph`: same node keys, attributes (copied) and edges,
+        nodes inserted in creation order. Imports networkx."""
+        import networkx as nx
+
+        d = nx.DiGraph(name=self.name)
+        for n, a in self._attrs.items():
+            d.add_node(n, **a)
+        d.add_edges_from((u, v) for u, vs in self._succ.items() for v in vs)
+        return d
 
     def nodes(self, kind: type | tuple[type, ...] | None = None) -> Iterator[str]:
         for n in self.order():
@@ -207,8 +308,7 @@ class Graph:
                 yield n
 
     def count(self, kind: type | tuple[type, ...]) -> int:
-        return sum(1 for _, d in self.g.nodes(data=True) if isinstance(d["op"], kind))
-
+        return sum(1 for a in self._attrs.values() if isinstance(a["op"], kind))
     @property
     def input_id(self) -> str:
         return next(n for n in self.nodes(Input))

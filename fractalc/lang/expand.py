@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import networkx as nx
 
 from fractalc import ir, limits
 from fractalc.ir import shapes
@@ -159,7 +158,7 @@ class GraphBuilder:
             raise SizeGuardError(f"expansion refused: more than {self.max_nodes:,} nodes", loc)
         nid = node_id or self.new_id(stem)
         self.graph.add(nid, op, tuple(t.id for t in inputs), loc)
-        self.graph.g.nodes[nid]["shape"] = shape
+        self.graph.set_shape(nid, shape)
         return Tensor(nid, shape)
 
     def push(self, name: str):
@@ -745,7 +744,7 @@ def expand(spec: Spec, params: dict, network: S.Network | None = None,
         b = _run(spec, params, GraphBuilder(net.name, max_nodes), net, max_nesting, max_steps)
     g = b.graph
     # Values a spec computes but never uses (e.g. channels(conv[8](z))) leave dead nodes.
-    live = nx.ancestors(g.g, g.output_id) | {g.output_id}
-    for n in [n for n in g.g if n not in live]:
+    live = g.ancestors(g.output_id) | {g.output_id}
+    for n in [n for n in g if n not in live]:
         g.remove(n)
     return g

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-import networkx as nx
-
 from fractalc import limits
 from fractalc.lang import syntax as S
 from fractalc.errors import SpecError
@@ -344,15 +342,57 @@ def _can_finish(e, scc: set[str], finishing: set[str], local: set[str]) -> bool:
     return all(_can_finish(c, scc, finishing, local) for c in S.children(e))
 
 
-def _check_base_cases(spec: Spec) -> None:
-    g = nx.DiGraph()
-    for name, rule in spec.rules.items():
-        g.add_node(name)
-        for ref in _rule_refs(spec, rule):
-            g.add_edge(name, ref)
-    for comp in nx.strongly_connected_components(g):
-        if len(comp) == 1 and not g.has_edge(next(iter(comp)), next(iter(comp))):
+def _cycles(calls: dict[str, list[str]]) -> list[set[str]]:
+    """The strongly connected components of the rule call graph that contain a cycle (a
+    component of several rules, or one rule calling itself), in definition order.
+
+    Tarjan's algorithm, iterative (a hostile spec may define thousands of rules); written out
+    here rather than taken from networkx, whose import would cost every command more time than
+    parsing and compiling a spec (see `fractalc.ir.graph`)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    comps: list[set[str]] = []
+    for root in calls:
+        if root in index:
             continue
+        work = [(root, iter(calls[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, it = work[-1]
+            for w in it:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(calls[w])))
+                    break
+                if w in on_stack:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    comp = set()
+                    while True:
+                        w = stack.pop()
+                        on_stack.discard(w)
+                        comp.add(w)
+                        if w == v:
+                            break
+                    if len(comp) > 1 or v in calls[v]:
+                        comps.append(comp)
+    order = {name: i for i, name in enumerate(calls)}
+    return sorted(comps, key=lambda c: min(order[n] for n in c))
+
+
+def _check_base_cases(spec: Spec) -> None:
+    calls = {name: sorted(_rule_refs(spec, rule)) for name, rule in spec.rules.items()}
+    for comp in _cycles(calls):
         # The rules that can finish, to a fixed point: one with a branch free of the cycle's
         # rules, then one whose branch only calls those (f calls g[n - 1], g has a base case).
         finishing: set[str] = set()

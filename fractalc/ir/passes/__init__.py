@@ -18,7 +18,7 @@ def run_default(graph: ir.Graph) -> ir.Graph:
     repeat work: `verify` recomputes each node's shape from its inputs and refuses any
     mismatch, so skipping the pass checks exactly as much."""
     g = collapse_joins(graph)
-    if any("shape" not in d for _, d in g.g.nodes(data=True)):
+    if not all(g.has_shape(n) for n in g):
         g = infer_shapes(g)
     verify(g)
     return g

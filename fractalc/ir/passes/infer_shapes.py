@@ -14,5 +14,5 @@ def infer_shapes(graph: ir.Graph) -> ir.Graph:
     for n in g.order():
         ins = g.inputs(n)
         names = [f"input {i + 1} ({src})" for i, src in enumerate(ins)]
-        g.g.nodes[n]["shape"] = shapes.infer(g.op(n), [g.shape(s) for s in ins], names, g.loc(n))
+        g.set_shape(n, shapes.infer(g.op(n), [g.shape(s) for s in ins], names, g.loc(n)))
     return g

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import re
 
-import networkx as nx
-
 from fractalc import ir
 from fractalc.ir import ops, shapes
 from fractalc.errors import FractalcError
@@ -23,17 +21,20 @@ class IRError(FractalcError):
 
 
 def verify(graph: ir.Graph) -> None:
-    g = graph.g
-    if not nx.is_directed_acyclic_graph(g):
-        raise IRError(f"graph {graph.name!r} has a cycle")
-    inputs = [n for n, d in g.nodes(data=True) if isinstance(d["op"], ir.Input)]
-    outputs = [n for n, d in g.nodes(data=True) if isinstance(d["op"], ir.Output)]
+    g = graph
+    try:
+        g.order()
+    except ir.CycleError:
+        raise IRError(f"graph {graph.name!r} has a cycle") from None
+    inputs = [n for n in g if isinstance(g.op(n), ir.Input)]
+    outputs = [n for n in g if isinstance(g.op(n), ir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
         raise IRError(f"graph {graph.name!r} needs one Input and one Output, has {len(inputs)} and {len(outputs)}")
     (inp,), (out,) = inputs, outputs
-    reach = nx.descendants(g, inp) | {inp}
-    back = nx.ancestors(g, out) | {out}
-    for n, d in g.nodes(data=True):
+    reach = g.descendants(inp) | {inp}
+    back = g.ancestors(out) | {out}
+    for n in g:
+        d = g.attrs(n)
         op = d["op"]
         if type(op) not in ops.OPS:
             raise IRError(f"node {n!r} has an unknown op {op!r}")
@@ -46,7 +47,7 @@ def verify(graph: ir.Graph) -> None:
             raise IRError(f"Input {n!r} has inputs")
         if not isinstance(op, ir.Input) and not ins:
             raise IRError(f"node {n!r} has no inputs")
-        if isinstance(op, ir.Output) and (len(ins) != 1 or g.out_degree(n)):
+        if isinstance(op, ir.Output) and (len(ins) != 1 or g.consumers(n)):
             raise IRError(f"Output {n!r} must have one input and no consumers")
         if n not in reach:
             raise IRError(f"node {n!r} is not reachable from the input")
@@ -54,6 +55,6 @@ def verify(graph: ir.Graph) -> None:
             raise IRError(f"node {n!r} does not contribute to the output (dead code)")
         if "shape" not in d:
             raise IRError(f"node {n!r} has no shape; run infer_shapes first")
-        want = shapes.infer(op, [g.nodes[s]["shape"] for s in ins], None, d.get("loc"))
+        want = shapes.infer(op, [g.shape(s) for s in ins], None, d.get("loc"))
         if tuple(d["shape"]) != want:
             raise IRError(f"node {n!r} has shape {d['shape']}, its inputs give {want}")
