@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     info = bench.cpu_info()
     tuning = bench.engine_tuning()
     print(f"# {info['cpu']} | ISAs {', '.join(info['isas'])} | {info['cpus']} CPUs | load {info['loadavg']:.2f}")
-    print(f"# engine kernels: {tuning}")
+    print(f"# engine kernels: {bench.format_tuning(tuning)}")
     if "openvino" not in engines:
         print("# openvino not installed (pip install 'fractalc[bench]'): not compared")
     out = {"cpu": info, "tuning": tuning, "engines": engines, "repeats": args.repeats,

@@ -111,14 +111,45 @@ def openvino_runner(onnx_bytes: bytes, threads: int):
     return run
 
 
+FLOAT_TILES = {"avx512": "12 pixels x 32 channels", "avx2": "3 pixels x 32 channels",
+               "portable": "1 pixel x 64 channels"}
+
+
 def engine_tuning(isa: str | None = None) -> dict:
-    """The kernel shapes the native engine uses on this CPU (a table by ISA; see README)."""
+    """The kernel shapes the native engine uses on this CPU, and how the binary tile was chosen.
+
+    The binary kernel's register tile is chosen per CPU at first use (backends/xnor/src/conv.cpp,
+    ``conv_tile``): ``$FRACTALC_TILE`` (a tile such as ``6x32``, ``table`` or ``calibrate``), else
+    a per-user cache file, else a ~2 ms measurement of the candidates; the float tile is fixed per
+    ISA."""
     from . import kernels
     isa = kernels.resolve_isa(isa)
-    table = {"avx512": {"binary_tile": "6 pixels x 32 channels", "float_tile": "6 pixels x 64 channels"},
-             "avx2": {"binary_tile": "3 pixels x 32 channels", "float_tile": "3 pixels x 32 channels"},
-             "portable": {"binary_tile": "4 pixels x 32 channels", "float_tile": "1 pixel x 64 channels"}}
-    return {"isa": isa, **table[isa], "split": "8 work items per thread (pixel tiles x channel blocks)"}
+    cpu, tile, how, detail = kernels._xnor.tile_choice(isa)
+    p, c = tile.split("x")
+    return {"isa": isa, "cpu": cpu, "binary_tile": f"{p} pixels x {c} channels", "binary_tile_name": tile,
+            "binary_tile_how": how, "binary_tile_detail": detail,
+            "binary_tile_candidates": list(kernels._xnor.tile_candidates(isa)),
+            "float_tile": FLOAT_TILES.get(isa, "1 pixel x 64 channels"),
+            "split": "8 work items per thread (pixel tiles x channel groups)"}
+
+
+def format_tuning(t: dict) -> str:
+    """One line: the CPU, the binary tile and how it was chosen, the float tile."""
+    detail = f"; {t['binary_tile_detail']}" if t.get("binary_tile_detail") else ""
+    return (f"{t['cpu']} | {t['isa']} kernels, binary tile {t['binary_tile_name']} ({t['binary_tile_how']}{detail}), "
+            f"float tile {t['float_tile']}, {t['split']}")
+
+
+def tile_candidates(isa: str | None = None) -> list[str]:
+    """The binary kernel tiles ``isa``'s path supports (``"6x32"``, ...), its table default first."""
+    from . import kernels
+    return list(kernels._xnor.tile_candidates(kernels.resolve_isa(isa)))
+
+
+def set_tile(tile: str | None, isa: str | None = None) -> None:
+    """Forces the binary kernel tile of ``isa`` in this process (benchmarks, tests); None clears."""
+    from . import kernels
+    kernels._xnor.set_tile(kernels.resolve_isa(isa), tile or "")
 
 
 def cold_vs_steady(run, x, rounds: int = 7, idle_s: float = 0.2) -> dict:

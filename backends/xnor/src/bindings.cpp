@@ -131,6 +131,26 @@ NB_MODULE(_xnor, m) {
         return r;
     });
     m.def("best_isa", [] { return std::string(isa_name(best_isa())); });
+    // The binary kernel's per-CPU register tile (conv.h): the choice and how it was made, the
+    // candidates, and a process-wide override for tests and benchmarks ("" clears it).
+    m.def("tile_choice", [](const std::string& isa) {
+        const TileChoice c = tile_choice(parse_isa(isa));
+        return std::vector<std::string>{cpu_description(), tile_name(c.tile), c.how, c.detail};
+    });
+    m.def("tile_candidates", [](const std::string& isa) {
+        std::vector<std::string> r;
+        for (Tile t : tile_candidates(parse_isa(isa))) r.push_back(tile_name(t));
+        return r;
+    });
+    m.def("set_tile", [](const std::string& isa, const std::string& tile) {
+        Tile t;
+        if (!tile.empty()) {
+            for (Tile c : tile_candidates(parse_isa(isa)))
+                if (tile_name(c) == tile) t = c;
+            require(t != Tile{}, "the " + isa + " kernel has no " + tile + " tile");
+        }
+        set_tile_override(parse_isa(isa), t);
+    });
 
     m.def("pack_nhwc", [](Arr<const float, 2> x, Arr<uint64_t, 2> out, int threads, const std::string& isa) {
         const int C = static_cast<int>(x.shape(1));

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -12,6 +13,33 @@
 namespace xnor {
 
 enum class OutKind : int { int32 = 0, affine = 1, bits = 2 };
+
+// The register tile of the binary kernel: pixels x output channels (channels a multiple of 32).
+// Every tile gives the same bytes (integer counts, the same epilogue per element); only speed
+// differs, by micro-architecture, so the tile is chosen per CPU (conv_tile).
+struct Tile {
+    int pixels = 0, channels = 0;  // {0, 0}: the process-wide choice for the ISA
+    bool operator==(const Tile&) const = default;
+};
+std::string tile_name(Tile t);               // "6x32"
+std::vector<Tile> tile_candidates(Isa isa);  // the tiles isa's kernel supports, the default first
+// The tile used for isa: set_tile_override's, else $FRACTALC_TILE ("6x32": forced; "table": the
+// CPUID table; "calibrate": measure now), else a per-user cache file, else a measurement of the
+// candidates on two small convolutions (one thread, 2-3 ms, once per process and ISA),
+// written to the cache file ($FRACTALC_TILE_CACHE: its directory, or "off"; default
+// $XDG_CACHE_HOME/fractalc or ~/.cache/fractalc) atomically.
+Tile conv_tile(Isa isa);
+// Forces a tile for isa in this process (tests, benchmarks); {0, 0} clears. Throws
+// std::invalid_argument for a tile isa does not support.
+void set_tile_override(Isa isa, Tile t);
+struct TileChoice {
+    Tile tile;
+    std::string how;       // "override", "environment", "table", "cache file PATH", "calibrated"
+    std::string detail;    // e.g. the measured microseconds per candidate
+};
+TileChoice tile_choice(Isa isa);  // conv_tile's answer and how it was reached
+// This CPU: "vendor family 0x19 model 0x11: brand string" (x86 CPUID), or the machine name.
+std::string cpu_description();
 
 // Where and how a convolution writes its result; output is NHWC (N, Ho, Wo, C_out) for int32
 // and affine, (N, Ho, Wo, ceil(C_out/64)) uint64 for bits (must be zero-initialised).
@@ -39,7 +67,9 @@ public:
 
     int out_size(int in, int k) const { return (in + 2 * pad_ - k) / stride_ + 1; }
     // x: (N, H, W, Cw) words. Throws std::invalid_argument when the input is too small.
-    void run(const uint64_t* x, int N, int H, int W, const Output& out, int threads, Isa isa) const;
+    // tile {0, 0}: conv_tile(isa).
+    void run(const uint64_t* x, int N, int H, int W, const Output& out, int threads, Isa isa,
+             Tile tile = {}) const;
 
     int c_out, kh, kw, c_in, cw;
 

@@ -18,6 +18,8 @@ struct ConvJob {
     std::size_t img_words, row_stride;
     int cw, kh, L, c_out, c_in, K;
     int Ho, Wo, stride, nct, np_tile;
+    int ng = 1;                // 32-channel tiles per work item (a kernel's channel tile / 32)
+    int ngrp = 0;              // work items per pixel tile: ceil(nct / ng)
     std::size_t items, pixels;
     const uint64_t* wt;
     std::size_t wt_tile;       // words per output-channel tile
@@ -106,7 +108,8 @@ inline void store_one(const ConvJob& j, std::size_t m, int ct, const int32_t* co
     }
 }
 
-// Items are (pixel tile, channel tile) pairs, channel tile fastest; part `tid` of `nthreads`
+// Items are (pixel tile, channel group) pairs, channel group fastest (a group is ng 32-channel
+// tiles: 1 except for kernels with a wider channel tile); part `tid` of `nthreads`
 // is a contiguous share, so each output element has one writer and its value does not depend
 // on the split.
 // Stores a whole (np pixels x 32 channels) tile; corr[p] is pixel p's correction row or null.
@@ -124,8 +127,9 @@ inline void tile_then_store(const ConvJob& j, const uint64_t* const* xs, int np,
     store_tile(j, m0, np, ct, corr, cnt);
 }
 
-// tile_store(j, xs, np, m0, ct, corr, scratch) computes and stores one (np pixels x 32 channels)
-// item; scratch holds kMaxPixTile * kCoTile counts for paths that go through memory.
+// tile_store(j, xs, np, m0, g, corr, scratch) computes and stores one item: np pixels x channel
+// group g (with ng = 1, g is the 32-channel tile); scratch holds kMaxPixTile * kCoTile counts
+// for paths that go through memory.
 template <auto tile_store>
 inline void work_loop(void* ctx, int tid, int nthreads) {
     const ConvJob& j = *static_cast<const ConvJob*>(ctx);
@@ -136,13 +140,13 @@ inline void work_loop(void* ctx, int tid, int nthreads) {
     const int32_t* corr[kMaxPixTile];
     if (b >= e) return;
     std::size_t it = b;
-    std::size_t pt = b / j.nct;
-    int ct0 = static_cast<int>(b % j.nct);
+    std::size_t pt = b / j.ngrp;
+    int ct0 = static_cast<int>(b % j.ngrp);
     // (n, oy, ox) of the tile's first pixel; the pixel loop below leaves it at the next tile's.
     std::size_t n = pt * j.np_tile / hw;
     int oy = static_cast<int>(pt * j.np_tile % hw / j.Wo), ox = static_cast<int>(pt * j.np_tile % hw % j.Wo);
     while (it < e) {
-        const int ct1 = static_cast<int>(std::min<std::size_t>(j.nct, ct0 + (e - it)));
+        const int ct1 = static_cast<int>(std::min<std::size_t>(j.ngrp, ct0 + (e - it)));
         const std::size_t m0 = pt * j.np_tile;
         const int np = static_cast<int>(std::min<std::size_t>(j.np_tile, j.pixels - m0));
         for (int p = 0; p < np; ++p) {

@@ -351,6 +351,13 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
             if (!op.w[k]) chk(r.w[k].off == 0 && r.w[k].bytes == 0, "unused weight slots must be empty");
     }
     need(defined[output], "the output value is not computed by any op");
+    // The binary kernel's tile for this CPU is chosen (measured or read from the cache file)
+    // here, at load, rather than in the first call.
+    for (const Op& op : ops)
+        if (op.conv) {
+            xnor::conv_tile(xnor::best_isa());
+            break;
+        }
 }
 
 void Engine::plan(int64_t n) {

@@ -90,57 +90,79 @@ inline void tile_scalar(const ConvJob& j, const float* const* rows, int np, std:
 #if defined(__x86_64__)
 #define FK_AVX512 __attribute__((target("avx512f")))
 
+// AVX-512: a 12 pixel x 32 channel register tile (24 zmm accumulators) read straight from the
+// padded input (the kw*C inputs under one kernel row are contiguous: no gather copy), two weight
+// vectors and 12 broadcasts per input for 24 FMAs. Work items are channel-block major, so a
+// thread's run of pixel tiles streams its block's weights (Bi-Real's stem: 147 x 32 floats,
+// 18.4 KB) from L1; a 64-channel block (37 KB) does not fit Zen 4's 32 KB L1 and ran at ~75 %
+// of the FMA peak instead of ~90 %. Same fma chain per output as every other path.
+constexpr int kPix512 = 12;
+
 template <int NP>
-FK_AVX512 inline void tile_avx512(const ConvJob& j, const float* const* rows, std::size_t m0, int cb) {
-    const std::size_t K = static_cast<std::size_t>(j.kh) * j.kw * j.C;
-    for (int co0 = 64 * cb; co0 < j.Co && co0 < 64 * (cb + 1); co0 += 64) {
-        __mmask16 mk[4];
-        for (int k = 0; k < 4; ++k) {
-            const int n = j.Co - co0 - 16 * k;
-            mk[k] = n >= 16 ? static_cast<__mmask16>(0xffff) : n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1);
-        }
-        __m512 acc[NP][4];
-        for (int p = 0; p < NP; ++p)
-            for (int k = 0; k < 4; ++k) acc[p][k] = _mm512_setzero_ps();
-        const float* wc = j.w + co0;
-        for (std::size_t c = 0; c < K; ++c, wc += j.Co) {
-            const __m512 w0 = _mm512_maskz_loadu_ps(mk[0], wc);
-            const __m512 w1 = _mm512_maskz_loadu_ps(mk[1], wc + 16);
-            const __m512 w2 = _mm512_maskz_loadu_ps(mk[2], wc + 32);
-            const __m512 w3 = _mm512_maskz_loadu_ps(mk[3], wc + 48);
+FK_AVX512 inline void tile_avx512(const ConvJob& j, const float* const* base, std::size_t m0, int cb) {
+    const int co0 = 32 * cb;
+    const int n = j.Co - co0;
+    const __mmask16 k0 = n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1);
+    const __mmask16 k1 = n >= 32 ? static_cast<__mmask16>(0xffff)
+                                 : n <= 16 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << (n - 16)) - 1);
+    const std::size_t L = static_cast<std::size_t>(j.kw) * j.C;
+    const std::size_t rowstep = static_cast<std::size_t>(j.Wp) * j.C;
+    __m512 acc[NP][2];
+#pragma GCC unroll 12
+    for (int p = 0; p < NP; ++p) acc[p][0] = acc[p][1] = _mm512_setzero_ps();
+    const float* wc = j.w + co0;
+    for (int ky = 0; ky < j.kh; ++ky) {
+        const float* x[NP];
+#pragma GCC unroll 12
+        for (int p = 0; p < NP; ++p) x[p] = base[p] + ky * rowstep;
+        for (std::size_t t = 0; t < L; ++t, wc += j.Co) {
+            const __m512 w0 = _mm512_maskz_loadu_ps(k0, wc);
+            const __m512 w1 = _mm512_maskz_loadu_ps(k1, wc + 16);
+#pragma GCC unroll 12
             for (int p = 0; p < NP; ++p) {
-                const __m512 a = _mm512_set1_ps(rows[p][c]);
+                const __m512 a = _mm512_set1_ps(x[p][t]);
                 acc[p][0] = _mm512_fmadd_ps(a, w0, acc[p][0]);
                 acc[p][1] = _mm512_fmadd_ps(a, w1, acc[p][1]);
-                acc[p][2] = _mm512_fmadd_ps(a, w2, acc[p][2]);
-                acc[p][3] = _mm512_fmadd_ps(a, w3, acc[p][3]);
             }
         }
-        for (int p = 0; p < NP; ++p) {
-            float* o = j.out + (m0 + p) * j.Co + co0;
-            for (int k = 0; k < 4; ++k)
-                _mm512_mask_storeu_ps(o + 16 * k, mk[k],
-                                      _mm512_add_ps(acc[p][k], _mm512_maskz_loadu_ps(mk[k], j.b + co0 + 16 * k)));
+    }
+    const __m512 b0 = _mm512_maskz_loadu_ps(k0, j.b + co0), b1 = _mm512_maskz_loadu_ps(k1, j.b + co0 + 16);
+    const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 12
+    for (int p = 0; p < NP; ++p) {
+        __m512 y0 = _mm512_add_ps(acc[p][0], b0), y1 = _mm512_add_ps(acc[p][1], b1);
+        if (j.relu) {  // max(0, y) = (0 > y ? 0 : y): y < 0 ? 0 : y, NaN and -0.0 kept
+            y0 = _mm512_max_ps(zero, y0);
+            y1 = _mm512_max_ps(zero, y1);
         }
+        float* o = j.out + (m0 + p) * j.Co + co0;
+        _mm512_mask_storeu_ps(o, k0, y0);
+        _mm512_mask_storeu_ps(o + 16, k1, y1);
     }
 }
 
-FK_AVX512 void work_avx512(const ConvJob& j, std::size_t i0, std::size_t i1, float* buf) {
-    const float* rows[kPix];
+FK_AVX512 void work_avx512(const ConvJob& j, std::size_t i0, std::size_t i1) {
+    const std::size_t pixels = static_cast<std::size_t>(j.N) * j.Ho * j.Wo;
+    const float* base[kPix512];
     for (std::size_t i = i0; i < i1; ++i) {
-        const std::size_t t = i / j.nco;
-        const int cb = static_cast<int>(i % j.nco);
-        const std::size_t m0 = t * kPix;
-        const int np = tile_rows(j, t, buf, rows);
+        const int cb = static_cast<int>(i / j.tiles);
+        const std::size_t m0 = i % j.tiles * kPix512;
+        const int np = static_cast<int>(std::min<std::size_t>(kPix512, pixels - m0));
+        for (int p = 0; p < np; ++p) base[p] = pixel_base(j, m0 + p);
         switch (np) {
-            case 6: tile_avx512<6>(j, rows, m0, cb); break;
-            case 5: tile_avx512<5>(j, rows, m0, cb); break;
-            case 4: tile_avx512<4>(j, rows, m0, cb); break;
-            case 3: tile_avx512<3>(j, rows, m0, cb); break;
-            case 2: tile_avx512<2>(j, rows, m0, cb); break;
-            default: tile_avx512<1>(j, rows, m0, cb); break;
+            case 12: tile_avx512<12>(j, base, m0, cb); break;
+            case 11: tile_avx512<11>(j, base, m0, cb); break;
+            case 10: tile_avx512<10>(j, base, m0, cb); break;
+            case 9: tile_avx512<9>(j, base, m0, cb); break;
+            case 8: tile_avx512<8>(j, base, m0, cb); break;
+            case 7: tile_avx512<7>(j, base, m0, cb); break;
+            case 6: tile_avx512<6>(j, base, m0, cb); break;
+            case 5: tile_avx512<5>(j, base, m0, cb); break;
+            case 4: tile_avx512<4>(j, base, m0, cb); break;
+            case 3: tile_avx512<3>(j, base, m0, cb); break;
+            case 2: tile_avx512<2>(j, base, m0, cb); break;
+            default: tile_avx512<1>(j, base, m0, cb); break;
         }
-        if (j.relu) relu_block(j, m0, np, cb);
     }
 }
 
@@ -221,7 +243,6 @@ void conv_work(void* ctx, int part, int nparts) {
         buf = tls.data();
     }
 #if defined(__x86_64__)
-    if (j.isa == Isa::avx512) return work_avx512(j, t0, t1, buf);
     if (j.isa == Isa::avx2) return work_avx2(j, t0, t1, buf);
 #endif
     work_portable(j, t0, t1, buf);
@@ -242,6 +263,15 @@ void split_rows(std::size_t rows, int threads, std::size_t grain, F&& f) {
     parallel_run(threads, parts_for(rows / (grain ? grain : 1) + 1, threads), work, &c);
 }
 
+#if defined(__x86_64__)
+void conv_work_avx512(void* ctx, int part, int nparts) {
+    const ConvJob& j = *static_cast<const ConvJob*>(ctx);
+    const std::size_t items = j.tiles * j.nco;
+    const std::size_t i0 = items * part / nparts, i1 = items * (part + 1) / nparts;
+    if (i0 < i1) work_avx512(j, i0, i1);
+}
+#endif
+
 }  // namespace
 
 void conv_float(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
@@ -249,6 +279,16 @@ void conv_float(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, i
     ConvJob j{xp, N, Hp, Wp, C, kh, kw, stride, (Hp - kh) / stride + 1, (Wp - kw) / stride + 1, Co, w, b, relu,
               out, 0, (Co + 63) / 64, isa};
     const std::size_t pixels = static_cast<std::size_t>(N) * j.Ho * j.Wo;
+#if defined(__x86_64__)
+    if (isa == Isa::avx512) {
+        // items: 32-channel blocks x 12-pixel tiles, block-major (see tile_avx512)
+        j.tiles = (pixels + kPix512 - 1) / kPix512;
+        j.nco = (Co + 31) / 32;
+        if (j.tiles == 0) return;
+        parallel_run(threads, parts_for(j.tiles * j.nco, threads), conv_work_avx512, &j);
+        return;
+    }
+#endif
     j.tiles = (pixels + kPix - 1) / kPix;
     if (j.tiles == 0) return;
     // pixel tiles x channel blocks, pixel-major: a tile's gathered inputs stay in cache across

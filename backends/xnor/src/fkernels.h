@@ -15,7 +15,8 @@ namespace xnor {
 // [kh][kw*C][Co] (HWIO), b (Co); out (N, Ho, Wo, Co) with Ho = (Hp - kh)/s + 1 (same for W).
 //   acc = fma(x, w, acc) over ky, then t = kx*C + c ascending, from 0; y = acc + b; relu opt.
 // The kw*C inputs under one kernel row are contiguous, so no im2col is needed: a register tile
-// of pixels x 64 output channels walks them (AVX-512: 6 x 64 in 24 zmm; AVX2: 3 x 32).
+// of pixels x output channels walks them (AVX-512: 12 x 32 in 24 zmm, read in place, items
+// channel-block major so the block's weights stay in L1; AVX2: 3 x 32 on gathered windows).
 void conv_float(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
                 int Co, const float* b, bool relu, float* out, int threads, Isa isa);
 

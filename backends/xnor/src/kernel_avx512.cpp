@@ -1,6 +1,6 @@
-// AVX-512 VPOPCNTDQ micro-kernel: NP pixels x 32 output channels held in NP*4 zmm accumulators
-// (24 for NP = 6). Per input word: four weight-vector loads, NP broadcasts, and NP*4
-// xor/popcount/add triples (see docs in ../shared xnor-performance-notes). The epilogue works on
+// AVX-512 VPOPCNTDQ micro-kernel: NP pixels x 32 (or 64) output channels held in NP*4 (NP*8) zmm
+// accumulators (24 for 6 x 32 or 3 x 64; the tile is chosen per CPU: conv_tile in conv.cpp).
+// Per input word: 4*NG weight-vector loads, NP broadcasts, and NP*4*NG xor/popcount/add triples (see docs in ../shared xnor-performance-notes). The epilogue works on
 // the accumulators in registers: one permute per 16 channels narrows the 64-bit counts to
 // int32 lanes (no store and reload of the counts), then the zero-padding correction and the
 // requested output transform; channels past c_out are masked off.
@@ -89,60 +89,75 @@ XNOR_AVX512 inline void store_tile(const ConvJob& j, std::size_t m0, int ct, con
     }
 }
 
-template <int NP>
+// NP pixels x NG 32-channel tiles (NG = 1 or 2; the weights of tile ct + 1 follow those of ct
+// at wt_tile words, so the two tiles are two sequential weight streams).
+template <int NP, int NG>
 XNOR_AVX512 inline void tile(const ConvJob& j, const uint64_t* const* xs, std::size_t m0, int ct,
                              const int32_t* const* corr) {
+    constexpr int NV = 4 * NG;
     const uint64_t* wt = j.wt + ct * j.wt_tile;
     const int L = j.L;
     const std::size_t rs = j.row_stride;
-    __m512i acc[NP][4];
+    __m512i acc[NP][NV];
 #pragma GCC unroll 8
     for (int p = 0; p < NP; ++p)
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; ++q) acc[p][q] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int q = 0; q < NV; ++q) acc[p][q] = _mm512_setzero_si512();
     for (int ky = 0; ky < j.kh; ++ky) {
         const uint64_t* w = wt + static_cast<std::size_t>(ky) * L * kCoTile;
         const uint64_t* x[NP];
 #pragma GCC unroll 8
         for (int p = 0; p < NP; ++p) x[p] = xs[p] + ky * rs;
         for (int k = 0; k < L; ++k) {
-            const __m512i w0 = _mm512_loadu_si512(w + k * kCoTile);
-            const __m512i w1 = _mm512_loadu_si512(w + k * kCoTile + 8);
-            const __m512i w2 = _mm512_loadu_si512(w + k * kCoTile + 16);
-            const __m512i w3 = _mm512_loadu_si512(w + k * kCoTile + 24);
+            __m512i wv[NV];
+#pragma GCC unroll 8
+            for (int q = 0; q < NV; ++q) wv[q] = _mm512_loadu_si512(w + (q / 4) * j.wt_tile + k * kCoTile + (q % 4) * 8);
 #pragma GCC unroll 8
             for (int p = 0; p < NP; ++p) {
                 const __m512i a = _mm512_set1_epi64(static_cast<long long>(x[p][k]));
-                acc[p][0] = _mm512_add_epi64(acc[p][0], _mm512_popcnt_epi64(_mm512_xor_si512(a, w0)));
-                acc[p][1] = _mm512_add_epi64(acc[p][1], _mm512_popcnt_epi64(_mm512_xor_si512(a, w1)));
-                acc[p][2] = _mm512_add_epi64(acc[p][2], _mm512_popcnt_epi64(_mm512_xor_si512(a, w2)));
-                acc[p][3] = _mm512_add_epi64(acc[p][3], _mm512_popcnt_epi64(_mm512_xor_si512(a, w3)));
+#pragma GCC unroll 8
+                for (int q = 0; q < NV; ++q)
+                    acc[p][q] = _mm512_add_epi64(acc[p][q], _mm512_popcnt_epi64(_mm512_xor_si512(a, wv[q])));
             }
         }
     }
     // Counts are < 2^31: the low dword of each 64-bit lane is the count. Even dwords of (a, b)
     // are channels 0..7 of a then 0..7 of b.
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    __m512i clo[NP], chi[NP];
+#pragma GCC unroll 2
+    for (int g = 0; g < NG; ++g) {
+        __m512i clo[NP], chi[NP];
 #pragma GCC unroll 8
-    for (int p = 0; p < NP; ++p) {
-        clo[p] = _mm512_permutex2var_epi32(acc[p][0], even, acc[p][1]);
-        chi[p] = _mm512_permutex2var_epi32(acc[p][2], even, acc[p][3]);
+        for (int p = 0; p < NP; ++p) {
+            clo[p] = _mm512_permutex2var_epi32(acc[p][4 * g], even, acc[p][4 * g + 1]);
+            chi[p] = _mm512_permutex2var_epi32(acc[p][4 * g + 2], even, acc[p][4 * g + 3]);
+        }
+        store_tile<NP>(j, m0, ct + g, corr, clo, chi);
     }
-    store_tile<NP>(j, m0, ct, corr, clo, chi);
 }
 
 }  // namespace
 
+// Item (np pixels, channel group g): ng = 2 pairs 32-channel tiles (2g, 2g + 1) in one
+// register tile of up to 3 pixels x 64 channels; an odd last tile runs alone.
 XNOR_AVX512 inline void tile_store_avx512(const ConvJob& j, const uint64_t* const* xs, int np, std::size_t m0,
-                                          int ct, const int32_t* const* corr, int32_t*) {
+                                          int g, const int32_t* const* corr, int32_t*) {
+    const int ct = g * j.ng;
+    if (j.ng == 2 && ct + 1 < j.nct) {
+        switch (np) {
+            case 3: tile<3, 2>(j, xs, m0, ct, corr); break;
+            case 2: tile<2, 2>(j, xs, m0, ct, corr); break;
+            default: tile<1, 2>(j, xs, m0, ct, corr); break;
+        }
+        return;
+    }
     switch (np) {
-        case 6: tile<6>(j, xs, m0, ct, corr); break;
-        case 5: tile<5>(j, xs, m0, ct, corr); break;
-        case 4: tile<4>(j, xs, m0, ct, corr); break;
-        case 3: tile<3>(j, xs, m0, ct, corr); break;
-        case 2: tile<2>(j, xs, m0, ct, corr); break;
-        default: tile<1>(j, xs, m0, ct, corr); break;
+        case 6: tile<6, 1>(j, xs, m0, ct, corr); break;
+        case 5: tile<5, 1>(j, xs, m0, ct, corr); break;
+        case 4: tile<4, 1>(j, xs, m0, ct, corr); break;
+        case 3: tile<3, 1>(j, xs, m0, ct, corr); break;
+        case 2: tile<2, 1>(j, xs, m0, ct, corr); break;
+        default: tile<1, 1>(j, xs, m0, ct, corr); break;
     }
 }
 
