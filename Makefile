@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml $(NATIVE)
 	@command -v dot >/dev/null 2>&1 || { echo "installing Debian's graphviz (dot)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) \
 	  || echo "warning: could not install graphviz; render tests that need dot will be skipped"; }
+	@{ command -v aarch64-linux-gnu-g++ && command -v qemu-aarch64; } >/dev/null 2>&1 || { \
+	  echo "installing Debian's g++-aarch64-linux-gnu and qemu-user (the AArch64 cross build and its tests)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++-aarch64-linux-gnu qemu-user >/dev/null) \
+	  || echo "warning: could not install the AArch64 cross toolchain; tests/test_aarch64.py will fail (FRACTALC_TESTS_ALLOW_MISSING=1 skips it)"; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install "torch==2.13.0"
