@@ -5,13 +5,13 @@ bit 1 means -1 (``x < 0``), bit 0 means +1 (``x >= 0``, so sign(0) = +1); unused
 last word are 0. Activations are packed NHWC: ``(N, H, W, ceil(C/64))`` uint64; weights
 ``(C_out, kh, kw, ceil(C_in/64))`` uint64. Over ``n`` real channels, ``dot = n - 2*popcount(a ^ b)``.
 
-ISA: every call takes ``isa=None|"portable"|"avx2"|"avx512"``; ``None`` means the environment
-variable ``FRACTALC_ISA`` if set, else the best path this CPU runs. All paths give identical
-results. Threads: ``threads=None`` means ``FRACTALC_THREADS`` if set, else the CPUs this process
-may use; results are identical for any thread count. Worker threads are persistent; after a call
-they spin ``$FRACTALC_SPIN_US`` microseconds (default 200) before sleeping, so back-to-back
-layers do not pay a wake-up. ``$FRACTALC_XNOR_LIB`` loads another build of the extension (the
-sanitizer build of ``sanitize.sh``).
+ISA: every call takes ``isa=None|"portable"|"avx2"|"avx512"|"neon"`` (neon: AArch64 builds);
+``None`` means the environment variable ``FRACTALC_ISA`` if set, else the best path this CPU runs.
+All paths give identical results. Threads: ``threads=None`` means ``FRACTALC_THREADS`` if set, else
+the CPUs this process may use; results are identical for any thread count. Worker threads are
+persistent; after a call they spin ``$FRACTALC_SPIN_US`` microseconds (default 200) before
+sleeping, so back-to-back layers do not pay a wake-up. ``$FRACTALC_XNOR_LIB`` loads another build
+of the extension (the sanitizer build of ``sanitize.sh``).
 """
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def _load_extension():
 
 _xnor = _load_extension()
 
-ISAS = ("portable", "avx2", "avx512")
+# neon is a known name only where the extension was built for AArch64 (elsewhere: unknown)
+ISAS = ("portable", "avx2", "avx512") + (("neon",) if "neon" in _xnor.available_isas() else ())
 OutputKind = Literal["int32", "float", "bits"]
 
 

@@ -126,7 +126,7 @@ NB_MODULE(_xnor, m) {
 
     m.def("available_isas", [] {
         std::vector<std::string> r;
-        for (Isa i : {Isa::portable, Isa::avx2, Isa::avx512})
+        for (Isa i : {Isa::portable, Isa::avx2, Isa::avx512, Isa::neon})
             if (cpu_supports(i)) r.push_back(isa_name(i));
         return r;
     });
