@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: network -> (spec file, binary params, float params, binary MACs, float MACs)
 ZOO = {
+    "xnornet": ("specs/zoo/xnornet.fr", 58_236_928, 4_150_176, 1_025_744_896, 113_379_328),
     "bireal_resnet18": ("specs/bireal_resnet18.fr", 10_985_472, 704_040, 1_676_279_808, 137_793_536),
     "binary_resnet_e18": ("specs/zoo/binary_resnet_e18.fr", 10_985_472, 704_168, 1_676_279_808, 137_793_536),
     "binary_densenet28": ("specs/binary_densenet28.fr", 4_202_496, 929_000, 3_587_383_296, 202_484_224),
