@@ -126,6 +126,30 @@ class Jobs:
             want["plain"] = ref_pack_last_axis(xs < 0).ravel()
         self.jobs.append((name, layout, want))
 
+    def fconv(self, name, n, h, w, c, k, s, pad, co, relu, rng, dyadic):
+        """The engine's float conv (stem, classifier): on dyadic data (multiples of 1/4 with
+        few bits: every sum exact) equal to torch in float64; on random data within 1e-5."""
+        import torch
+        x = rng.standard_normal((n, h, w, c))
+        wt = rng.standard_normal((k, k, c, co))
+        b = rng.standard_normal(co)
+        if dyadic:
+            x, wt, b = (np.round(a * 4) / 4 for a in (x, wt, b))
+        x, wt, b = (a.astype(np.float32) for a in (x, wt, b))
+        xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        hp, wp = h + 2 * pad, w + 2 * pad
+        ho, wo = (hp - k) // s + 1, (wp - k) // s + 1
+        self.buf += struct.pack("<I9i", 3, n, hp, wp, c, k, k, s, co, relu)
+        self.buf += xp.tobytes() + wt.tobytes() + b.tobytes()
+        ref = torch.nn.functional.conv2d(torch.from_numpy(xp.transpose(0, 3, 1, 2).astype(np.float64)),
+                                         torch.from_numpy(wt.transpose(3, 2, 0, 1).astype(np.float64)),
+                                         torch.from_numpy(b.astype(np.float64)), stride=s)
+        ref = ref.numpy().transpose(0, 2, 3, 1)
+        if relu:
+            ref = np.maximum(ref, 0)
+        self.jobs.append((name, [("out", np.float32, n * ho * wo * co)],
+                          {"out": ref.astype(np.float32).ravel() if dyadic else ("close", ref.ravel())}))
+
     def read(self, data: bytes):
         """{name: (want, {(isa, threads): {part: array}})}"""
         out, off = {}, 0
@@ -167,6 +191,15 @@ def _kernel_jobs() -> Jobs:
             t[5], t[6] = np.inf, -np.inf
             x[0, 7:9] = t[7:9]  # x == t packs +1 either way
         j.pack(f"pack-{pixels}x{c}-stride{stride}", x, c, t, f)
+    # float convs: the ImageNet stem (7x7/2, C = 3), a CIFAR stem, a classifier (1x1, 1000 outputs),
+    # channel counts off multiples of 16, 5 pixels (a 4-pixel tile and a tail)
+    rng = np.random.default_rng(50)
+    for n, h, w, c, k, s, pad, co, relu in ((2, 13, 11, 3, 7, 2, 3, 64, 1), (1, 9, 9, 3, 3, 1, 1, 64, 0),
+                                            (3, 1, 1, 70, 1, 1, 0, 1000, 0), (1, 5, 1, 33, 1, 1, 0, 17, 1),
+                                            (2, 6, 5, 20, 3, 2, 1, 40, 1)):
+        for dyadic in (True, False):
+            j.fconv(f"fconv-n{n}-{h}x{w}x{c}-k{k}-s{s}-p{pad}-co{co}-relu{relu}-{'dyadic' if dyadic else 'random'}",
+                    n, h, w, c, k, s, pad, co, relu, rng, dyadic)
     return j
 
 
@@ -191,7 +224,10 @@ def test_neon_kernels_exact_under_qemu(kernel_results, name):
     for combo, parts in got.items():
         for part, w in want.items():
             g = parts[part]
-            if g.dtype == np.float32:
+            if isinstance(w, tuple):  # ("close", float64 reference): same bytes on every path
+                assert g.tobytes() == got[COMBOS[0]][part].tobytes(), f"{part} on {combo} differs"
+                np.testing.assert_allclose(g, w[1], rtol=1e-5, atol=1e-5 * np.abs(w[1]).max())
+            elif g.dtype == np.float32:
                 assert g.tobytes() == np.asarray(w, np.float32).tobytes(), f"{part} on {combo}"
             else:
                 np.testing.assert_array_equal(g, np.asarray(w).astype(g.dtype), err_msg=f"{part} on {combo}")

@@ -274,8 +274,17 @@ void conv_work_avx512(void* ctx, int part, int nparts) {
 
 }  // namespace
 
+#if defined(__aarch64__)
+// kernel_neon.cpp: 4 pixels x 16 channels, the same fma order as every path here
+void conv_float_neon(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
+                     int Co, const float* b, bool relu, float* out, int threads);
+#endif
+
 void conv_float(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
                 int Co, const float* b, bool relu, float* out, int threads, Isa isa) {
+#if defined(__aarch64__)
+    if (isa == Isa::neon) return conv_float_neon(xp, N, Hp, Wp, C, kh, kw, stride, w, Co, b, relu, out, threads);
+#endif
     ConvJob j{xp, N, Hp, Wp, C, kh, kw, stride, (Hp - kh) / stride + 1, (Wp - kw) / stride + 1, Co, w, b, relu,
               out, 0, (Co + 63) / 64, isa};
     const std::size_t pixels = static_cast<std::size_t>(N) * j.Ho * j.Wo;

@@ -228,5 +228,162 @@ void pack_nchw_neon(const float* x, int C, std::size_t HW, std::size_t h0, std::
         }
 }
 
+// ---- the float convolution of the engine (fkernels.h: conv_float) ----
+//
+// Same contract as every ISA: per output, acc = fma(x, w, acc) over ky, then t = kx*C + c
+// ascending, from +0; y = acc + b; ReLU (y < 0 ? 0 : y). Register tile: 4 pixels x 16 channels
+// (16 accumulators); the inputs are read in place, 4 consecutive t at a time (one q load per
+// pixel), each lane feeding 4 fmla-by-element against that t's weight row, so the fma order per
+// output is the scalar path's. Items are (16-channel block, 4-pixel tile), block-major: a
+// block's weights (K x 16 floats) stay in L1 across its pixel tiles.
+
+namespace {
+
+constexpr int kFPix = 4;
+
+struct FConvJob {
+    const float* xp;
+    int Hp, Wp, C, kh, kw, s, Ho, Wo, Co, Cop;
+    const float* w;  // [kh * kw * C][Cop]
+    const float* b;
+    bool relu;
+    float* out;
+    std::size_t pixels, tiles, items;
+};
+
+template <int NP>
+__attribute__((noinline, optimize("no-schedule-insns"))) void ftile(const FConvJob& j, const float* const* base,
+                                                                     std::size_t m0, int cb) {
+    const int L = j.kw * j.C;
+    const std::size_t rowstep = static_cast<std::size_t>(j.Wp) * j.C;
+    float32x4_t acc[NP][4];
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p)
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) acc[p][q] = vdupq_n_f32(0.0f);
+    const float* wb = j.w + 16 * cb;
+    for (int ky = 0; ky < j.kh; ++ky) {
+        const float* x[NP];
+#pragma GCC unroll 8
+        for (int p = 0; p < NP; ++p) x[p] = base[p] + ky * rowstep;
+        const float* wr = wb + static_cast<std::size_t>(ky) * L * j.Cop;
+        int t = 0;
+        for (; t + 4 <= L; t += 4) {
+            float32x4_t a[NP];
+#pragma GCC unroll 8
+            for (int p = 0; p < NP; ++p) a[p] = vld1q_f32(x[p] + t);
+#pragma GCC unroll 4
+            for (int l = 0; l < 4; ++l) {
+                const float* wt = wr + static_cast<std::size_t>(t + l) * j.Cop;
+                float32x4_t wq[4];
+#pragma GCC unroll 4
+                for (int q = 0; q < 4; ++q) wq[q] = vld1q_f32(wt + 4 * q);
+#pragma GCC unroll 8
+                for (int p = 0; p < NP; ++p) {
+                    // lane l of a[p]; a switch keeps the lane index a constant
+                    float32x4_t* ap = acc[p];
+                    switch (l) {
+                        case 0:
+                            for (int q = 0; q < 4; ++q) ap[q] = vfmaq_laneq_f32(ap[q], wq[q], a[p], 0);
+                            break;
+                        case 1:
+                            for (int q = 0; q < 4; ++q) ap[q] = vfmaq_laneq_f32(ap[q], wq[q], a[p], 1);
+                            break;
+                        case 2:
+                            for (int q = 0; q < 4; ++q) ap[q] = vfmaq_laneq_f32(ap[q], wq[q], a[p], 2);
+                            break;
+                        default:
+                            for (int q = 0; q < 4; ++q) ap[q] = vfmaq_laneq_f32(ap[q], wq[q], a[p], 3);
+                            break;
+                    }
+                }
+            }
+        }
+        for (; t < L; ++t) {
+            const float* wt = wr + static_cast<std::size_t>(t) * j.Cop;
+            float32x4_t wq[4];
+#pragma GCC unroll 4
+            for (int q = 0; q < 4; ++q) wq[q] = vld1q_f32(wt + 4 * q);
+#pragma GCC unroll 8
+            for (int p = 0; p < NP; ++p) {
+                const float32x4_t a = vld1q_dup_f32(x[p] + t);
+#pragma GCC unroll 4
+                for (int q = 0; q < 4; ++q) acc[p][q] = vfmaq_f32(acc[p][q], wq[q], a);
+            }
+        }
+    }
+    const int c0 = 16 * cb, cn = j.Co - c0 < 16 ? j.Co - c0 : 16;
+    const float32x4_t zero = vdupq_n_f32(0.0f);
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) {
+        alignas(16) float y[16];
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) {
+            float32x4_t v = vaddq_f32(acc[p][q], vld1q_f32(j.b + c0 + 4 * q));
+            if (j.relu) v = vbslq_f32(vcltq_f32(v, zero), zero, v);
+            vst1q_f32(y + 4 * q, v);
+        }
+        float* o = j.out + (m0 + p) * j.Co + c0;
+        if (cn == 16) std::memcpy(o, y, sizeof(y));
+        else std::memcpy(o, y, static_cast<std::size_t>(cn) * sizeof(float));
+    }
+}
+
+void fconv_work(void* ctx, int part, int nparts) {
+    const FConvJob& j = *static_cast<const FConvJob*>(ctx);
+    const std::size_t i0 = j.items * part / nparts, i1 = j.items * (part + 1) / nparts;
+    const std::size_t hw = static_cast<std::size_t>(j.Ho) * j.Wo;
+    const float* base[kFPix];
+    for (std::size_t i = i0; i < i1; ++i) {
+        const int cb = static_cast<int>(i / j.tiles);
+        const std::size_t m0 = (i % j.tiles) * kFPix;
+        const int np = static_cast<int>(j.pixels - m0 < kFPix ? j.pixels - m0 : kFPix);
+        for (int p = 0; p < np; ++p) {
+            const std::size_t m = m0 + p, n = m / hw, r = m % hw;
+            const std::size_t oy = r / j.Wo, ox = r % j.Wo;
+            base[p] = j.xp + ((n * j.Hp + oy * j.s) * j.Wp + ox * j.s) * j.C;
+        }
+        switch (np) {
+            case 4: ftile<4>(j, base, m0, cb); break;
+            case 3: ftile<3>(j, base, m0, cb); break;
+            case 2: ftile<2>(j, base, m0, cb); break;
+            default: ftile<1>(j, base, m0, cb); break;
+        }
+    }
+}
+
+}  // namespace
+
+void conv_float_neon(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
+                     int Co, const float* b, bool relu, float* out, int threads) {
+    FConvJob j{};
+    j.xp = xp;
+    j.Hp = Hp, j.Wp = Wp, j.C = C, j.kh = kh, j.kw = kw, j.s = stride;
+    j.Ho = (Hp - kh) / stride + 1, j.Wo = (Wp - kw) / stride + 1;
+    j.Co = Co;
+    j.Cop = (Co + 15) / 16 * 16;
+    j.relu = relu;
+    j.out = out;
+    j.pixels = static_cast<std::size_t>(N) * j.Ho * j.Wo;
+    if (j.pixels == 0) return;
+    // weights and bias padded to whole 16-channel blocks (zeros) unless they already are
+    std::vector<float> wpad, bpad;
+    const std::size_t K = static_cast<std::size_t>(kh) * kw * C;
+    if (j.Cop != Co) {
+        wpad.assign(K * j.Cop, 0.0f);
+        for (std::size_t t = 0; t < K; ++t)
+            std::memcpy(wpad.data() + t * j.Cop, w + t * Co, static_cast<std::size_t>(Co) * sizeof(float));
+        bpad.assign(j.Cop, 0.0f);
+        std::memcpy(bpad.data(), b, static_cast<std::size_t>(Co) * sizeof(float));
+        w = wpad.data();
+        b = bpad.data();
+    }
+    j.w = w;
+    j.b = b;
+    j.tiles = (j.pixels + kFPix - 1) / kFPix;
+    j.items = j.tiles * (j.Cop / 16);
+    parallel_run(threads, parts_for(j.items, threads), fconv_work, &j);
+}
+
 }  // namespace xnor
 #endif  // __aarch64__

@@ -15,6 +15,9 @@
 //   kind 2, thresholded packing: i32 pixels, stride, C; f32 x (pixels, stride); f32 t (C);
 //       u8 flip (C). Results per (ISA, threads): u64 (pixels, ceil(C/64)) thresholded, and when
 //       stride == C the plain sign packing of the same rows.
+//   kind 3, float convolution (the engine's conv_float): i32 n, hp, wp, c, kh, kw, stride, c_out,
+//       relu; f32 x (n, hp, wp, c) (already padded, NHWC); f32 w (kh * kw * c, c_out); f32 b
+//       (c_out). Results per (ISA, threads): f32 (n, ho, wo, c_out).
 // Exit status 0, or 1 with a message on stderr.
 #include <cstdint>
 #include <cstdio>
@@ -24,6 +27,7 @@
 #include <vector>
 
 #include "conv.h"
+#include "fkernels.h"
 #include "xnor.h"
 
 namespace {
@@ -181,6 +185,23 @@ void pack_job(Reader& r, Writer& w, const std::vector<xnor::Isa>& isas, const st
         }
 }
 
+void fconv_job(Reader& r, Writer& w, const std::vector<xnor::Isa>& isas, const std::vector<int>& threads) {
+    const std::vector<int32_t> q = r.take<int32_t>(9);
+    const int n = q[0], hp = q[1], wp = q[2], c = q[3], kh = q[4], kw = q[5], s = q[6], co = q[7];
+    if (n <= 0 || c <= 0 || kh <= 0 || kw <= 0 || s <= 0 || co <= 0 || hp < kh || wp < kw)
+        throw std::runtime_error("bad float conv job");
+    const std::vector<float> x = r.take<float>(static_cast<std::size_t>(n) * hp * wp * c);
+    const std::vector<float> wt = r.take<float>(static_cast<std::size_t>(kh) * kw * c * co);
+    const std::vector<float> b = r.take<float>(co);
+    const std::size_t ho = (hp - kh) / s + 1, wo = (wp - kw) / s + 1;
+    for (xnor::Isa isa : isas)
+        for (int t : threads) {
+            std::vector<float> y(n * ho * wo * co, -7.0f);
+            xnor::conv_float(x.data(), n, hp, wp, c, kh, kw, s, wt.data(), co, b.data(), q[8] != 0, y.data(), t, isa);
+            w.put(y);
+        }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -208,6 +229,7 @@ int main(int argc, char** argv) {
             const uint32_t kind = r.one<uint32_t>();
             if (kind == 1) conv_job(r, w, isas, threads);
             else if (kind == 2) pack_job(r, w, isas, threads);
+            else if (kind == 3) fconv_job(r, w, isas, threads);
             else throw std::runtime_error("unknown job kind " + std::to_string(kind));
             ++jobs;
         }
