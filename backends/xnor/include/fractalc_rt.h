@@ -59,7 +59,8 @@ FRT_API int frt_run(frt_model* m, const float* input, int64_t batch, float* outp
 
 FRT_API int frt_set_threads(frt_model* m, int threads);
 FRT_API int frt_threads(const frt_model* m);
-/* "portable", "avx2" or "avx512" (the default: $FRACTALC_ISA or the best this CPU runs). */
+/* "portable", "avx2" or "avx512"; "portable" or "neon" on AArch64 (the default: $FRACTALC_ISA
+ * or the best this CPU runs). */
 FRT_API int frt_set_isa(frt_model* m, const char* isa);
 FRT_API const char* frt_isa(const frt_model* m);
 

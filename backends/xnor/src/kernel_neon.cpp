@@ -1,18 +1,20 @@
-// AArch64 Advanced SIMD (NEON) kernels: the XNOR/popcount micro-kernel and the float -> bit
-// packing (plain sign, per-channel threshold, NCHW). Compiled only for AArch64 (where NEON is
+// AArch64 Advanced SIMD (NEON) kernels: the XNOR/popcount micro-kernel, the float -> bit
+// packing (plain sign, per-channel threshold, NCHW) and the engine's float convolution. Compiled only for AArch64 (where NEON is
 // part of the base ISA, so no target attribute or run-time check is needed); on x86 this file
 // is empty. The instruction counts behind the tile shape are in docs/arm64.md.
 //
-// Micro-kernel: NP = 2 pixels x 16 output channels per pass (two passes cover the 32-channel
-// tile). A q register holds the weight words of 2 channels; per input word (k) and pixel, the
-// activation word is broadcast (ld1r) and each of the 8 weight registers costs
+// Micro-kernel: NP = 2 pixels x 16 output channels per pass (two passes per pixel pair cover
+// the 32-channel tile). A q register holds the weight words of 2 channels; per input word (k)
+// each pixel's activation word is broadcast once, and each of the 8 weight registers costs,
+// per pixel,
 //     eor  (a ^ w)   cnt  (popcount per byte)   add  (into a byte counter)
-// i.e. 3 instructions per 128 binary MACs. 16 byte counters + 8 weights + 2 broadcasts use 26
-// of the 32 vector registers. A byte counter gains at most 8 per word, so after 31 words the
-// counters are widened (uaddlp to 16 bits, uadalp into 32-bit totals kept in memory) and
-// cleared: exact for any K the driver accepts (counts < 2^31). The counts go through the same
-// store (border correction, float / bit output) as the portable path, so every output is
-// bit-identical to it.
+// i.e. 3 instructions per 128 binary MACs. 16 byte counters, 2 broadcasts and one weight
+// register at a time stay in the 32 vector registers (no spills; the loop is kept in source
+// order, no-schedule-insns, which stops GCC's pre-allocation scheduler from hoisting all the
+// eors and spilling). A byte counter gains at most 8 per word, so after 31 words the counters
+// are widened (uaddlp to 16 bits, uadalp into 32-bit totals kept in memory) and cleared: exact
+// for any K the driver accepts (counts < 2^31). The counts go through the same store (border
+// correction, float / bit output) as the portable path, so every output is bit-identical to it.
 #if defined(__aarch64__)
 #include <arm_neon.h>
 
