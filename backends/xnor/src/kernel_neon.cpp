@@ -250,7 +250,8 @@ struct FConvJob {
     const float* b;
     bool relu;
     float* out;
-    std::size_t pixels, tiles, items;
+    std::size_t m_start, m_end, m_base;  // pixels [m_start, m_end); pixel m at out + (m - m_base) * Co
+    std::size_t tiles, items;
 };
 
 template <int NP>
@@ -325,7 +326,7 @@ __attribute__((noinline, optimize("no-schedule-insns"))) void ftile(const FConvJ
             if (j.relu) v = vbslq_f32(vcltq_f32(v, zero), zero, v);
             vst1q_f32(y + 4 * q, v);
         }
-        float* o = j.out + (m0 + p) * j.Co + c0;
+        float* o = j.out + (m0 + p - j.m_base) * j.Co + c0;
         if (cn == 16) std::memcpy(o, y, sizeof(y));
         else std::memcpy(o, y, static_cast<std::size_t>(cn) * sizeof(float));
     }
@@ -338,8 +339,8 @@ void fconv_work(void* ctx, int part, int nparts) {
     const float* base[kFPix];
     for (std::size_t i = i0; i < i1; ++i) {
         const int cb = static_cast<int>(i / j.tiles);
-        const std::size_t m0 = (i % j.tiles) * kFPix;
-        const int np = static_cast<int>(j.pixels - m0 < kFPix ? j.pixels - m0 : kFPix);
+        const std::size_t m0 = j.m_start + (i % j.tiles) * kFPix;
+        const int np = static_cast<int>(j.m_end - m0 < kFPix ? j.m_end - m0 : kFPix);
         for (int p = 0; p < np; ++p) {
             const std::size_t m = m0 + p, n = m / hw, r = m % hw;
             const std::size_t oy = r / j.Wo, ox = r % j.Wo;
@@ -356,8 +357,13 @@ void fconv_work(void* ctx, int part, int nparts) {
 
 }  // namespace
 
-void conv_float_neon(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
-                     int Co, const float* b, bool relu, float* out, int threads) {
+namespace {
+
+// Pixels [m_start, m_end) of the conv into out + (m - m_base) * Co, on `threads` threads.
+void conv_float_neon_impl(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride,
+                          const float* w, int Co, const float* b, bool relu, float* out, int threads,
+                          std::size_t m_start, std::size_t m_end, std::size_t m_base) {
+    (void)N;
     FConvJob j{};
     j.xp = xp;
     j.Hp = Hp, j.Wp = Wp, j.C = C, j.kh = kh, j.kw = kw, j.s = stride;
@@ -366,8 +372,8 @@ void conv_float_neon(const float* xp, int N, int Hp, int Wp, int C, int kh, int 
     j.Cop = (Co + 15) / 16 * 16;
     j.relu = relu;
     j.out = out;
-    j.pixels = static_cast<std::size_t>(N) * j.Ho * j.Wo;
-    if (j.pixels == 0) return;
+    j.m_start = m_start, j.m_end = m_end, j.m_base = m_base;
+    if (m_end <= m_start) return;
     // weights and bias padded to whole 16-channel blocks (zeros) unless they already are
     std::vector<float> wpad, bpad;
     const std::size_t K = static_cast<std::size_t>(kh) * kw * C;
@@ -382,9 +388,27 @@ void conv_float_neon(const float* xp, int N, int Hp, int Wp, int C, int kh, int 
     }
     j.w = w;
     j.b = b;
-    j.tiles = (j.pixels + kFPix - 1) / kFPix;
+    j.tiles = (m_end - m_start + kFPix - 1) / kFPix;
     j.items = j.tiles * (j.Cop / 16);
-    parallel_run(threads, parts_for(j.items, threads), fconv_work, &j);
+    if (threads <= 1) fconv_work(&j, 0, 1);
+    else parallel_run(threads, parts_for(j.items, threads), fconv_work, &j);
+}
+
+}  // namespace
+
+void conv_float_neon(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
+                     int Co, const float* b, bool relu, float* out, int threads) {
+    const std::size_t pixels =
+        static_cast<std::size_t>(N) * ((Hp - kh) / stride + 1) * ((Wp - kw) / stride + 1);
+    conv_float_neon_impl(xp, N, Hp, Wp, C, kh, kw, stride, w, Co, b, relu, out, threads, 0, pixels, 0);
+}
+
+// The same on one thread for output pixels [m_start, m_end) (flat over N, Ho, Wo), stored at
+// out + (m - m_base) * Co: a band of conv rows, as the fused conv + pool computes them.
+void conv_float_neon_rows(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
+                          int Co, const float* b, bool relu, float* out, std::size_t m_start, std::size_t m_end,
+                          std::size_t m_base) {
+    conv_float_neon_impl(xp, N, Hp, Wp, C, kh, kw, stride, w, Co, b, relu, out, 1, m_start, m_end, m_base);
 }
 
 }  // namespace xnor
