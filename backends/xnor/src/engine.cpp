@@ -351,6 +351,36 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
             if (!op.w[k]) chk(r.w[k].off == 0 && r.w[k].bytes == 0, "unused weight slots must be empty");
     }
     need(defined[output], "the output value is not computed by any op");
+    // A float conv whose output only feeds a pool (the stem's Conv -> MaxPool) runs with the pool
+    // fused (conv_pool_float: the conv output is never stored; the same bytes).
+    {
+        std::vector<int> readers(vals.size(), 0);
+        std::vector<long> reader(vals.size(), -1);
+        for (std::size_t i = 0; i < ops.size(); ++i)
+            for (uint32_t k = 0; k < ops[i].r.n_in; ++k) {
+                ++readers[ops[i].r.in[k]];
+                reader[ops[i].r.in[k]] = static_cast<long>(i);
+            }
+        for (std::size_t i = 0; i < ops.size(); ++i) {
+            const OpRec& r = ops[i].r;
+            if (r.type != OP_CONV || r.out == output || readers[r.out] != 1) continue;
+            Op& pool = ops[reader[r.out]];
+            if (pool.r.type != OP_POOL || pool.r.n_in != 1) continue;
+            ops[i].fused_pool = reader[r.out];
+            pool.fused = true;
+            ops[i].kind += "+" + pool.kind;
+        }
+    }
+    // The AVX-512 float conv reads its weights in contiguous 32-channel blocks (re-laid here).
+    if (xnor::cpu_supports(Isa::avx512))
+        for (Op& op : ops) {
+            const int32_t* p = op.r.p;
+            if (op.r.type == OP_CONV)
+                op.wblock = xnor::block_weights(static_cast<const float*>(op.w[0]),
+                                                static_cast<std::size_t>(p[2]) * p[3] * p[0], p[1]);
+            else if (op.r.type == OP_GEMM)
+                op.wblock = xnor::block_weights(static_cast<const float*>(op.w[0]), static_cast<std::size_t>(p[0]), p[1]);
+        }
     // The binary kernel's tile for this CPU is chosen (measured or read from the cache file)
     // here, at load, rather than in the first call.
     for (const Op& op : ops)
@@ -377,6 +407,15 @@ void Engine::plan(int64_t n) {
     used[0] = 1;
     for (std::size_t i = 0; i < O; ++i) {
         const OpRec& r = ops[i].r;
+        if (ops[i].fused) continue;  // its input is never stored and its output is written by the conv
+        if (ops[i].fused_pool >= 0) {
+            const OpRec& pr = ops[ops[i].fused_pool].r;
+            for (uint32_t k = 0; k < r.n_in; ++k) items[r.in[k]].last = std::max<long>(items[r.in[k]].last, long(i));
+            items[pr.out].first = long(i);
+            items[pr.out].last = std::max<long>(items[pr.out].last, long(i));
+            used[pr.out] = 1;
+            continue;
+        }
         for (uint32_t k = 0; k < r.n_in; ++k) items[r.in[k]].last = std::max<long>(items[r.in[k]].last, long(i));
         for (uint32_t o : {r.out, r.out2})
             if (o != kNone) {
@@ -482,7 +521,12 @@ void Engine::run(const float* in, int64_t n, float* out, std::size_t out_len) {
         const Value& x = vals[r.in[0]];
         const Value& y = vals[r.out];
         const std::size_t pix = static_cast<std::size_t>(n) * x.h * x.w;
+        if (op.fused) {
+            op.seconds = 0;
+            continue;
+        }
         const auto t0 = profile ? clk::now() : clk::time_point{};
+        const float* wb = op.wblock.empty() ? nullptr : op.wblock.data();
         switch (r.type) {
             case OP_XCONV: {
                 xnor::Output o;
@@ -545,14 +589,23 @@ void Engine::run(const float* in, int64_t n, float* out, std::size_t out_len) {
                     xnor::pad_nhwc(xp, N, x.h, x.w, x.c, pad, tmp, T);
                     xp = tmp;
                 }
+                if (op.fused_pool >= 0) {
+                    const OpRec& q = ops[op.fused_pool].r;
+                    const Value& pv = vals[q.out];
+                    xnor::conv_pool_float(xp, N, x.h + 2 * pad, x.w + 2 * pad, x.c, r.p[2], r.p[3], r.p[4],
+                                          static_cast<const float*>(op.w[0]), r.p[1],
+                                          static_cast<const float*>(op.w[1]), r.p[6] != 0, q.p[0] == 2, q.p[1],
+                                          q.p[2], q.p[3], q.p[4], q.p[5], q.p[6], pv.h, pv.w, F(q.out), T, isa, wb);
+                    break;
+                }
                 xnor::conv_float(xp, N, x.h + 2 * pad, x.w + 2 * pad, x.c, r.p[2], r.p[3], r.p[4],
                                  static_cast<const float*>(op.w[0]), r.p[1], static_cast<const float*>(op.w[1]),
-                                 r.p[6] != 0, F(r.out), T, isa);
+                                 r.p[6] != 0, F(r.out), T, isa, wb);
                 break;
             }
             case OP_GEMM:  // a 1x1 conv over N one-pixel images (split over output channels too)
                 xnor::conv_float(F(r.in[0]), N, 1, 1, r.p[0], 1, 1, 1, static_cast<const float*>(op.w[0]), r.p[1],
-                                 static_cast<const float*>(op.w[1]), false, F(r.out), T, isa);
+                                 static_cast<const float*>(op.w[1]), false, F(r.out), T, isa, wb);
                 break;
             case OP_PWCONV: {
                 xnor::PwPrologue pro;

@@ -90,6 +90,12 @@ struct Op {
     const void* w[kMaxW] = {};             // weights in the blob
     std::size_t temp_bytes = 0;            // per image scratch (the float conv's padded input)
     double seconds = 0;
+    // OP_CONV: the index of the pool op run inside it (its output only feeds that pool), or -1;
+    // OP_POOL: true when a conv computes it, so it is skipped.
+    long fused_pool = -1;
+    bool fused = false;
+    // OP_CONV, OP_GEMM on a CPU with AVX-512: the weights in 32-channel blocks (block_weights)
+    std::vector<float> wblock;
 };
 
 class Engine {

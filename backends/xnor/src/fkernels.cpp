@@ -25,6 +25,10 @@ struct ConvJob {
     std::size_t tiles;
     int nco;  // output-channel blocks of 64 per tile (work item = tile x block)
     Isa isa;
+    // Pixels [m_start, m_end) are computed, in tiles from m_start; pixel m is stored at
+    // out + (m - m_base) * Co (a full conv: 0, all pixels, 0; the fused pool: a band of rows).
+    std::size_t m_start = 0, m_end = 0, m_base = 0;
+    const float* wb = nullptr;  // the weights in 32-channel blocks (block_weights), or null
 };
 
 // Pointer to the first input of output pixel m (kernel row 0, column 0).
@@ -41,9 +45,8 @@ inline const float* pixel_base(const ConvJob& j, std::size_t m) {
 // per-thread copy of the kh row segments (kh memcpys of kw*C floats: small next to the
 // K * Co multiply-adds, and it keeps the micro-kernel a single loop).
 inline int tile_rows(const ConvJob& j, std::size_t t, float* buf, const float** rows) {
-    const std::size_t pixels = static_cast<std::size_t>(j.N) * j.Ho * j.Wo;
-    const std::size_t m0 = t * kPix;
-    const int np = static_cast<int>(std::min<std::size_t>(kPix, pixels - m0));
+    const std::size_t m0 = j.m_start + t * kPix;
+    const int np = static_cast<int>(std::min<std::size_t>(kPix, j.m_end - m0));
     const std::size_t L = static_cast<std::size_t>(j.kw) * j.C, K = L * j.kh;
     const std::size_t rowstep = static_cast<std::size_t>(j.Wp) * j.C;
     for (int p = 0; p < np; ++p) {
@@ -64,7 +67,7 @@ inline int tile_rows(const ConvJob& j, std::size_t t, float* buf, const float** 
 inline void relu_block(const ConvJob& j, std::size_t m0, int np, int cb) {
     const int c0 = 64 * cb, c1 = std::min(j.Co, c0 + 64);
     for (int p = 0; p < np; ++p) {
-        float* o = j.out + (m0 + p) * j.Co;
+        float* o = j.out + (m0 + p - j.m_base) * j.Co;
         for (int c = c0; c < c1; ++c) o[c] = o[c] < 0.0f ? 0.0f : o[c];
     }
 }
@@ -73,7 +76,7 @@ inline void relu_block(const ConvJob& j, std::size_t m0, int np, int cb) {
 inline void tile_scalar(const ConvJob& j, const float* const* rows, int np, std::size_t m0, int cb) {
     const std::size_t K = static_cast<std::size_t>(j.kh) * j.kw * j.C;
     for (int p = 0; p < np; ++p) {
-        float* o = j.out + (m0 + p) * j.Co;
+        float* o = j.out + (m0 + p - j.m_base) * j.Co;
         for (int co0 = 64 * cb; co0 < j.Co && co0 < 64 * (cb + 1); co0 += 64) {
             const int n = std::min(64, j.Co - co0);
             float acc[64] = {};
@@ -110,12 +113,16 @@ FK_AVX512 inline void tile_avx512(const ConvJob& j, const float* const* base, st
     __m512 acc[NP][2];
 #pragma GCC unroll 12
     for (int p = 0; p < NP; ++p) acc[p][0] = acc[p][1] = _mm512_setzero_ps();
-    const float* wc = j.w + co0;
+    // Blocked weights: one contiguous K x 32 block. HWIO rows of Co = 64 floats would put the
+    // block's 128-byte half rows in half of L1's sets, where 147 of them no longer fit.
+    const std::size_t K = static_cast<std::size_t>(j.kh) * L;
+    const float* wc = j.wb ? j.wb + static_cast<std::size_t>(cb) * K * 32 : j.w + co0;
+    const std::size_t wstep = j.wb ? 32 : static_cast<std::size_t>(j.Co);
     for (int ky = 0; ky < j.kh; ++ky) {
         const float* x[NP];
 #pragma GCC unroll 12
         for (int p = 0; p < NP; ++p) x[p] = base[p] + ky * rowstep;
-        for (std::size_t t = 0; t < L; ++t, wc += j.Co) {
+        for (std::size_t t = 0; t < L; ++t, wc += wstep) {
             const __m512 w0 = _mm512_maskz_loadu_ps(k0, wc);
             const __m512 w1 = _mm512_maskz_loadu_ps(k1, wc + 16);
 #pragma GCC unroll 12
@@ -135,20 +142,29 @@ FK_AVX512 inline void tile_avx512(const ConvJob& j, const float* const* base, st
             y0 = _mm512_max_ps(zero, y0);
             y1 = _mm512_max_ps(zero, y1);
         }
-        float* o = j.out + (m0 + p) * j.Co + co0;
+        float* o = j.out + (m0 + p - j.m_base) * j.Co + co0;
         _mm512_mask_storeu_ps(o, k0, y0);
         _mm512_mask_storeu_ps(o + 16, k1, y1);
     }
 }
 
 FK_AVX512 void work_avx512(const ConvJob& j, std::size_t i0, std::size_t i1) {
-    const std::size_t pixels = static_cast<std::size_t>(j.N) * j.Ho * j.Wo;
     const float* base[kPix512];
     for (std::size_t i = i0; i < i1; ++i) {
         const int cb = static_cast<int>(i / j.tiles);
-        const std::size_t m0 = i % j.tiles * kPix512;
-        const int np = static_cast<int>(std::min<std::size_t>(kPix512, pixels - m0));
-        for (int p = 0; p < np; ++p) base[p] = pixel_base(j, m0 + p);
+        const std::size_t m0 = j.m_start + i % j.tiles * kPix512;
+        const int np = static_cast<int>(std::min<std::size_t>(kPix512, j.m_end - m0));
+        // one division per tile (12 cost ~7 % of a stem tile), then step along the row
+        const std::size_t hw = static_cast<std::size_t>(j.Ho) * j.Wo;
+        std::size_t n = m0 / hw;
+        int oy = static_cast<int>(m0 % hw / j.Wo), ox = static_cast<int>(m0 % j.Wo);
+        for (int p = 0; p < np; ++p) {
+            base[p] = j.xp + ((n * j.Hp + static_cast<std::size_t>(oy) * j.s) * j.Wp + static_cast<std::size_t>(ox) * j.s) * j.C;
+            if (++ox == j.Wo) {
+                ox = 0;
+                if (++oy == j.Ho) oy = 0, ++n;
+            }
+        }
         switch (np) {
             case 12: tile_avx512<12>(j, base, m0, cb); break;
             case 11: tile_avx512<11>(j, base, m0, cb); break;
@@ -190,7 +206,7 @@ FK_AVX2 inline void tile_avx2(const ConvJob& j, const float* const* rows, std::s
             }
         }
         for (int p = 0; p < NP; ++p) {
-            float* o = j.out + (m0 + p) * j.Co + co0;
+            float* o = j.out + (m0 + p - j.m_base) * j.Co + co0;
             for (int k = 0; k < 4; ++k)
                 _mm256_maskstore_ps(o + 8 * k, mk[k],
                                     _mm256_add_ps(acc[p][k], _mm256_maskload_ps(j.b + co0 + 8 * k, mk[k])));
@@ -203,7 +219,7 @@ FK_AVX2 void work_avx2(const ConvJob& j, std::size_t i0, std::size_t i1, float* 
     for (std::size_t i = i0; i < i1; ++i) {
         const std::size_t t = i / j.nco;
         const int cb = static_cast<int>(i % j.nco);
-        const std::size_t m0 = t * kPix;
+        const std::size_t m0 = j.m_start + t * kPix;
         const int np = tile_rows(j, t, buf, rows);
         for (int p = 0; p < np; p += 3) {
             switch (std::min(3, np - p)) {
@@ -226,16 +242,33 @@ void work_portable(const ConvJob& j, std::size_t i0, std::size_t i1, float* buf)
         const std::size_t t = i / j.nco;
         const int cb = static_cast<int>(i % j.nco);
         const int np = tile_rows(j, t, buf, rows);
-        tile_scalar(j, rows, np, t * kPix, cb);
-        if (j.relu) relu_block(j, t * kPix, np, cb);
+        tile_scalar(j, rows, np, j.m_start + t * kPix, cb);
+        if (j.relu) relu_block(j, j.m_start + t * kPix, np, cb);
     }
 }
 
-void conv_work(void* ctx, int part, int nparts) {
-    const ConvJob& j = *static_cast<const ConvJob*>(ctx);
-    const std::size_t items = j.tiles * j.nco;
-    const std::size_t t0 = items * part / nparts, t1 = items * (part + 1) / nparts;
-    if (t0 >= t1) return;
+// Tiles and channel blocks of pixels [m_start, m_end) for the ISA's register tile.
+void setup_tiles(ConvJob& j) {
+    const std::size_t px = j.m_end - j.m_start;
+#if defined(__x86_64__)
+    if (j.isa == Isa::avx512) {  // 32-channel blocks x 12-pixel tiles, block-major (tile_avx512)
+        j.tiles = (px + kPix512 - 1) / kPix512;
+        j.nco = (j.Co + 31) / 32;
+        return;
+    }
+#endif
+    // pixel tiles x 64-channel blocks, pixel-major: a tile's gathered inputs stay in cache
+    // across its channel blocks, and small outputs (the classifier at batch 1) still split
+    j.tiles = (px + kPix - 1) / kPix;
+    j.nco = (j.Co + 63) / 64;
+}
+
+// Items [i0, i1) of a job on this thread.
+void run_items(const ConvJob& j, std::size_t i0, std::size_t i1) {
+    if (i0 >= i1) return;
+#if defined(__x86_64__)
+    if (j.isa == Isa::avx512) return work_avx512(j, i0, i1);
+#endif
     thread_local std::vector<float> tls;
     float* buf = nullptr;
     if (j.kh > 1) {
@@ -243,9 +276,15 @@ void conv_work(void* ctx, int part, int nparts) {
         buf = tls.data();
     }
 #if defined(__x86_64__)
-    if (j.isa == Isa::avx2) return work_avx2(j, t0, t1, buf);
+    if (j.isa == Isa::avx2) return work_avx2(j, i0, i1, buf);
 #endif
-    work_portable(j, t0, t1, buf);
+    work_portable(j, i0, i1, buf);
+}
+
+void conv_work(void* ctx, int part, int nparts) {
+    const ConvJob& j = *static_cast<const ConvJob*>(ctx);
+    const std::size_t items = j.tiles * j.nco;
+    run_items(j, items * part / nparts, items * (part + 1) / nparts);
 }
 
 // Generic row-range helper: f(ctx, r0, r1) over [0, rows) split over threads.
@@ -263,14 +302,6 @@ void split_rows(std::size_t rows, int threads, std::size_t grain, F&& f) {
     parallel_run(threads, parts_for(rows / (grain ? grain : 1) + 1, threads), work, &c);
 }
 
-#if defined(__x86_64__)
-void conv_work_avx512(void* ctx, int part, int nparts) {
-    const ConvJob& j = *static_cast<const ConvJob*>(ctx);
-    const std::size_t items = j.tiles * j.nco;
-    const std::size_t i0 = items * part / nparts, i1 = items * (part + 1) / nparts;
-    if (i0 < i1) work_avx512(j, i0, i1);
-}
-#endif
 
 }  // namespace
 
@@ -280,28 +311,25 @@ void conv_float_neon(const float* xp, int N, int Hp, int Wp, int C, int kh, int 
                      int Co, const float* b, bool relu, float* out, int threads);
 #endif
 
+std::vector<float> block_weights(const float* w, std::size_t K, int Co) {
+    const std::size_t nb = (static_cast<std::size_t>(Co) + 31) / 32;
+    std::vector<float> r(nb * K * 32, 0.0f);
+    for (std::size_t k = 0; k < K; ++k)
+        for (int c = 0; c < Co; ++c) r[(c / 32 * K + k) * 32 + c % 32] = w[k * Co + c];
+    return r;
+}
+
 void conv_float(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
-                int Co, const float* b, bool relu, float* out, int threads, Isa isa) {
+                int Co, const float* b, bool relu, float* out, int threads, Isa isa, const float* wb) {
 #if defined(__aarch64__)
     if (isa == Isa::neon) return conv_float_neon(xp, N, Hp, Wp, C, kh, kw, stride, w, Co, b, relu, out, threads);
 #endif
     ConvJob j{xp, N, Hp, Wp, C, kh, kw, stride, (Hp - kh) / stride + 1, (Wp - kw) / stride + 1, Co, w, b, relu,
-              out, 0, (Co + 63) / 64, isa};
-    const std::size_t pixels = static_cast<std::size_t>(N) * j.Ho * j.Wo;
-#if defined(__x86_64__)
-    if (isa == Isa::avx512) {
-        // items: 32-channel blocks x 12-pixel tiles, block-major (see tile_avx512)
-        j.tiles = (pixels + kPix512 - 1) / kPix512;
-        j.nco = (Co + 31) / 32;
-        if (j.tiles == 0) return;
-        parallel_run(threads, parts_for(j.tiles * j.nco, threads), conv_work_avx512, &j);
-        return;
-    }
-#endif
-    j.tiles = (pixels + kPix - 1) / kPix;
+              out, 0, 0, isa};
+    j.wb = wb;
+    j.m_end = static_cast<std::size_t>(N) * j.Ho * j.Wo;
+    setup_tiles(j);
     if (j.tiles == 0) return;
-    // pixel tiles x channel blocks, pixel-major: a tile's gathered inputs stay in cache across
-    // its channel blocks, and small outputs (the classifier at batch 1) still split over threads
     parallel_run(threads, parts_for(j.tiles * j.nco, threads), conv_work, &j);
 }
 
@@ -357,8 +385,10 @@ namespace {
 #define FK_CLONES
 #endif
 
+// Output rows [r0, r1) of (N, Ho, Wo); x holds rows [y0, y0 + Hx) of each (H, W) image (the whole
+// image: y0 = 0, Hx = H; the fused conv + pool: a band of one image).
 FK_CLONES void pool_rows(const float* x, int H, int W, int C, bool is_max, int kh, int kw, int sh, int sw, int pt,
-                         int pl, int Ho, int Wo, float* out, std::size_t r0, std::size_t r1) {
+                         int pl, int Ho, int Wo, float* out, std::size_t r0, std::size_t r1, int y0, int Hx) {
     const float div = static_cast<float>(kh * kw);
     for (std::size_t r = r0; r < r1; ++r) {
         const std::size_t n = r / (static_cast<std::size_t>(Ho) * Wo);
@@ -371,7 +401,7 @@ FK_CLONES void pool_rows(const float* x, int H, int W, int C, bool is_max, int k
             for (int kx = 0; kx < kw; ++kx) {
                 const int xx = ox * sw - pl + kx;
                 if (xx < 0 || xx >= W) continue;
-                const float* __restrict s = x + ((n * H + y) * W + xx) * C;
+                const float* __restrict s = x + ((n * Hx + (y - y0)) * W + xx) * C;
                 if (first) {
                     for (int c = 0; c < C; ++c) o[c] = s[c];
                     first = false;
@@ -413,8 +443,86 @@ FK_CLONES void affine_rows(const float* x, int C, const float* scale, const floa
 void pool_nhwc(const float* x, int N, int H, int W, int C, bool is_max, int kh, int kw, int sh, int sw, int pt,
                int pl, int Ho, int Wo, float* out, int threads) {
     split_rows(static_cast<std::size_t>(N) * Ho * Wo, threads, 64, [&](std::size_t r0, std::size_t r1) {
-        pool_rows(x, H, W, C, is_max, kh, kw, sh, sw, pt, pl, Ho, Wo, out, r0, r1);
+        pool_rows(x, H, W, C, is_max, kh, kw, sh, sw, pt, pl, Ho, Wo, out, r0, r1, 0, H);
     });
+}
+
+namespace {
+
+struct ConvPoolJob {
+    ConvJob conv;
+    bool is_max;
+    int kh, kw, sh, sw, pt, pl, Ho, Wo;  // the pool, on the conv's (conv.Ho, conv.Wo) output
+    float* out;
+    std::size_t rows;                    // N * Ho pool output rows, split over parts
+};
+
+// A part: a run of pool output rows. Per image, bands of kBand pool rows: the conv rows they
+// need are computed into a per-thread buffer (rows the previous band also needed are kept),
+// then pooled; a part recomputes at most the rows its first band shares with the part before.
+void conv_pool_work(void* ctx, int part, int nparts) {
+    constexpr int kBand = 4;
+    const ConvPoolJob& J = *static_cast<const ConvPoolJob*>(ctx);
+    const ConvJob& c = J.conv;
+    const std::size_t r0 = J.rows * part / nparts, r1 = J.rows * (part + 1) / nparts;
+    const std::size_t row_floats = static_cast<std::size_t>(c.Wo) * c.Co;
+    thread_local std::vector<float> band;
+    const std::size_t cap = static_cast<std::size_t>((kBand - 1) * J.sh + J.kh) * row_floats;
+    if (band.size() < cap) band.resize(cap);
+    int have_n = -1, have_lo = 0, have_hi = 0;  // conv rows [have_lo, have_hi) of image have_n in band
+    for (std::size_t r = r0; r < r1;) {
+        const int n = static_cast<int>(r / J.Ho);
+        const int py = static_cast<int>(r % J.Ho);
+        const int pe = static_cast<int>(std::min<std::size_t>({r1 - r + py, static_cast<std::size_t>(J.Ho),
+                                                                static_cast<std::size_t>(py + kBand)}));
+        const int lo = std::max(0, py * J.sh - J.pt);
+        const int hi = std::max(lo, std::min(c.Ho, (pe - 1) * J.sh - J.pt + J.kh));
+        int from = lo;
+        if (have_n == n && have_lo <= lo && lo < have_hi && hi >= have_hi) {
+            std::memmove(band.data(), band.data() + (lo - have_lo) * row_floats,
+                         static_cast<std::size_t>(have_hi - lo) * row_floats * sizeof(float));
+            from = have_hi;
+        }
+#if defined(__aarch64__)
+        if (from < hi && c.isa == Isa::neon) {  // conv rows [from, hi) as a conv of the input rows under them
+            conv_float_neon(c.xp + (static_cast<std::size_t>(n) * c.Hp + static_cast<std::size_t>(from) * c.s) * c.Wp * c.C,
+                            1, (hi - from - 1) * c.s + c.kh, c.Wp, c.C, c.kh, c.kw, c.s, c.w, c.Co, c.b, c.relu,
+                            band.data() + static_cast<std::size_t>(from - lo) * row_floats, 1);
+            from = hi;
+        }
+#endif
+        if (from < hi) {
+            ConvJob j = c;
+            const std::size_t img = static_cast<std::size_t>(n) * c.Ho;
+            j.m_start = (img + from) * c.Wo;
+            j.m_end = (img + hi) * c.Wo;
+            j.m_base = (img + lo) * c.Wo;
+            j.out = band.data();
+            setup_tiles(j);
+            run_items(j, 0, j.tiles * j.nco);
+        }
+        have_n = n, have_lo = lo, have_hi = hi;
+        pool_rows(band.data(), c.Ho, c.Wo, c.Co, J.is_max, J.kh, J.kw, J.sh, J.sw, J.pt, J.pl, J.Ho, J.Wo,
+                  J.out + static_cast<std::size_t>(n) * J.Ho * J.Wo * c.Co, static_cast<std::size_t>(py) * J.Wo,
+                  static_cast<std::size_t>(pe) * J.Wo, lo, hi - lo);
+        r += pe - py;
+    }
+}
+
+}  // namespace
+
+void conv_pool_float(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
+                     int Co, const float* b, bool relu, bool is_max, int pkh, int pkw, int psh, int psw, int ppt,
+                     int ppl, int PHo, int PWo, float* out, int threads, Isa isa, const float* wb) {
+    ConvPoolJob J{{xp, N, Hp, Wp, C, kh, kw, stride, (Hp - kh) / stride + 1, (Wp - kw) / stride + 1, Co, w, b, relu,
+                   nullptr, 0, 0, isa},
+                  is_max, pkh, pkw, psh, psw, ppt, ppl, PHo, PWo, out, static_cast<std::size_t>(N) * PHo};
+    J.conv.wb = wb;
+    if (J.rows == 0) return;
+    // Few parts (each recomputes up to kh - sh shared conv rows): whole images when there are
+    // enough of them, else two runs of rows per thread.
+    const int parts = threads <= 1 ? 1 : N >= 2 * threads ? N : std::min<int>(static_cast<int>(J.rows), 2 * threads);
+    parallel_run(threads, parts, conv_pool_work, &J);
 }
 
 void affine_nhwc(const float* x, std::size_t pixels, int C, const float* scale, const float* shift, bool relu,

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "xnor.h"
 
@@ -17,8 +18,21 @@ namespace xnor {
 // The kw*C inputs under one kernel row are contiguous, so no im2col is needed: a register tile
 // of pixels x output channels walks them (AVX-512: 12 x 32 in 24 zmm, read in place, items
 // channel-block major so the block's weights stay in L1; AVX2: 3 x 32 on gathered windows).
+// wb, optional: the same weights from block_weights (read by the AVX-512 path, whose 32-channel
+// blocks are then contiguous; the same results).
 void conv_float(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
-                int Co, const float* b, bool relu, float* out, int threads, Isa isa);
+                int Co, const float* b, bool relu, float* out, int threads, Isa isa, const float* wb = nullptr);
+
+// (K, Co) weights -> (ceil(Co/32), K, 32), channels past Co zero.
+std::vector<float> block_weights(const float* w, std::size_t K, int Co);
+
+// conv_float followed by pool_nhwc on its (N, Ho, Wo, Co) output (pool window pkh x pkw,
+// strides psh/psw, top/left pads ppt/ppl, output PHo x PWo), without materialising the conv
+// output: bands of conv rows are computed into a per-thread buffer and pooled while in cache.
+// The same bytes as the two calls.
+void conv_pool_float(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
+                     int Co, const float* b, bool relu, bool is_max, int pkh, int pkw, int psh, int psw, int ppt,
+                     int ppl, int PHo, int PWo, float* out, int threads, Isa isa, const float* wb = nullptr);
 
 // Zero-padded NHWC copy: x (N, H, W, C) -> out (N, H+2p, W+2p, C).
 void pad_nhwc(const float* x, int N, int H, int W, int C, int pad, float* out, int threads);
