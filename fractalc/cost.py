@@ -4,6 +4,13 @@ Conventions (reference doc, section 6):
 - bits = 32 x float parameters + 1 x binary parameters; Mbit = bits / 1e6; MiB = bits / 8 / 2^20.
 - ``float`` parameters include BN scale and shift (``bn`` reports those alone); BN running mean
   and variance are buffers, reported as ``bn_buffers`` (Keras-style tools count them too).
+  Every BN counts 2 floats per channel, ``bn[scale=false]`` too (its gamma is fixed at 1 but
+  kept as a tensor): larq's convention (2 per channel whatever scale/center are). Constant
+  kernels (``blurpool``'s, role "fixed") count as float parameters and their products as float
+  multiplications, as larq counts QuickNet's blur pool.
+- A binary conv with ``binary_input=false`` has binary parameters but float multiplications
+  (larq: a MAC is binary only when input and weights are both 1-bit). Grouped convs have
+  1/groups of the weights and multiplications.
 - A binary conv's weights are binary; its per-channel scale alpha is derived from the weights
   (mean |W|) and folds into the following BN, so it is not a parameter.
 - FLOPs = float multiplications + binary multiplications / 64 (XNOR + popcount on 64-bit
@@ -46,12 +53,13 @@ def layer_cost(g: ir.Graph, n: str) -> LayerCost:
     and shift are float parameters and also reported as ``bn``; buffers are not parameters)
     and multiplications."""
     op = g.op(n)
-    by_role = {"float": 0, "binary": 0, "bn": 0, "buffer": 0}
+    by_role = {"float": 0, "binary": 0, "bn": 0, "buffer": 0, "fixed": 0}
     for t in ops.tensors(g, n):
         by_role[t.role] += t.size
     float_mults, binary_mults = ops.mults(g, n)
     return LayerCost(n, ir.op_name(op), tuple(g.shape(n)),
-                     float_params=by_role["float"] + by_role["bn"], binary_params=by_role["binary"],
+                     float_params=by_role["float"] + by_role["bn"] + by_role["fixed"],
+                     binary_params=by_role["binary"],
                      bn_params=by_role["bn"], bn_buffers=by_role["buffer"],
                      float_mults=float_mults, binary_mults=binary_mults)
 

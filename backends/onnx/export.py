@@ -41,9 +41,10 @@ def to_onnx(compiled, state: dict[str, np.ndarray], weights_source: str = "", ex
 
 
 def _binary_conv(b, g, n, op, ins, shape, state, val):
-    """sign(x) (+1 padding for padding_mode "one"), then a float Conv with alpha * sign(W)."""
+    """sign(x) (+1 padding for padding_mode "one"), then a float Conv with alpha * sign(W)
+    (group and dilations as the IR's); ``binary_input=false``: the Conv reads x itself."""
     src = g.inputs(n)[0]
-    x = sign(b, ins[0], n, g.shape(src))
+    x = sign(b, ins[0], n, g.shape(src)) if op.binary_input else ins[0]
     pads = [op.padding] * 4
     if op.padding_mode == "one" and op.padding:
         c, h, w = g.shape(src)
@@ -54,8 +55,11 @@ def _binary_conv(b, g, n, op, ins, shape, state, val):
                    mode="constant")
         pads = [0] * 4
     wb = b.init(f"{n}.binary_weight", binary_weight(state[f"{n}.weight"]))
+    opts = {"group": op.groups} if op.groups != 1 else {}
+    if op.dilation != 1:
+        opts["dilations"] = [op.dilation] * 2
     val[n] = b.node("Conv", [x, wb], b.float_value(n, shape), n,
-                    kernel_shape=[op.kernel] * 2, strides=[op.stride] * 2, pads=pads)
+                    kernel_shape=[op.kernel] * 2, strides=[op.stride] * 2, pads=pads, **opts)
 
 
 ops.set_hook(ir.BinaryConv, "onnx", _binary_conv)

@@ -7,7 +7,9 @@ Three operators (their full contract is docs/onnx-ops.md; the bit layout is `pac
 - ``UnpackBits(X: uint64 NHWC-packed) -> float NCHW of +-1``; attribute ``channels``.
 - ``XnorConv(X, W, A, B)``: binary convolution of packed input by packed weights. Attributes
   ``in_channels``, ``out_channels``, ``kernel_shape``, ``strides``, ``pads``, ``padding``
-  ("zero" | "one"), ``output_type`` ("float" | "bits"). With output_type="float", A = multiplier and
+  ("zero" | "one"), ``output_type`` ("float" | "bits"), ``group`` (default 1: output channel o
+  reads input channels [g * C_in/group, (g + 1) * C_in/group) with g = o // (C_out/group); W is
+  then (C_out, kh, kw, ceil(C_in/group / 64))) and ``dilations`` ([dh, dw], default [1, 1]). With output_type="float", A = multiplier and
   B = bias (float32, per output channel) and Y is float32 NCHW; with output_type="bits", A =
   threshold (int32) and B = flip (bool) and Y is packed uint64 NHWC.
 
@@ -39,18 +41,27 @@ class ConvAttrs:
     pads: tuple[int, int, int, int]  # top, left, bottom, right
     padding: str
     output: str
+    group: int = 1
+    dilations: tuple[int, int] = (1, 1)
+
+    @property
+    def group_channels(self) -> int:
+        """Input channels each output channel reads (in_channels / group)."""
+        return self.in_channels // self.group
 
     def out_hw(self, h: int, w: int) -> tuple[int, int]:
         kh, kw = self.kernel
+        dh, dw = self.dilations
         sh, sw = self.strides
         t, l, b, r = self.pads
-        return (h + t + b - kh) // sh + 1, (w + l + r - kw) // sw + 1
+        return (h + t + b - dh * (kh - 1) - 1) // sh + 1, (w + l + r - dw * (kw - 1) - 1) // sw + 1
 
 
 _ALLOWED = {
     "PackBits": set(),
     "UnpackBits": {"channels"},
-    "XnorConv": {"in_channels", "out_channels", "kernel_shape", "strides", "pads", "padding", "output_type"},
+    "XnorConv": {"in_channels", "out_channels", "kernel_shape", "strides", "pads", "padding", "output_type",
+                 "group", "dilations"},
 }
 _N_INPUTS = {"PackBits": (1, 3), "UnpackBits": (1,), "XnorConv": (4,)}
 
@@ -94,7 +105,12 @@ def conv_attrs(attrs: dict, name: str = "") -> ConvAttrs:
                   ints("kernel_shape", 2, None, 1), ints("strides", 2, (1, 1), 1),
                   ints("pads", 4, (0, 0, 0, 0), 0), choice("padding", PADDINGS, "zero"),
                   choice("output_type", OUTPUTS, "float"))
-    return a
+    group = attrs.get("group", 1)
+    if not isinstance(group, int) or group <= 0 or a.in_channels % group or a.out_channels % group:
+        raise OpError(where + f"attribute 'group' must be a positive int dividing in_channels "
+                      f"{a.in_channels} and out_channels {a.out_channels}, got {group!r}")
+    from dataclasses import replace
+    return replace(a, group=group, dilations=ints("dilations", 2, (1, 1), 1))
 
 
 def check_attr_names(op_type: str, names, name: str = "") -> None:
@@ -219,8 +235,8 @@ def _infer_conv(ctx):
                       f"in_channels={a.in_channels}, got {[v or p for v, p in d]}")
     w = _expect(ctx, 1, TensorProto.UINT64, "W", "XnorConv")
     kh, kw = a.kernel
-    canon = [a.out_channels, kh, kw, _words(a.in_channels)]
-    tight = [_words(a.out_channels * kh * kw * a.in_channels)]
+    canon = [a.out_channels, kh, kw, _words(a.group_channels)]
+    tight = [_words(a.out_channels * kh * kw * a.group_channels)]
     if w is not None and [v for v, _ in w] not in (canon, tight):
         raise OpError(f"XnorConv: W must have shape {canon} (canonical) or {tight} (tight), "
                       f"got {[v for v, _ in w]}")
@@ -289,7 +305,9 @@ def register() -> None:
                 A("strides", T.INTS, "[sh, sw], default [1, 1]", required=False),
                 A("pads", T.INTS, "[top, left, bottom, right], default 0", required=False),
                 A("padding", T.STRING, "zero | one", required=False),
-                A("output_type", T.STRING, "float | bits", required=False)],
+                A("output_type", T.STRING, "float | bits", required=False),
+                A("group", T.INT, "channel groups, default 1", required=False),
+                A("dilations", T.INTS, "[dh, dw], default [1, 1]", required=False)],
                _infer_conv),
     ]
     for s in schemas:

@@ -34,16 +34,25 @@ def xnor_dot(x: np.ndarray, w: np.ndarray, a: ops.ConvAttrs) -> np.ndarray:
     """The integer dot products (N, H_out, W_out, C_out) of a packed input and packed weights.
 
     zero padding: padded positions contribute nothing (exactly torch's zero-padded conv of
-    sign(x)); one padding: padded positions are +1 in every real channel.
+    sign(x)); one padding: padded positions are +1 in every real channel. A grouped conv
+    (``a.group > 1``) is this per group, on the group's channels re-packed from bit 0.
     """
     x = np.asarray(x, dtype=np.uint64)
     w = np.asarray(w, dtype=np.uint64)
     kh, kw = a.kernel
     if w.ndim == 1:
-        w = packing.tight_to_canonical(w, a.out_channels, a.in_channels, kh, kw)
+        w = packing.tight_to_canonical(w, a.out_channels, a.group_channels, kh, kw)
+    if a.group > 1:
+        from dataclasses import replace
+        cg, og = a.group_channels, a.out_channels // a.group
+        neg = packing._unpack_last_axis(x, a.in_channels)  # (N, H, W, C_in) booleans
+        sub = replace(a, in_channels=cg, out_channels=og, group=1)
+        return np.concatenate([xnor_dot(packing._pack_last_axis(neg[..., i * cg:(i + 1) * cg]),
+                                        w[i * og:(i + 1) * og], sub) for i in range(a.group)], axis=-1)
     n, h, wd, nw = x.shape
     t, l, b, r = a.pads
     sh, sw = a.strides
+    dh, dw = a.dilations
     oh, ow = a.out_hw(h, wd)
     xp = np.zeros((n, h + t + b, wd + l + r, nw), dtype=np.uint64)  # zero words = +1
     xp[:, t:t + h, l:l + wd] = x
@@ -52,8 +61,8 @@ def xnor_dot(x: np.ndarray, w: np.ndarray, a: ops.ConvAttrs) -> np.ndarray:
     dot = np.zeros((n, oh, ow, a.out_channels), dtype=np.int64)
     for dy in range(kh):
         for dx in range(kw):
-            rows = slice(dy, dy + sh * (oh - 1) + 1, sh)
-            cols = slice(dx, dx + sw * (ow - 1) + 1, sw)
+            rows = slice(dy * dh, dy * dh + sh * (oh - 1) + 1, sh)
+            cols = slice(dx * dw, dx * dw + sw * (ow - 1) + 1, sw)
             xs = xp[:, rows, cols, :]                                  # (N, oh, ow, words)
             pc = packing.popcount(xs[:, :, :, None, :] ^ w[None, None, None, :, dy, dx, :])
             term = a.in_channels - 2 * pc.sum(axis=-1, dtype=np.int64)  # (N, oh, ow, C_out)

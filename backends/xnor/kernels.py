@@ -266,13 +266,27 @@ class BinaryConv2d:
       for ``kh * kw * C_in <= 2^24``;
     - ``"bits"``: packed ``(N, Ho, Wo, ceil(C_out/64))`` uint64 with bit 1 (-1) where
       ``(dot < threshold[c]) != flip[c]`` (see :func:`thresholds_from_affine`).
+
+    ``groups > 1`` (weights ``(C_out, kh, kw, ceil(C_in/groups/64))``; output channel o reads
+    input channels ``[g*C_in/groups, (g+1)*C_in/groups)``, g = o // (C_out/groups)) or
+    ``dilation > 1`` (``Ho = (H + 2p - dilation*(kh-1) - 1)//stride + 1``) run the grouped plan
+    (src/conv_grouped.cpp): per group on this ISA's dense kernel when dilation is 1, a direct
+    popcount loop otherwise; the same bytes either way.
     """
 
     def __init__(self, weights: np.ndarray, in_channels: int, *, stride: int = 1, padding: int = 0,
                  padding_mode: Literal["zero", "one"] = "zero", output: OutputKind = "int32",
                  mul=None, bias=None, threshold=None, flip=None,
-                 threads: int | None = None, isa: str | None = None):
-        weights = _check_packed(weights, in_channels, "packed weights")
+                 threads: int | None = None, isa: str | None = None, groups: int = 1, dilation: int = 1):
+        for name, v in (("groups", groups), ("dilation", dilation)):
+            if not isinstance(v, (int, np.integer)) or not 1 <= v <= 1 << 16:
+                raise ModelError(f"{name} must be an integer in 1..65536, got {v!r}")
+        if in_channels % groups:
+            raise ModelError(f"groups={groups} must divide in_channels={in_channels}")
+        weights = _check_packed(weights, in_channels // groups, "packed weights")
+        if weights.shape[0] % groups:
+            raise ModelError(f"groups={groups} must divide the {weights.shape[0]} output channels")
+        self.groups, self.dilation = int(groups), int(dilation)
         for name, v in (("stride", stride), ("padding", padding)):
             if not isinstance(v, (int, np.integer)) or v < (1 if name == "stride" else 0) or v > 4096:
                 raise ModelError(f"{name} must be an integer in {'1' if name == 'stride' else '0'}..4096, "
@@ -297,8 +311,12 @@ class BinaryConv2d:
         elif output != "int32":
             raise ModelError(f"output must be 'int32', 'float' or 'bits', got {output!r}")
         try:
-            self._plan = _xnor.ConvPlan(weights, self.in_channels, self.stride, self.padding,
-                                        padding_mode == "zero")
+            if self.groups == 1 and self.dilation == 1:
+                self._plan = _xnor.ConvPlan(weights, self.in_channels, self.stride, self.padding,
+                                            padding_mode == "zero")
+            else:
+                self._plan = _xnor.GroupedConvPlan(weights, self.in_channels, self.groups, self.stride,
+                                                   self.padding, self.dilation, padding_mode == "zero")
         except ValueError as e:  # the native layer's own guards (sizes beyond int32 counts)
             raise ModelError(str(e)) from e
 
@@ -315,11 +333,12 @@ class BinaryConv2d:
 
     def out_shape(self, n: int, h: int, w: int) -> tuple[int, int, int, int]:
         """Shape of the result for an input of ``n`` images of ``h x w`` pixels."""
-        p = self.padding
-        if h + 2 * p < self.kh or w + 2 * p < self.kw:
-            raise ModelError(f"input {h}x{w} is smaller than the {self.kh}x{self.kw} kernel "
+        p, d = self.padding, self.dilation
+        kh, kw = d * (self.kh - 1) + 1, d * (self.kw - 1) + 1  # the dilated extent
+        if h + 2 * p < kh or w + 2 * p < kw:
+            raise ModelError(f"input {h}x{w} is smaller than the {kh}x{kw} (dilated) kernel "
                              f"after padding {p}")
-        ho, wo = (h + 2 * p - self.kh) // self.stride + 1, (w + 2 * p - self.kw) // self.stride + 1
+        ho, wo = (h + 2 * p - kh) // self.stride + 1, (w + 2 * p - kw) // self.stride + 1
         c = _words(self.out_channels) if self.output == "bits" else self.out_channels
         return n, ho, wo, c
 

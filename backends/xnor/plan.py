@@ -396,10 +396,11 @@ def _xnor_conv(node, slots, vals, inits, threads, isa, ops):
     ho, wo = a.out_hw(h, w)
     if ho < 1 or wo < 1:
         raise node_error(node, f"a {kh}x{kw} kernel does not fit the {h}x{w} input with pads {list(a.pads)}")
-    n = ci * kh * kw
+    cg = a.group_channels  # input channels per output channel
+    n = cg * kh * kw
     wname = node.input[1]
     wt = initializer(node, wname, inits, np.uint64)
-    wc = canonical_weights(wt, co, ci, kh, kw, wname, lambda msg: node_error(node, msg))
+    wc = canonical_weights(wt, co, cg, kh, kw, wname, lambda msg: node_error(node, msg))
     if a.output == "float":
         mul = initializer(node, node.input[2], inits, np.float32, (co,))
         bias = initializer(node, node.input[3], inits, np.float32, (co,))
@@ -414,9 +415,10 @@ def _xnor_conv(node, slots, vals, inits, threads, isa, ops):
         extra = dict(threshold=thr.astype(np.int32), flip=flip.astype(np.int32))
         val = Val("bits", (co, ho, wo))
     t, l, b, r = a.pads
-    if a.strides[0] == a.strides[1] and t == l == b == r:
+    if a.strides[0] == a.strides[1] and t == l == b == r and a.dilations[0] == a.dilations[1]:
         conv = kernels.BinaryConv2d(wc, ci, stride=a.strides[0], padding=t, padding_mode=a.padding,
-                                    output=a.output, threads=threads, isa=isa, **extra)
+                                    output=a.output, threads=threads, isa=isa, groups=a.group,
+                                    dilation=a.dilations[0], **extra)
 
         def fn(x, _c=conv):
             return _c(x, check=False)

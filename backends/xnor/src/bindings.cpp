@@ -12,6 +12,7 @@
 #include <string>
 
 #include "conv.h"
+#include "conv_grouped.h"
 #include "fractalc_rt.h"
 #include "join.h"
 #include "pointwise.h"
@@ -76,7 +77,8 @@ void pack_nchw_work(void* ctx, int tid, int T) {
 
 int words(int c) { return (c + 63) / 64; }
 
-void run_checked(const ConvPlan& p, Arr<const uint64_t, 4> x, const Output& o, std::size_t out_size,
+template <class P>  // ConvPlan or GroupedConvPlan
+void run_checked(const P& p, Arr<const uint64_t, 4> x, const Output& o, std::size_t out_size,
                  std::size_t out_elems, int threads, const std::string& isa) {
     require(static_cast<int>(x.shape(3)) == p.cw, "input words per pixel do not match the plan");
     const int N = static_cast<int>(x.shape(0)), H = static_cast<int>(x.shape(1)),
@@ -117,6 +119,69 @@ EngineHandle* engine_loaded(int rc, frt_model* m, const char* err) {
     if (rc == FRT_OK) return new EngineHandle(m);
     if (rc == FRT_ERR_IO) throw std::runtime_error(err);
     throw std::invalid_argument(err);
+}
+
+}  // namespace
+
+namespace {
+
+// The run methods shared by the dense and the grouped/dilated plans (same arguments, same checks).
+template <class P>
+void conv_runs(nb::class_<P>& c) {
+    c
+        .def("out_hw", [](const P& p, int H, int W) {
+            return std::make_pair(p.out_size(H, p.kh), p.out_size(W, p.kw));
+        })
+        .def("run_int32", [](const P& p, Arr<const uint64_t, 4> x, Arr<int32_t, 4> out, int threads,
+                             const std::string& isa) {
+            Output o;
+            o.kind = OutKind::int32;
+            o.data = out.data();
+            require(static_cast<int>(out.shape(3)) == p.c_out, "output channels mismatch");
+            run_checked(p, x, o, out.size(), p.c_out, threads, isa);
+        })
+        // out: (N, Ho, Wo, C) with channels [offset, offset + C_out) written (C >= offset + C_out)
+        .def("run_affine", [](const P& p, Arr<const uint64_t, 4> x, Arr<float, 4> out, int offset,
+                              Arr<const float, 1> mul, Arr<const float, 1> bias,
+                              std::optional<Arr<const float, 4>> residual, std::optional<Arr<uint64_t, 4>> sign_bits,
+                              int threads, const std::string& isa) {
+            require(offset >= 0 && static_cast<std::size_t>(offset) + p.c_out <= out.shape(3),
+                    "output channels mismatch");
+            require(static_cast<int>(mul.shape(0)) == p.c_out && static_cast<int>(bias.shape(0)) == p.c_out,
+                    "mul and bias need one value per output channel");
+            Output o;
+            o.kind = OutKind::affine;
+            o.data = out.data() + offset;
+            o.stride = out.shape(3);
+            o.mul = mul.data();
+            o.bias = bias.data();
+            if (residual) {
+                for (int d = 0; d < 3; ++d)
+                    require(residual->shape(d) == out.shape(d), "residual must have the output's shape");
+                require(static_cast<int>(residual->shape(3)) == p.c_out, "residual must have the output's shape");
+                o.residual = residual->data();
+            }
+            if (sign_bits) {
+                for (int d = 0; d < 3; ++d)
+                    require(sign_bits->shape(d) == out.shape(d), "sign bits must have the output's pixels");
+                require(static_cast<int>(sign_bits->shape(3)) == words(p.c_out), "sign bits: words mismatch");
+                o.sign_bits = sign_bits->data();
+            }
+            run_checked(p, x, o, out.size(), out.shape(3), threads, isa);
+        }, nb::arg("x"), nb::arg("out"), nb::arg("offset"), nb::arg("mul"), nb::arg("bias"), nb::arg("residual").none(),
+           nb::arg("sign_bits").none(), nb::arg("threads"), nb::arg("isa"))
+        .def("run_bits", [](const P& p, Arr<const uint64_t, 4> x, Arr<uint64_t, 4> out,
+                            Arr<const int32_t, 1> thr, Arr<const int32_t, 1> flip, int threads, const std::string& isa) {
+            require(static_cast<int>(out.shape(3)) == words(p.c_out), "output words mismatch");
+            require(static_cast<int>(thr.shape(0)) == p.c_out && static_cast<int>(flip.shape(0)) == p.c_out,
+                    "threshold and flip need one value per output channel");
+            Output o;
+            o.kind = OutKind::bits;
+            o.data = out.data();
+            o.thr = thr.data();
+            o.flip = flip.data();
+            run_checked(p, x, o, out.size(), words(p.c_out), threads, isa);
+        });
 }
 
 }  // namespace
@@ -244,67 +309,24 @@ NB_MODULE(_xnor, m) {
     }, nb::arg("xs"), nb::arg("divisor"), nb::arg("out"), nb::arg("sign_bits").none(), nb::arg("threads"),
        nb::arg("isa"));
 
-    nb::class_<ConvPlan>(m, "ConvPlan")
+    auto conv_plan = nb::class_<ConvPlan>(m, "ConvPlan")
         .def("__init__",
              [](ConvPlan* self, Arr<const uint64_t, 4> w, int c_in, int stride, int pad, bool zero) {
                  require(words(c_in) == static_cast<int>(w.shape(3)),
                          "weight words per position do not match in_channels");
                  new (self) ConvPlan(w.data(), static_cast<int>(w.shape(0)), static_cast<int>(w.shape(1)),
                                      static_cast<int>(w.shape(2)), c_in, stride, pad, zero);
-             })
-        .def("out_hw", [](const ConvPlan& p, int H, int W) {
-            return std::make_pair(p.out_size(H, p.kh), p.out_size(W, p.kw));
-        })
-        .def("run_int32", [](const ConvPlan& p, Arr<const uint64_t, 4> x, Arr<int32_t, 4> out, int threads,
-                             const std::string& isa) {
-            Output o;
-            o.kind = OutKind::int32;
-            o.data = out.data();
-            require(static_cast<int>(out.shape(3)) == p.c_out, "output channels mismatch");
-            run_checked(p, x, o, out.size(), p.c_out, threads, isa);
-        })
-        // out: (N, Ho, Wo, C) with channels [offset, offset + C_out) written (C >= offset + C_out)
-        .def("run_affine", [](const ConvPlan& p, Arr<const uint64_t, 4> x, Arr<float, 4> out, int offset,
-                              Arr<const float, 1> mul, Arr<const float, 1> bias,
-                              std::optional<Arr<const float, 4>> residual, std::optional<Arr<uint64_t, 4>> sign_bits,
-                              int threads, const std::string& isa) {
-            require(offset >= 0 && static_cast<std::size_t>(offset) + p.c_out <= out.shape(3),
-                    "output channels mismatch");
-            require(static_cast<int>(mul.shape(0)) == p.c_out && static_cast<int>(bias.shape(0)) == p.c_out,
-                    "mul and bias need one value per output channel");
-            Output o;
-            o.kind = OutKind::affine;
-            o.data = out.data() + offset;
-            o.stride = out.shape(3);
-            o.mul = mul.data();
-            o.bias = bias.data();
-            if (residual) {
-                for (int d = 0; d < 3; ++d)
-                    require(residual->shape(d) == out.shape(d), "residual must have the output's shape");
-                require(static_cast<int>(residual->shape(3)) == p.c_out, "residual must have the output's shape");
-                o.residual = residual->data();
-            }
-            if (sign_bits) {
-                for (int d = 0; d < 3; ++d)
-                    require(sign_bits->shape(d) == out.shape(d), "sign bits must have the output's pixels");
-                require(static_cast<int>(sign_bits->shape(3)) == words(p.c_out), "sign bits: words mismatch");
-                o.sign_bits = sign_bits->data();
-            }
-            run_checked(p, x, o, out.size(), out.shape(3), threads, isa);
-        }, nb::arg("x"), nb::arg("out"), nb::arg("offset"), nb::arg("mul"), nb::arg("bias"), nb::arg("residual").none(),
-           nb::arg("sign_bits").none(), nb::arg("threads"), nb::arg("isa"))
-        .def("run_bits", [](const ConvPlan& p, Arr<const uint64_t, 4> x, Arr<uint64_t, 4> out,
-                            Arr<const int32_t, 1> thr, Arr<const int32_t, 1> flip, int threads, const std::string& isa) {
-            require(static_cast<int>(out.shape(3)) == words(p.c_out), "output words mismatch");
-            require(static_cast<int>(thr.shape(0)) == p.c_out && static_cast<int>(flip.shape(0)) == p.c_out,
-                    "threshold and flip need one value per output channel");
-            Output o;
-            o.kind = OutKind::bits;
-            o.data = out.data();
-            o.thr = thr.data();
-            o.flip = flip.data();
-            run_checked(p, x, o, out.size(), words(p.c_out), threads, isa);
+             });
+    conv_runs(conv_plan);
+    auto grouped_plan = nb::class_<GroupedConvPlan>(m, "GroupedConvPlan")
+        .def("__init__", [](GroupedConvPlan* self, Arr<const uint64_t, 4> w, int c_in, int groups, int stride,
+                            int pad, int dilation, bool zero) {
+            require(groups >= 1 && c_in % groups == 0 && words(c_in / groups) == static_cast<int>(w.shape(3)),
+                    "weight words per position do not match in_channels / groups");
+            new (self) GroupedConvPlan(w.data(), static_cast<int>(w.shape(0)), static_cast<int>(w.shape(1)),
+                                       static_cast<int>(w.shape(2)), c_in, groups, stride, pad, dilation, zero);
         });
+    conv_runs(grouped_plan);
 
     nb::class_<EngineHandle>(m, "Engine")
         .def_static("from_bytes", [](nb::bytes data, int threads) {
