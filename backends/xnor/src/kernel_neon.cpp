@@ -403,13 +403,5 @@ void conv_float_neon(const float* xp, int N, int Hp, int Wp, int C, int kh, int 
     conv_float_neon_impl(xp, N, Hp, Wp, C, kh, kw, stride, w, Co, b, relu, out, threads, 0, pixels, 0);
 }
 
-// The same on one thread for output pixels [m_start, m_end) (flat over N, Ho, Wo), stored at
-// out + (m - m_base) * Co: a band of conv rows, as the fused conv + pool computes them.
-void conv_float_neon_rows(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
-                          int Co, const float* b, bool relu, float* out, std::size_t m_start, std::size_t m_end,
-                          std::size_t m_base) {
-    conv_float_neon_impl(xp, N, Hp, Wp, C, kh, kw, stride, w, Co, b, relu, out, 1, m_start, m_end, m_base);
-}
-
 }  // namespace xnor
 #endif  // __aarch64__
