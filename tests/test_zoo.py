@@ -50,3 +50,16 @@ def test_stats_equal_larq_summary(name, capsys):
     assert got == (binary, floats, bmacs, fmacs)
     # larq's memory: bits = binary + 32 x float
     assert d["params"]["bits"] == binary + 32 * floats
+
+
+def _bits(path: str, capsys, *args) -> int:
+    main(["stats", str(ROOT / path), *args, "--json", "--no-layers"])
+    return json.loads(capsys.readouterr().out)["params"]["bits"]
+
+
+def test_rf_quicknet_is_the_widest_within_quicknets_budget(capsys):
+    """The fractal on the zoo: RF-c3d4 QuickNet's width is the largest whose parameter bits fit
+    QuickNet's (what `fractalc scale --budget-of` solves), checked by compiling both sides."""
+    budget = _bits("specs/zoo/quicknet.fr", capsys)
+    spec = "specs/zoo/rf_c3d4_quicknet.fr"
+    assert _bits(spec, capsys) <= budget < _bits(spec, capsys, "--set", "width=55")
