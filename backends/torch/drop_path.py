@@ -52,6 +52,25 @@ def mean(xs: Sequence[torch.Tensor]) -> torch.Tensor:
     return out / len(xs)
 
 
+def weighted_join(xs: Sequence[torch.Tensor], weights) -> torch.Tensor:
+    """``weights[0] * xs[0] + weights[1] * xs[1] + ...``, summed in input order (the lowered
+    graph's Mul then Sum). `weights`: floats (a fixed join) or a (n,) Parameter (a learnable
+    one). Drop-path does not apply to weighted joins (which inputs to rescale, and how, is not
+    FractalNet's definition)."""
+    out = xs[0] * weights[0]
+    for i in range(1, len(xs)):
+        out = out + xs[i] * weights[i]
+    return out
+
+
+def max_join(xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Element-wise maximum of `xs` (no drop-path)."""
+    out = xs[0]
+    for x in xs[1:]:
+        out = torch.maximum(out, x)
+    return out
+
+
 def join(xs: Sequence[torch.Tensor], columns: Sequence[int],
          state: DropPathState | None) -> torch.Tensor:
     """Mean of `xs`; with a `state` (training with drop-path), the mean of the kept inputs.

@@ -9,8 +9,10 @@ One evaluator, two builders:
   (``stage2``), ``f * n`` opens ``block1..blockN``, ``expr @ "col{c}"`` opens ``col3``, and
   each primitive gets ``<stem><k>`` numbered per scope (``conv2``). Rule calls open no scope.
 
-Values are ints, floats, bools, strings, tuples (lists), tensors and functions (rules and
-primitives with bound parameters, compositions ``f >> g`` and repetitions ``f * n``).
+Values are ints, floats, bools, strings, tuples (lists), tensors, functions (rules and
+primitives with bound parameters, compositions ``f >> g`` and repetitions ``f * n``) and defs
+(``def w(c, r) = ...``: called on values, give a value; memoised by the counting pass like rule
+calls, so a def recursion is bounded by the same step budget and nesting limit).
 """
 from __future__ import annotations
 
@@ -77,6 +79,17 @@ class Builtin:
     name: str
 
 
+@dataclass(frozen=True)
+class DefFn:
+    """A `def`: called with parentheses on values, gives a value."""
+
+    defn: S.Def
+
+    @property
+    def name(self):
+        return self.defn.name
+
+
 FUNCS = (RuleFn, PrimFn, Compose, Repeat)
 
 
@@ -99,6 +112,8 @@ def describe(v) -> str:
         return "a function"
     if isinstance(v, Builtin):
         return f"the builtin '{v.name}'"
+    if isinstance(v, DefFn):
+        return f"the def '{v.name}'"
     return type(v).__name__
 
 
@@ -234,11 +249,14 @@ class Evaluator:
             return self.params[name]
         if name in self.spec.rules:
             return RuleFn(self.spec.rules[name])
+        if name in self.spec.defs:
+            return DefFn(self.spec.defs[name])
         if name in PRIMS:
             return PrimFn(PRIMS[name])
         if name in BUILTINS:
             return Builtin(name)
-        self.fail(f"unknown name '{name}'" + suggest(name, list(env) + list(self.params) + list(self.spec.rules)), loc)
+        self.fail(f"unknown name '{name}'" + suggest(name, list(env) + list(self.params) + list(self.spec.rules)
+                                                     + list(self.spec.defs)), loc)
 
     def want_int(self, v, what: str, loc: Loc) -> int:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
@@ -261,6 +279,12 @@ class Evaluator:
 
     def eval_ListLit(self, e: S.ListLit, env):
         return tuple(self.eval(x, env) for x in e.items)
+
+    def eval_Let(self, e: S.Let, env):
+        v = self.eval(e.value, env)
+        inner = dict(env)
+        inner[e.name] = v
+        return self.eval(e.body, inner)
 
     def eval_If(self, e: S.If, env):
         c = self.eval(e.cond, env)
@@ -339,6 +363,8 @@ class Evaluator:
             return target[i]
         if isinstance(target, (RuleFn, PrimFn)):
             return self.bind(target, [(a.name, self.eval(a.value, env), a.loc) for a in e.args], e.loc)
+        if isinstance(target, DefFn):
+            self.fail(f"def '{target.name}' is called with parentheses, as in {target.name}(...)", e.loc)
         self.fail(f"cannot bind parameters of {describe(target)}", e.loc)
 
     def bind(self, fn, args, loc):
@@ -369,6 +395,10 @@ class Evaluator:
             if any(a.name for a in e.args):
                 self.fail(f"builtin '{target.name}' takes no named arguments", e.loc)
             return self.builtin(target.name, [self.eval(a.value, env) for a in e.args], e.loc)
+        if isinstance(target, DefFn):
+            if any(a.name for a in e.args):
+                self.fail(f"arguments of def '{target.name}' are positional", e.loc)
+            return self.call_def(target.defn, [self.eval(a.value, env) for a in e.args], e.loc)
         if not isinstance(target, FUNCS):
             hidden = ""
             if isinstance(e.target, S.Var) and e.target.name in BUILTINS:
@@ -405,6 +435,47 @@ class Evaluator:
         finally:
             self.b.pop()
 
+    def call_def(self, d: S.Def, args: list, loc: Loc):
+        """The value of def `d` on `args`. Nests like a rule call (the nesting limit applies);
+        the counting pass memoises it by its arguments and adds a repeated call's steps without
+        doing them, so an exponential recursion is refused from its predicted step count."""
+        if len(args) != len(d.params):
+            self.fail(f"def '{d.name}' takes {len(d.params)} argument{'s' if len(d.params) != 1 else ''}"
+                      f" ({', '.join(d.params) or 'none'}), got {len(args)}", loc)
+        key = None
+        if self.b.counting:
+            key = ("def", d.name, _typed(tuple(args)))
+            try:
+                hash(key)
+            except TypeError:
+                key = None
+            if key is not None and key in self.memo:
+                n, steps, value = self.memo[key]
+                self.b.add_nodes(n, loc)
+                self.add_steps(steps, loc, f"def '{d.name}'")
+                return value
+        if self.depth >= self.max_nesting:
+            raise SizeGuardError(
+                f"expansion refused: calls nest deeper than {self.max_nesting} levels (at def "
+                f"'{d.name}'); a recursion this deep would explode or never reach its base case",
+                loc, hint="check the recursive step moves toward the base case")
+        self.depth += 1
+        before = getattr(self.b, "count", 0)
+        steps = self.steps
+        self.where.append(f"def '{d.name}'")
+        try:
+            out = self.eval(d.body, dict(zip(d.params, args)))
+        finally:
+            self.depth -= 1
+            self.where.pop()
+        if isinstance(out, Tensor):
+            self.fail(f"def '{d.name}' must give a value (a number, boolean, string, list or "
+                      f"function), but its body gives {describe(out)}; write a rule to make "
+                      "tensors", d.body.loc)
+        if key is not None:
+            self.memo[key] = (self.b.count - before, self.steps - steps, out)
+        return out
+
     # --- builtins
     def builtin(self, name: str, args: list, loc: Loc):
         try:
@@ -431,6 +502,9 @@ class Evaluator:
         if name == "round":  # half away from zero, the convention of the papers' width tables
             (x,) = nums(1)
             return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
+        if name == "round_even":  # half to even (Python's round, larq's width formulas)
+            (x,) = nums(1)
+            return int(round(x))
         if name in ("floor", "ceil", "int"):
             (x,) = nums(1)
             return {"floor": math.floor, "ceil": math.ceil, "int": int}[name](x)
@@ -538,6 +612,13 @@ class Evaluator:
             if not isinstance(v, bool):
                 self.fail(f"{what} must be true or false, got {describe(v)}", loc)
             return v
+        if typ == "nums":  # a list of numbers, or None (the parameter's "not given")
+            if v is None:
+                return v
+            if not isinstance(v, tuple) or any(isinstance(x, bool) or not isinstance(x, (int, float))
+                                               for x in v):
+                self.fail(f"{what} must be a list of numbers, got {describe(v)}", loc)
+            return tuple(float(x) for x in v)
         if not isinstance(v, str):
             self.fail(f"{what} must be a string, got {describe(v)}", loc)
         return v
@@ -588,6 +669,13 @@ class Evaluator:
         if key is not None:
             self.memo[key] = (self.b.count - before, self.steps - steps, out.shape)
         return out
+
+
+def _typed(v):
+    """`v` as a memo key that tells 1, 1.0 and true apart (Python's == does not)."""
+    if isinstance(v, tuple):
+        return ("list", tuple(_typed(x) for x in v))
+    return (type(v).__name__, v)
 
 
 # ----------------------------------------------------------------------------- entry points

@@ -41,7 +41,7 @@ _CMP_OPS = {"==", "!=", "<", "<=", ">", ">="}
 
 
 def _level(e) -> int:
-    if isinstance(e, S.If):
+    if isinstance(e, (S.If, S.Let)):
         return _IF
     if isinstance(e, S.BinOp):
         return _CMP if e.op in _CMP_OPS else _BIN[e.op]
@@ -98,6 +98,8 @@ def _flat(e) -> str:
     if isinstance(e, S.If):
         return (f"if {expr_text(e.cond, _PIPE)} then {expr_text(e.then, _PIPE)} "
                 f"else {expr_text(e.other)}")
+    if isinstance(e, S.Let):
+        return f"let {e.name} = {expr_text(e.value)} in {expr_text(e.body)}"
     if isinstance(e, S.BinOp):
         lo, ro = _operand_levels(e)
         return f"{expr_text(e.left, lo)} {e.op} {expr_text(e.right, ro)}"
@@ -135,6 +137,11 @@ def render_expr(e, col: int, min_level: int = _IF) -> list[str]:
             first = False
             e = e.other
         return lines + _glue(pad + "else ", render_expr(e, col + 5))
+    if isinstance(e, S.Let):  # let x = value in / body, the body under the `let`
+        head = f"let {e.name} = "
+        lines = _glue(head, render_expr(e.value, col + len(head)))
+        lines[-1] += " in"
+        return lines + _glue(pad, render_expr(e.body, col))
     if isinstance(e, (S.Call, S.Index)) and e.args:
         opening, closing = ("(", ")") if isinstance(e, S.Call) else ("[", "]")
         head = expr_text(e.target, _POSTFIX) + opening
@@ -196,6 +203,10 @@ def _rule_head(r: S.Rule) -> str:
     return f"rule {r.name}{params}({', '.join(r.tensors)}) ="
 
 
+def _def_head(d: S.Def) -> str:
+    return f"def {d.name}({', '.join(d.params)}) ="
+
+
 def _item_code(node) -> list[str]:
     if isinstance(node, S.Import):
         return [f'import {_lit(node.path)}']
@@ -205,8 +216,8 @@ def _item_code(node) -> list[str]:
         if node.choices is not None:
             lines[-1] += " choices(" + ", ".join(expr_text(c) for c in node.choices) + ")"
         return lines
-    if isinstance(node, S.Rule):
-        head = _rule_head(node)
+    if isinstance(node, (S.Rule, S.Def)):
+        head = _rule_head(node) if isinstance(node, S.Rule) else _def_head(node)
         one = head + " " + expr_text(node.body)
         if len(one) <= WIDTH:
             return [one]
@@ -314,7 +325,7 @@ def _tokens(text: str) -> list:
 
 
 def _source_order(module: S.Module) -> list:
-    items = [*module.imports, *module.params, *module.rules, *module.networks]
+    items = [*module.imports, *module.params, *module.rules, *module.defs, *module.networks]
     return sorted(items, key=lambda n: (n.loc.line, n.loc.column))  # stable for equal locs
 
 
@@ -420,7 +431,7 @@ class Document:
     def module(self) -> S.Module:
         nodes = [it.node for it in self.items]
         return S.Module(self.file, *(tuple(n for n in nodes if isinstance(n, k))
-                                     for k in (S.Import, S.Param, S.Rule, S.Network)))
+                                     for k in (S.Import, S.Param, S.Rule, S.Network, S.Def)))
 
     def set_param(self, name: str, value: S.Expr) -> None:
         """Give parameter `name` the default `value`: in place where this file declares it,

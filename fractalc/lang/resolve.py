@@ -1,8 +1,9 @@
 """Resolve a spec: follow imports, collect definitions, and check names, arity and recursion.
 
 Everything here is static (no evaluation): unknown names, duplicate definitions, wrong number
-of parameters or tensors where the callee is known, unknown keyword parameters, and recursive
-rules without a base case. Errors carry the spec position. Parameter values and shapes are
+of parameters or tensors where the callee is known, unknown keyword parameters, wrong argument counts of defs, and
+recursive rules and defs without a base case (rules and defs share one namespace and one call
+graph). Errors carry the spec position. Parameter values and shapes are
 checked during expansion (`expand.py`).
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Spec:
     main: str
     params: dict[str, S.Param] = field(default_factory=dict)
     rules: dict[str, S.Rule] = field(default_factory=dict)
+    defs: dict[str, S.Def] = field(default_factory=dict)
     networks: dict[str, S.Network] = field(default_factory=dict)  # main file only
     files: list[str] = field(default_factory=list)
     sha256: str = ""
@@ -66,7 +68,7 @@ def library_dir() -> Path:
             return d
     except (ModuleNotFoundError, TypeError, NotADirectoryError):
         pass
-    return Path(__file__).resolve().parent.parent / "specs" / "lib"
+    return Path(__file__).resolve().parents[2] / "specs" / "lib"  # the source tree
 
 
 # Folders every `load` in this context may also import from: what the CLI's --allow-import
@@ -186,6 +188,15 @@ def load(path: str | Path, *, allow_import: Iterable[str | Path] | None = None,
             if rule.name in PRIMS or rule.name in BUILTINS:
                 raise SpecError(f"rule name '{rule.name}' is a builtin primitive; choose another name", rule.loc)
             _define(spec.rules, rule, "rule")
+        for d in module.defs:
+            # A def may hide a scalar builtin (`def width(c, r)`, as a parameter may), not a
+            # primitive: `conv` must keep meaning the primitive everywhere.
+            if d.name in PRIMS:
+                raise SpecError(f"def name '{d.name}' is a builtin primitive; choose another name", d.loc)
+            if d.name in spec.rules:
+                raise SpecError(f"def '{d.name}' has the name of the rule defined at "
+                                f"{spec.rules[d.name].loc}; choose another name", d.loc)
+            _define(spec.defs, d, "def")
         if is_main:
             for net in module.networks:
                 _define(spec.networks, net, "network")
@@ -216,7 +227,11 @@ def check(spec: Spec) -> None:
 
 
 def _check(spec: Spec) -> None:
-    glob = set(spec.params) | set(spec.rules) | set(PRIMS) | set(BUILTINS)
+    glob = set(spec.params) | set(spec.rules) | set(spec.defs) | set(PRIMS) | set(BUILTINS)
+    for name, d in spec.defs.items():
+        if name in spec.rules:
+            raise SpecError(f"def '{name}' has the name of the rule defined at "
+                            f"{spec.rules[name].loc}; choose another name", d.loc)
     for prm in spec.params.values():
         # A parameter is looked up before rules and primitives: it would silently hide them.
         # (Hiding a scalar builtin is allowed: `param width = 64` is the usual name, and calling
@@ -227,6 +242,9 @@ def _check(spec: Spec) -> None:
         if prm.name in spec.rules:
             raise SpecError(f"parameter '{prm.name}' has the name of the rule defined at "
                             f"{spec.rules[prm.name].loc}; choose another name", prm.loc)
+        if prm.name in spec.defs:
+            raise SpecError(f"parameter '{prm.name}' has the name of the def at "
+                            f"{spec.defs[prm.name].loc}; choose another name", prm.loc)
         _check_expr(spec, prm.default, glob, set())
         for c in prm.choices or ():
             _check_expr(spec, c, glob, set())
@@ -244,6 +262,11 @@ def _check(spec: Spec) -> None:
                 raise SpecError(f"parameter '{p.name}' of rule '{rule.name}' needs a default, "
                                 "since an earlier parameter has one", p.loc)
         _check_expr(spec, rule.body, glob, set(names))
+    for d in spec.defs.values():
+        dup = {n for n in d.params if d.params.count(n) > 1}
+        if dup:
+            raise SpecError(f"def '{d.name}' declares '{sorted(dup)[0]}' twice", d.loc)
+        _check_expr(spec, d.body, glob, set(d.params))
     for net in spec.networks.values():
         for e in net.input:
             _check_expr(spec, e, glob, set())
@@ -268,14 +291,24 @@ def _callee(spec: Spec, e, local: set[str]):
 
 
 def _check_expr(spec: Spec, e, glob: set[str], local: set[str]) -> None:
+    if isinstance(e, S.Let):
+        _check_expr(spec, e.value, glob, local)
+        _check_expr(spec, e.body, glob, local | {e.name})
+        return
     if isinstance(e, S.Var):
         if e.name not in local and e.name not in glob:
             raise SpecError(f"unknown name '{e.name}'" + suggest(e.name, local | glob), e.loc)
     if isinstance(e, S.Index):
+        d = _def_named(spec, e.target, local)
+        if d is not None:
+            raise SpecError(f"def '{d.name}' is called with parentheses, as in {d.name}(...); "
+                            "square brackets bind a rule's or primitive's parameters", e.loc)
         callee = _callee(spec, e.target, local)
         if callee is not None:
             _check_binding(callee, e.args, e.loc)
-    if isinstance(e, S.Call):
+    if isinstance(e, S.Call) and _def_named(spec, e.target, local) is not None:
+        _check_def_call(_def_named(spec, e.target, local), e)
+    elif isinstance(e, S.Call):
         callee = _callee(spec, e.target, local)
         if isinstance(e.target, S.Index):
             callee = _callee(spec, e.target.target, local)
@@ -298,6 +331,23 @@ def _check_expr(spec: Spec, e, glob: set[str], local: set[str]) -> None:
         _check_expr(spec, c, glob, local)
 
 
+def _def_named(spec: Spec, e, local: set[str]) -> S.Def | None:
+    """The def an expression names, if it is a global name not hidden by a local one."""
+    if isinstance(e, S.Var) and e.name not in local:
+        return spec.defs.get(e.name)
+    return None
+
+
+def _check_def_call(d: S.Def, e: S.Call) -> None:
+    for a in e.args:
+        if a.name is not None:
+            raise SpecError(f"arguments of def '{d.name}' are positional: write {d.name}("
+                            + ", ".join(d.params) + ")", a.loc)
+    if len(e.args) != len(d.params):
+        raise SpecError(f"def '{d.name}' takes {len(d.params)} argument{'s' if len(d.params) != 1 else ''}"
+                        f" ({', '.join(d.params) or 'none'}), got {len(e.args)}", e.loc)
+
+
 def param_names(callee) -> list[str]:
     if isinstance(callee, S.Rule):
         return [p.name for p in callee.params]
@@ -317,17 +367,28 @@ def _check_binding(callee, args, loc) -> None:
                             + suggest(a.name, names) + f"; its parameters: {', '.join(names) or 'none'}", a.loc)
 
 
-def _rule_refs(spec: Spec, rule: S.Rule) -> set[str]:
-    local = {p.name for p in rule.params} | set(rule.tensors)
+def _locals(item) -> set[str]:
+    """The names a rule or def binds for its body."""
+    if isinstance(item, S.Def):
+        return set(item.params)
+    return {p.name for p in item.params} | set(item.tensors)
+
+
+def _rule_refs(spec: Spec, rule) -> set[str]:
+    """The rules and defs the body of `rule` (a rule or a def) names."""
     out: set[str] = set()
 
-    def walk(e):
-        if isinstance(e, S.Var) and e.name not in local and e.name in spec.rules:
+    def walk(e, local):
+        if isinstance(e, S.Let):
+            walk(e.value, local)
+            walk(e.body, local | {e.name})
+            return
+        if isinstance(e, S.Var) and e.name not in local and (e.name in spec.rules or e.name in spec.defs):
             out.add(e.name)
         for c in S.children(e):
-            walk(c)
+            walk(c, local)
 
-    walk(rule.body)
+    walk(rule.body, _locals(rule))
     return out
 
 
@@ -336,6 +397,9 @@ def _can_finish(e, scc: set[str], finishing: set[str], local: set[str]) -> bool:
     only to rules in `finishing` (rules already known to have a way to finish)."""
     if isinstance(e, S.Var):
         return e.name in local or e.name not in scc or e.name in finishing
+    if isinstance(e, S.Let):
+        return (_can_finish(e.value, scc, finishing, local)
+                and _can_finish(e.body, scc, finishing, local | {e.name}))
     if isinstance(e, S.If):
         return _can_finish(e.cond, scc, finishing, local) and (
             _can_finish(e.then, scc, finishing, local) or _can_finish(e.other, scc, finishing, local))
@@ -391,7 +455,8 @@ def _cycles(calls: dict[str, list[str]]) -> list[set[str]]:
 
 
 def _check_base_cases(spec: Spec) -> None:
-    calls = {name: sorted(_rule_refs(spec, rule)) for name, rule in spec.rules.items()}
+    items = {**spec.rules, **spec.defs}  # one namespace: load refuses a def named like a rule
+    calls = {name: sorted(_rule_refs(spec, item)) for name, item in items.items()}
     for comp in _cycles(calls):
         # The rules that can finish, to a fixed point: one with a branch free of the cycle's
         # rules, then one whose branch only calls those (f calls g[n - 1], g has a base case).
@@ -400,14 +465,14 @@ def _check_base_cases(spec: Spec) -> None:
         while grew:
             grew = False
             for name in sorted(comp - finishing):
-                rule = spec.rules[name]
-                local = {p.name for p in rule.params} | set(rule.tensors)
-                if _can_finish(rule.body, comp, finishing, local):
+                rule = items[name]
+                if _can_finish(rule.body, comp, finishing, _locals(rule)):
                     finishing.add(name)
                     grew = True
         for name in sorted(comp - finishing):
-            rule = spec.rules[name]
+            rule = items[name]
+            kind = "def" if isinstance(rule, S.Def) else "rule"
             others = sorted(comp - {name})
             via = f" (through {', '.join(others)})" if others else ""
-            raise SpecError(f"rule '{name}' recurses without a base case: every branch calls "
+            raise SpecError(f"{kind} '{name}' recurses without a base case: every branch calls "
                             f"'{name}' again{via}; add `if ... then <base case> else ...`", rule.loc)

@@ -102,7 +102,18 @@ class Scoped:
     loc: Loc
 
 
-Expr = Union[Var, Lit, ListLit, If, BinOp, Unary, Index, Call, Scoped]
+@dataclass(frozen=True)
+class Let:
+    """``let name = value in body``: `body` evaluated with `name` bound to `value`'s result (a
+    tensor, function or value, computed once: both branches of a block can read one tensor)."""
+
+    name: str
+    value: "Expr"
+    body: "Expr"
+    loc: Loc
+
+
+Expr = Union[Var, Lit, ListLit, If, BinOp, Unary, Index, Call, Scoped, Let]
 
 
 def children(e: Expr) -> tuple:
@@ -119,6 +130,8 @@ def children(e: Expr) -> tuple:
         return (e.target,) + tuple(a.value for a in e.args)
     if isinstance(e, Scoped):
         return (e.expr,) + tuple(p for p in e.label if not isinstance(p, str))
+    if isinstance(e, Let):
+        return (e.value, e.body)
     return ()
 
 
@@ -153,6 +166,17 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Def:
+    """``def name(p1, p2) = body``: a function of values that gives a value (a number, boolean,
+    string, list or function; never a tensor), called as ``name(a, b)``."""
+
+    name: str
+    params: tuple[str, ...]
+    body: Expr
+    loc: Loc
+
+
+@dataclass(frozen=True)
 class Section:
     name: str
     expr: Expr
@@ -174,12 +198,14 @@ class Module:
     params: tuple[Param, ...]
     rules: tuple[Rule, ...]
     networks: tuple[Network, ...]
+    defs: tuple[Def, ...] = ()
 
 
 # ----------------------------------------------------------------------------- AST as data
 
 _AST_TYPES = {c.__name__: c for c in (Var, Lit, ListLit, If, BinOp, Unary, Arg, Index, Call, Scoped,
-                                       Import, Param, ParamDecl, Rule, Section, Network, Module)}
+                                       Let, Import, Param, ParamDecl, Rule, Def, Section, Network,
+                                       Module)}
 
 
 _FIELDS = {name: tuple(cls.__dataclass_fields__) for name, cls in _AST_TYPES.items()}
@@ -246,7 +272,7 @@ def grammar_text() -> str:
     try:
         return resources.files("fractalc").joinpath("grammars/fractal.lark").read_text()
     except (FileNotFoundError, OSError):  # running from a source tree without install
-        return (Path(__file__).resolve().parent.parent / "grammars" / "fractal.lark").read_text()
+        return (Path(__file__).resolve().parents[2] / "grammars" / "fractal.lark").read_text()
 
 
 _PARSER_OPTIONS = dict(parser="lalr", strict=True, propagate_positions=True,
@@ -311,10 +337,10 @@ class _ToAst(Transformer):
     # --- items
     @v_args(meta=True)
     def start(self, meta, items):
-        kinds = {Import: [], Param: [], Rule: [], Network: []}
+        kinds = {Import: [], Param: [], Rule: [], Network: [], Def: []}
         for it in items:
             kinds[type(it)].append(it)
-        return Module(self.file, *(tuple(kinds[k]) for k in (Import, Param, Rule, Network)))
+        return Module(self.file, *(tuple(kinds[k]) for k in (Import, Param, Rule, Network, Def)))
 
     @v_args(meta=True)
     def import_stmt(self, meta, children):
@@ -343,6 +369,12 @@ class _ToAst(Transformer):
         return ParamDecl(str(name), default, self._loc(name))
 
     @v_args(meta=True)
+    def def_def(self, meta, children):
+        name, *rest = children
+        *params, body = rest
+        return Def(str(name), tuple(str(p) for p in params if p is not None), body, self._loc(name))
+
+    @v_args(meta=True)
     def network_def(self, meta, children):
         name, inp, *sections = children
         return Network(str(name), inp, tuple(sections), self._loc(name))
@@ -359,6 +391,10 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def if_expr(self, meta, c):
         return If(c[0], c[1], c[2], self._loc(meta))
+
+    @v_args(meta=True)
+    def let_expr(self, meta, c):
+        return Let(str(c[0]), c[1], c[2], self._loc(meta))
 
     def pipe(self, c):
         return BinOp(">>", c[0], c[2], self._loc(c[1]))
@@ -518,7 +554,7 @@ def _check_depth(tree: lark.Tree, transformer: "_ToAst") -> None:
 
 
 _STATEMENTS = {"start", "import_stmt", "param_stmt", "choices", "rule_def", "rule_params",
-               "param_decl", "network_def", "input_decl", "section"}
+               "param_decl", "def_def", "network_def", "input_decl", "section"}
 
 
 def _transform(tree: lark.Tree, transformer: "_ToAst"):
