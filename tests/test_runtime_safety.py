@@ -58,7 +58,11 @@ def test_unknown_fractalc_op_and_attribute():
     _refused(m.SerializeToString(), "XnorConv2")
     from onnx import helper
     m = _proto()
-    _node(m, "XnorConv").attribute.append(helper.make_attribute("dilations", [2, 2]))
+    _node(m, "XnorConv").attribute.append(helper.make_attribute("tile_hint", [2, 2]))
+    _refused(m.SerializeToString(), "tile_hint")
+    # a known attribute with a bad value is refused too, by name
+    m = _proto()
+    _node(m, "XnorConv").attribute.append(helper.make_attribute("dilations", [0, 0]))
     _refused(m.SerializeToString(), "dilations")
 
 

@@ -44,6 +44,8 @@ assert _HEADER.size == 96 and _VALUE.size == 16 and _OP.size == 208
 
 F4, BITS, FLAT = 0, 1, 2
 XCONV, PACK, UNPACK, JOIN, AFFINE, POOL, GAP, FLATTEN, CONV, GEMM, CONCAT, SLICE, PWCONV = range(1, 14)
+# issue 14's element-wise ops (src/chanwise.cpp), numbered apart from the others
+PRELU, SIGMOID, MUL = 32, 33, 34
 
 
 class Unsupported(ModelError):
@@ -377,6 +379,11 @@ def _lower(proto) -> bytes:
                 raise err(nd, "Identity of a non-value", Unsupported)
             alias[nd.output[0]] = name_of(nd.input[0])
             continue
+        if is_elementwise(nd, inits):
+            for conv in deferred.pop(k, []):  # an XnorConv read only by this node: no residual to fuse
+                emit_xconv(conv)
+            _elementwise(nd, k, W, val, shape, new, inits, nodes, sole_index, skip, err)
+            continue
         if op in ("Add", "Sum") and not nd.attribute:
             if op == "Add" and len(nd.input) != 2:
                 raise err(nd, "Add takes two inputs")
@@ -500,6 +507,85 @@ def _lower(proto) -> bytes:
         raise Unsupported("the graph output is its input")
     meta = {p.key: p.value for p in proto.metadata_props}
     return W.tobytes(vid[out], meta)
+
+
+def is_elementwise(nd, inits) -> bool:
+    """Issue 14's element-wise nodes (ONNX backend, builder.py): Sigmoid; PRelu; Add / Sub / Mul
+    of a value and an initializer; Mul of two values."""
+    if nd.domain not in ("", "ai.onnx") or nd.attribute:
+        return False
+    if nd.op_type == "Sigmoid":
+        return True
+    if nd.op_type not in ("PRelu", "Add", "Sub", "Mul") or len(nd.input) != 2:
+        return False
+    return nd.op_type in ("PRelu", "Mul") or nd.input[1] in inits
+
+
+def _elementwise(nd, k, W, val, shape, new, inits, nodes, sole_index, skip, err) -> None:
+    """Lower one of `is_elementwise`'s nodes: a per-channel Add / Sub / Mul (initializer (C,1,1),
+    or (C,) on a flat value) -> an affine op (x * 1 + b, x * 1 + (-t), x * s + 0: the same values
+    as x + b, x - t, x * s); Add(b1) -> PRelu -> Add(b2), each read only by the next, -> one
+    PReLU op with its shifts (and a PRelu alone, with the Add after it if any); Sigmoid -> the
+    float64 sigmoid op; Mul of two values (same shape, or CxHxW by Cx1x1) -> the product op."""
+    op = nd.op_type
+    x = val(nd, nd.input[0], (F4, FLAT))
+    kind, xs = W.values[x][0], shape(x)
+
+    def per_channel(node, name):
+        a = inits.get(name)
+        want = (xs[0], 1, 1) if kind == F4 else (xs[0],)
+        if a is not None and a.dtype == np.float32 and a.size == 1 and a.ndim <= 1:
+            # a scalar (a weighted join's weight, builder._weighted_join): the same in every channel
+            return np.full(xs[0], a.reshape(()), np.float32)
+        if a is None or a.dtype != np.float32 or a.shape != want:
+            raise err(node, f"{name!r} must be a float32 initializer of shape {want}", Unsupported)
+        return np.ascontiguousarray(a.reshape(xs[0]))
+
+    def follower(node, op_type):
+        """The node after `node` if it is `op_type` with a per-channel initializer, reading only it."""
+        j = sole_index(node.output[0])
+        f = nodes[j] if j is not None else None
+        if (f is not None and f.op_type == op_type and f.domain in ("", "ai.onnx") and not f.attribute
+                and len(f.input) == 2 and f.input[0] == node.output[0] and f.input[1] in inits):
+            return j
+        return None
+
+    if op == "Sigmoid":
+        W.op(SIGMOID, [x], new(nd, nd.output[0], kind, xs))
+        return
+    if op == "Mul" and nd.input[1] not in inits:
+        y = val(nd, nd.input[1], (F4, FLAT))
+        ys = shape(y)
+        if W.values[y][0] == kind and ys == xs:
+            W.op(MUL, [x, y], new(nd, nd.output[0], kind, xs), [0])
+            return
+        for big, small in ((x, y), (y, x)):  # a CxHxW value times a per-channel Cx1x1 one
+            bs, ss = shape(big), shape(small)
+            if W.values[big][0] == W.values[small][0] == F4 and ss == (bs[0], 1, 1):
+                W.op(MUL, [big, small], new(nd, nd.output[0], F4, bs), [1])
+                return
+        raise err(nd, f"Mul of shapes {xs} and {ys}", Unsupported)
+    shift_in = None
+    j = follower(nd, "PRelu") if op == "Add" else None
+    if j is not None:  # RPReLU's first shift
+        shift_in, nd, op = per_channel(nd, nd.input[1]), nodes[j], "PRelu"
+        skip.add(j)
+    if op == "PRelu":
+        slope = per_channel(nd, nd.input[1])
+        ws, out_name, j = [slope], nd.output[0], follower(nd, "Add")
+        post = nodes[j] if j is not None else None
+        if shift_in is not None:
+            ws.append(shift_in)
+        if post is not None:
+            ws.append(per_channel(post, post.input[1]))
+            skip.add(j)
+            out_name = post.output[0]
+        W.op(PRELU, [x], new(nd, out_name, kind, xs), [int(shift_in is not None), int(post is not None)], ws)
+        return
+    a = per_channel(nd, nd.input[1])
+    one, zero = np.ones_like(a), np.zeros_like(a)
+    scale, shift = {"Add": (one, a), "Sub": (one, -a), "Mul": (a, zero)}[op]
+    W.op(AFFINE, [x], new(nd, nd.output[0], kind, xs), [1, 0], [scale, shift])
 
 
 def _conv(nd, at, W, val, shape, new, init, inits, nodes, sole_index, skip, err):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import floatops
+from . import chanops, floatops
 from .steps import Step, Val, node_attrs, node_error, initializer
 
 _ATTRS_OK = {
@@ -23,7 +23,7 @@ _ATTRS_OK = {
 
 
 def standard_node(node, slots, vals, inits, threads, opset):
-    step = _native(node, slots, vals, inits)
+    step = _native(node, slots, vals, inits) or chanops.step(node, slots, vals, inits)
     if step is not None:
         return step
     return ort_step(node, slots, vals, inits, threads, opset)

@@ -36,7 +36,7 @@ def _load_npy(path: str):
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .npy file.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="Kernel threads (default: all CPUs, or $FRACTALC_THREADS).")
-@click.option("--isa", type=click.Choice(["portable", "avx2", "avx512"]), default=None,
+@click.option("--isa", type=click.Choice(["portable", "avx2", "avx512", "neon"]), default=None,
               help="Force a kernel path (default: $FRACTALC_ISA or the best this CPU runs).")
 def run_cmd(model, input_path, output, threads, isa):
     """Run an onnx-xnor MODEL on a .npy input with the native XNOR runtime."""
