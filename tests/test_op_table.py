@@ -18,7 +18,7 @@ from fractalc.ir.ops import OpDef, PrimSpec, p
 
 
 @dataclass(frozen=True)
-class Scale:
+class Times:
     """y = factor * x (a scaled identity)."""
 
     factor: float
@@ -31,7 +31,7 @@ class Mystery:
 
 def _scale_step(g, n, op, ins):
     from fractalc.backends.torch.plan import Step
-    return Step(n, "Scale", ins, (float(op.factor),))
+    return Step(n, "Times", ins, (float(op.factor),))
 
 
 def _scale_onnx(b, g, n, op, ins, shape, state, val):
@@ -42,21 +42,21 @@ def _scale_onnx(b, g, n, op, ins, shape, state, val):
 @pytest.fixture
 def scale_op():
     ops.register(OpDef(
-        Scale, ops.same,
-        prims=(PrimSpec("scale", (p("factor", "num"),), 1, "factor * x",
-                        make=lambda a: Scale(float(a["factor"]))),),
+        Times, ops.same,
+        prims=(PrimSpec("times", (p("factor", "num"),), 1, "factor * x",
+                        make=lambda a: Times(float(a["factor"]))),),
         style={"shape": "diamond", "fillcolor": "#123456"}, legend="scaled identity",
         summary=lambda op, n: f"x{op.factor:g}"))
-    ops.set_hook(Scale, "torch", _scale_step)
-    ops.set_hook(Scale, "torch.forward", lambda layer, xs, args: xs[0] * args[0])
-    ops.set_hook(Scale, "onnx", _scale_onnx)
+    ops.set_hook(Times, "torch", _scale_step)
+    ops.set_hook(Times, "torch.forward", lambda layer, xs, args: xs[0] * args[0])
+    ops.set_hook(Times, "onnx", _scale_onnx)
     ops.register(OpDef(Mystery, ops.same, prims=(PrimSpec("mystery", (), 1, "?", make=lambda a: Mystery()),)))
     yield
-    ops.unregister(Scale)
+    ops.unregister(Times)
     ops.unregister(Mystery)
 
 
-SPEC = "network n {\n  input [3, 8, 8]\n  body = conv[4] >> scale[factor=0.5] >> bn >> gap >> linear[5]\n}\n"
+SPEC = "network n {\n  input [3, 8, 8]\n  body = conv[4] >> times[factor=0.5] >> bn >> gap >> linear[5]\n}\n"
 
 
 def _compile(tmp_path, text=SPEC):
@@ -68,10 +68,10 @@ def _compile(tmp_path, text=SPEC):
 def test_added_primitive_compiles_and_costs(tmp_path, scale_op):
     c = _compile(tmp_path)
     assert [type(c.graph.op(n)).__name__ for n in c.graph.order()] == \
-        ["Input", "Conv", "Scale", "BatchNorm", "Pool", "Linear", "Output"]
-    assert "body.scale1" in c.graph
+        ["Input", "Conv", "Times", "BatchNorm", "Pool", "Linear", "Output"]
+    assert "body.times1" in c.graph
     total = cost(c.graph)
-    # hand count: conv 4*3*3*3, bn 2*4, linear 4*5 + 5; the scale adds nothing
+    # hand count: conv 4*3*3*3, bn 2*4, linear 4*5 + 5; the times adds nothing
     assert total.total("float_params") == 108 + 8 + 25
     assert total.total("float_mults") == 108 * 64 + 20
 
@@ -106,7 +106,7 @@ def test_added_primitive_builds_in_torch_and_exports_to_onnx(tmp_path, scale_op)
     wpath = tmp_path / "w.pt"
     wpath.write_bytes(buf.getvalue())
     proto = build(c, {"weights": str(wpath)}, "onnx")
-    assert any(nd.op_type == "Mul" and nd.name == "body.scale1" for nd in proto.graph.node)
+    assert any(nd.op_type == "Mul" and nd.name == "body.times1" for nd in proto.graph.node)
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     (out,) = sess.run(None, {"input": x.numpy()})
     np.testing.assert_allclose(out, got.numpy(), rtol=1e-4, atol=1e-5)
@@ -116,7 +116,7 @@ def test_added_primitive_builds_in_torch_and_exports_to_onnx(tmp_path, scale_op)
 def test_backend_without_a_hook_names_the_op(tmp_path, scale_op):
     from fractalc.backends.onnx.emit import build
     from fractalc.backends.torch import from_graph
-    c = _compile(tmp_path, SPEC.replace("scale[factor=0.5]", "mystery"))
+    c = _compile(tmp_path, SPEC.replace("times[factor=0.5]", "mystery"))
     assert cost(c.graph).total("float_params") > 0  # the front end and cost need no hook
     with pytest.raises(ops.MissingHook, match="torch backend has no hook for op Mystery"):
         from_graph(c.graph)

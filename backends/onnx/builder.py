@@ -137,7 +137,7 @@ def _act(b, g, n, op, ins, shape, state, val):
         sign(b, ins[0], n, g.shape(g.inputs(n)[0]), out=n)
         b.float_value(n, shape)
     else:
-        kind = {"relu": "Relu", "tanh": "Tanh", "identity": "Identity"}[op.fn]
+        kind = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "identity": "Identity"}[op.fn]
         b.node(kind, ins, b.float_value(n, shape), n)
     val[n] = n
 
@@ -208,6 +208,49 @@ for _kind, _emit in [(ir.Input, _input), (ir.Conv, _conv), (ir.BatchNorm, _bn), 
                      (ir.Concat, _concat), (ir.Slice, _slice), (ir.Dropout, _dropout),
                      (ir.Output, _output)]:
     ops.set_hook(_kind, "onnx", _emit)
+
+
+# --- issue 14's per-channel primitives and the gating product -----------------------------------
+# A (C,) parameter becomes an initializer (C, 1, 1) (or (C,) on a flat value) that ONNX
+# broadcasts over the batch and H x W; each op is the one standard operator computing what the
+# torch backend computes, in the same order (so the same float32 roundings).
+
+def channel_init(b: Builder, g: ir.Graph, n: str, name: str, state: dict, negate: bool = False) -> str:
+    """Initializer ``<n>.<name>``: the node's (C,) parameter shaped to broadcast over its input."""
+    shape = g.shape(g.inputs(n)[0])
+    v = np.asarray(state[f"{n}.{name}"], np.float32)
+    return b.init(f"{n}.{name}", (-v if negate else v).reshape((-1,) + (1,) * (len(shape) - 1)))
+
+
+def _channelwise(op_type: str, param: str):
+    def emit(b, g, n, op, ins, shape, state, val):
+        val[n] = b.node(op_type, [ins[0], channel_init(b, g, n, param, state)], b.float_value(n, shape), n)
+    return emit
+
+
+def _prelu(b, g, n, op, ins, shape, state, val):
+    """PRelu(x, a); RPReLU: Add(x, b1) -> PRelu -> Add(b2), values ``<n>.in``, ``<n>.prelu``."""
+    x = ins[0]
+    if op.shifts:
+        x = b.node("Add", [x, channel_init(b, g, n, "shift_in", state)], b.float_value(f"{n}.in", shape), f"{n}.in")
+    y = b.float_value(f"{n}.prelu" if op.shifts else n, shape)
+    b.node("PRelu", [x, channel_init(b, g, n, "weight", state)], y, f"{n}.prelu" if op.shifts else n)
+    if op.shifts:
+        y = b.node("Add", [y, channel_init(b, g, n, "shift_out", state)], b.float_value(n, shape), n)
+    val[n] = y
+
+
+for _kind, _emit in [(ir.RSign, _channelwise("Sub", "threshold")), (ir.Shift, _channelwise("Add", "bias")),
+                     (ir.Scale, _channelwise("Mul", "weight")), (ir.PReLU, _prelu)]:
+    ops.set_hook(_kind, "onnx", _emit)
+
+
+def _mul(b, g, n, op, ins, shape, state, val):
+    # ONNX broadcasts a (N, C, 1, 1) operand over H x W, as torch does
+    val[n] = b.node("Mul", ins, b.float_value(n, shape), n)
+
+
+ops.set_hook(ir.Mul, "onnx", _mul)
 
 
 def sign(b: Builder, x: str, owner: str, shape, out: str | None = None) -> str:

@@ -8,6 +8,10 @@ Rewrite rules, per BinaryConv node ``b`` (in IR order):
 1b. A BatchNorm ``n`` that is not folded by rule 2 and whose every consumer is a BinaryConv
    (the "bn-conv" order) is not computed at all: ``n.pack = PackBits(x, threshold, flip)``
    packs sign(BN(x)) directly, with exact float32 thresholds (`pack_threshold`).
+1c. An RSign (x - t) or Shift (x + b) whose every consumer is a binary conv binarizing it is
+   not computed either: ``n.pack = PackBits(x, t, flip=0)`` (t = -b for a shift). Exact: a
+   float32 x - t is >= 0 exactly when x >= t (a difference of two floats rounds to 0 only
+   when they are equal), which is PackBits' +1.
 2. BN folding: if b's only consumer is a BatchNorm ``n`` (reading only b), n folds into b and
    the conv computes n's output; otherwise b computes alpha * dot.
 3. Output domain: if every consumer of that result is a BinaryConv, b outputs bits
@@ -50,6 +54,16 @@ def sign_only_bns(g: ir.Graph, plans: dict[str, Plan]) -> list[str]:
     folded = {p.bn for p in plans.values()}
     return [n for n in g.nodes(ir.BatchNorm) if n not in folded and g.consumers(n)
             and all(isinstance(g.op(c), ir.BinaryConv) for c in g.consumers(n))]
+
+
+def threshold_shifts(g: ir.Graph) -> list[str]:
+    """RSign and Shift nodes (on CxHxW values) whose every consumer is a binary conv that
+    binarizes its input (rule 1c)."""
+    def binarizes(c):
+        op = g.op(c)
+        return isinstance(op, ir.BinaryConv) and getattr(op, "binary_input", True)
+    return [n for n in g.order() if isinstance(g.op(n), (ir.RSign, ir.Shift)) and len(g.shape(n)) == 3
+            and g.consumers(n) and all(binarizes(c) for c in g.consumers(n))]
 
 
 def plan(g: ir.Graph) -> dict[str, Plan]:
@@ -197,6 +211,7 @@ def to_onnx_xnor(compiled, state: dict[str, np.ndarray], weights_source: str = "
     plans = plan(g)
     folded = {p.bn for p in plans.values() if p.bn}
     pre = set(sign_only_bns(g, plans))
+    thresholds = set(threshold_shifts(g))
     bits_of: dict[str, str] = {}   # IR id -> name of its packed value
     b = Builder()
     val: dict[str, str] = {}
@@ -206,6 +221,8 @@ def to_onnx_xnor(compiled, state: dict[str, np.ndarray], weights_source: str = "
             continue  # computed by its binary conv
         elif n in pre:
             _lower_sign_bn(b, g, n, state, val, bits_of)
+        elif n in thresholds:
+            _lower_threshold(b, g, n, state, bits_of, val)
         elif isinstance(op, ir.BinaryConv):
             _lower_conv(b, g, plans[n], state, val, bits_of)
         else:
@@ -226,6 +243,19 @@ def _lower_sign_bn(b: Builder, g: ir.Graph, n: str, state, val, bits_of) -> None
     src = val[g.inputs(n)[0]]
     b.node("PackBits", [src, b.init(f"{n}.threshold", thr), b.init(f"{n}.flip", flip)], out,
            f"{n}.pack", domain=ops.DOMAIN)
+    bits_of[n] = out
+
+
+def _lower_threshold(b: Builder, g: ir.Graph, n: str, state, bits_of, val) -> None:
+    """An RSign / Shift read only by binary convs: PackBits of its input with threshold t (-b)."""
+    if isinstance(g.op(n), ir.RSign):
+        thr = np.asarray(state[f"{n}.threshold"], np.float32)
+    else:
+        thr = -np.asarray(state[f"{n}.bias"], np.float32)  # x + b >= 0 iff x >= -b (negation is exact)
+    c, h, w = g.shape(n)
+    out = b.typed(f"{n}.bits", b.TP.UINT64, [b.batch, h, w, packing.words(c)])
+    b.node("PackBits", [val[g.inputs(n)[0]], b.init(f"{n}.threshold", thr),
+                        b.init(f"{n}.flip", np.zeros(c, bool))], out, f"{n}.pack", domain=ops.DOMAIN)
     bits_of[n] = out
 
 

@@ -12,11 +12,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fractalc import ir
 from fractalc.ir import ops
 
 from .binarize import binary_conv2d
 from .drop_path import join
-from .plan import Plan
+from . import runtime
+from .plan import RUNTIME_LAYERS, Plan
 from .runtime import NetworkControls, activation, add, attach, init_parameters, new_layer, pool2d
 
 
@@ -34,7 +36,7 @@ class GraphNetwork(NetworkControls, nn.Module):
         layers = []
         for st in plan.layers:
             cls, args, kwargs = st.layer
-            layer = new_layer(getattr(nn, cls), *args, **dict(kwargs))
+            layer = new_layer(getattr(runtime if cls in RUNTIME_LAYERS else nn, cls), *args, **dict(kwargs))
             attach(self, st.id, layer)
             layers.append((st.id, layer))
         init_parameters(layers, seed)
@@ -83,3 +85,16 @@ def run_step(kind, layer, xs, args, x, dp, mode, training):
     if kind == "output":
         return xs[0]
     return ops.hook(ops.by_name(kind).kind, "torch.forward", "torch")(layer, xs, args)
+
+
+# the forwards of issue 14's primitives (plan.py makes their steps), all in runtime.py so that
+# the emitted source calls the same functions
+ops.set_hook(ir.RSign, "torch.forward", lambda layer, xs, args: runtime.rsign(xs[0], layer))
+ops.set_hook(ir.Shift, "torch.forward", lambda layer, xs, args: runtime.channel_shift(xs[0], layer))
+ops.set_hook(ir.Scale, "torch.forward", lambda layer, xs, args: runtime.channel_scale(xs[0], layer))
+ops.set_hook(ir.PReLU, "torch.forward",
+             lambda layer, xs, args: (runtime.rprelu if args[0] else runtime.prelu)(xs[0], layer))
+ops.set_hook(ir.Mul, "torch.forward", lambda layer, xs, args: xs[0] * xs[1])
+ops.set_hook(ir.WeightedJoin, "torch.forward",
+             lambda layer, xs, args: weighted_join(xs, layer.weight if layer is not None else args[0]))
+ops.set_hook(ir.MaxJoin, "torch.forward", lambda layer, xs, args: max_join(xs))

@@ -105,7 +105,7 @@ def _bn(g, n, op, ins):
 
 
 def _act(g, n, op, ins):
-    if op.fn not in ("relu", "tanh", "sign", "identity"):
+    if op.fn not in ("relu", "tanh", "sign", "sigmoid", "identity"):
         raise TorchBuildError(f"node {n!r}: unsupported activation {op.fn!r}")
     return Step(n, "act", ins, (op.fn,))
 
@@ -137,6 +137,26 @@ for _kind, _make in [(ir.Input, _input), (ir.Conv, _conv), (ir.BinaryConv, _bcon
                      (ir.Slice, _simple("slice", "start", "stop")), (ir.Output, _simple("output"))]:
     ops.set_hook(_kind, "torch", _make)
 ops.set_hook(ir.Dropout, "torch", lambda g, n, op, ins: Step(n, "dropout", ins, (float(op.p),)))
+
+# Issue 14's per-channel primitives: one runtime.ChannelParams layer each, holding the node's
+# (C,) vectors (the op table's tensor names) at their initial values: thresholds and shifts 0,
+# scales 1, PReLU slopes 0.25 (torch's and ReActNet's). Their forwards are the "torch.forward"
+# hooks in build.py (runtime.rsign, ...), their source lines the "torch.source" hooks in source.py.
+RUNTIME_LAYERS = frozenset({"ChannelParams"})  # layer classes of runtime.py rather than torch.nn
+_INITIAL = {"threshold": 0.0, "bias": 0.0, "shift_in": 0.0, "shift_out": 0.0}
+_INITIAL_WEIGHT = {ir.Scale: 1.0, ir.PReLU: 0.25}
+
+
+def _channel_params(g, n, op, ins):
+    init = tuple((t.name, _INITIAL.get(t.name, _INITIAL_WEIGHT.get(type(op)))) for t in ops.tensors(g, n))
+    args = (op.shifts,) if isinstance(op, ir.PReLU) else ()
+    return Step(n, ir.op_name(op), ins, args, ("ChannelParams", (g.shape(n)[0],), (("init", init),)))
+
+
+for _kind in (ir.RSign, ir.Shift, ir.Scale, ir.PReLU):
+    ops.set_hook(_kind, "torch", _channel_params)
+ops.set_hook(ir.Mul, "torch", lambda g, n, op, ins: Step(n, "Mul", ins))
+ops.set_hook(ir.BlurPool, "torch", lambda g, n, op, ins: Step(n, "blurpool", ins, (op.stride,)))
 
 
 def make_plan(g: ir.Graph) -> Plan:

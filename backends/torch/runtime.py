@@ -40,11 +40,12 @@ def init_parameters(layers: Sequence[tuple[str, nn.Module]], seed: int) -> None:
 
     Conv, binary conv and linear weights (and biases) ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
     torch's default bound, drawn from one generator seeded with `seed`; batch norms start at
-    scale 1, shift 0, mean 0, variance 1.
+    scale 1, shift 0, mean 0, variance 1; per-channel vectors (`ChannelParams`) at their
+    constants (neither draws from the generator).
     """
     gen = torch.Generator().manual_seed(int(seed))
     for _, layer in layers:
-        if isinstance(layer, nn.BatchNorm2d):
+        if isinstance(layer, (nn.BatchNorm2d, ChannelParams)):
             layer.reset_parameters()
             continue
         w = layer.weight
@@ -62,7 +63,55 @@ def activation(x: torch.Tensor, fn: str) -> torch.Tensor:
         return torch.tanh(x)
     if fn == "sign":
         return SignSTE.apply(x)
+    if fn == "sigmoid":
+        # float64, rounded once: the same value as the native runtime's (whose float32 exp
+        # would differ from torch's by an ulp, enough to flip a later sign)
+        return torch.sigmoid(x.double()).to(x.dtype)
     return x
+
+
+class ChannelParams(nn.Module):
+    """Per-channel parameter vectors of one node (RSign's threshold, shift, scale, PReLU's
+    slopes, RPReLU's shifts): a (C,) Parameter per name in `init`, each reset to its constant
+    by `reset_parameters` (no random draw)."""
+
+    def __init__(self, channels: int, init: tuple = (("bias", 0.0),), device=None, dtype=None):
+        super().__init__()
+        self._fc_init = tuple(init)
+        for name, _ in self._fc_init:
+            self.register_parameter(name, nn.Parameter(torch.empty(channels, device=device, dtype=dtype)))
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        for name, value in self._fc_init:
+            getattr(self, name).fill_(value)
+
+
+def per_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A (C,) vector shaped to broadcast over `x` (N, C, ...) along the channels."""
+    return v.view((-1,) + (1,) * (x.dim() - 2))
+
+
+def rsign(x: torch.Tensor, p: ChannelParams) -> torch.Tensor:
+    """x - t: the binary conv reading it binarizes sign(x - t) (ReActNet's RSign)."""
+    return x - per_channel(p.threshold, x)
+
+
+def channel_shift(x: torch.Tensor, p: ChannelParams) -> torch.Tensor:
+    return x + per_channel(p.bias, x)
+
+
+def channel_scale(x: torch.Tensor, p: ChannelParams) -> torch.Tensor:
+    return x * per_channel(p.weight, x)
+
+
+def prelu(x: torch.Tensor, p: ChannelParams) -> torch.Tensor:
+    return F.prelu(x, p.weight)
+
+
+def rprelu(x: torch.Tensor, p: ChannelParams) -> torch.Tensor:
+    """PReLU(x + b1) + b2, three roundings in this order (ReActNet's RPReLU)."""
+    return F.prelu(x + per_channel(p.shift_in, x), p.weight) + per_channel(p.shift_out, x)
 
 
 def pool2d(x: torch.Tensor, kind: str, kernel: int, stride: int, padding: int,

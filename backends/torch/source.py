@@ -17,10 +17,11 @@ import keyword
 import re
 from pathlib import Path
 
+from fractalc import ir
 from fractalc.ir import ops
 from fractalc.version import __version__
 
-from .plan import Plan, Step, make_plan
+from .plan import RUNTIME_LAYERS, Plan, Step, make_plan
 
 _RUNTIME_FILES = ("binarize.py", "drop_path.py", "runtime.py")
 _IMPORTS = """\
@@ -94,7 +95,7 @@ def _module_expr(path: str) -> str:
 
 def _layer_expr(st: Step) -> str:
     cls, args, kwargs = st.layer
-    parts = [f"nn.{cls}"] + [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs]
+    parts = [cls if cls in RUNTIME_LAYERS else f"nn.{cls}"] + [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs]
     return f"new_layer({', '.join(parts)})"
 
 
@@ -221,3 +222,25 @@ def source(graph, compiled, *, seed: int = 0, column: int | None = None) -> str:
     return render(make_plan(graph), spec_name=Path(compiled.spec.main).name,
                   spec_sha256=compiled.spec.sha256, overrides=compiled.overrides,
                   seed=seed, column=column)
+
+
+# the source lines of issue 14's primitives: the calls their "torch.forward" hooks make (build.py)
+def _channel_line(fn):
+    return lambda st, ins: f"{fn(st)}({ins[0]}, {_module_expr(st.id)})"
+
+
+ops.set_hook(ir.RSign, "torch.source", _channel_line(lambda st: "rsign"))
+ops.set_hook(ir.Shift, "torch.source", _channel_line(lambda st: "channel_shift"))
+ops.set_hook(ir.Scale, "torch.source", _channel_line(lambda st: "channel_scale"))
+ops.set_hook(ir.PReLU, "torch.source", _channel_line(lambda st: "rprelu" if st.args[0] else "prelu"))
+ops.set_hook(ir.Mul, "torch.source", lambda st, ins: f"{ins[0]} * {ins[1]}")
+
+
+# issue 14's joins: the calls of their "torch.forward" hooks (build.py)
+def _weighted_join_line(st, ins):
+    weights = f"{_module_expr(st.id)}.weight" if st.layer is not None else repr(st.args[0])
+    return f"weighted_join({_tuple(ins)}, {weights})"
+
+
+ops.set_hook(ir.WeightedJoin, "torch.source", _weighted_join_line)
+ops.set_hook(ir.MaxJoin, "torch.source", lambda st, ins: f"max_join({_tuple(ins)})")

@@ -16,3 +16,11 @@ from fractalc.ir.graph import (Activation, Add, BatchNorm, BinaryConv, Concat, C
 
 __all__ = ["Activation", "Add", "BatchNorm", "BinaryConv", "Concat", "Conv", "CycleError", "Dropout", "Graph",
            "Input", "Join", "Linear", "Op", "Output", "Pool", "Shape", "Slice", "op_attrs", "op_name"]
+# the binary-network primitives of issue 14 (ReActNet, Real-to-Binary)
+from fractalc.ir.graph import Mul, PReLU, RSign, Scale, Shift  # noqa: E402
+
+__all__ += ["Mul", "PReLU", "RSign", "Scale", "Shift"]
+# the joins of issue 14 (weighted, learnable and max joins)
+from fractalc.ir.graph import MaxJoin, WeightedJoin  # noqa: E402
+
+__all__ += ["MaxJoin", "WeightedJoin"]

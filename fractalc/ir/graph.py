@@ -130,6 +130,36 @@ class Dropout:
 
 
 @dataclass(frozen=True)
+class RSign:
+    """ReActNet's RSign threshold: x - t per channel (t learned). Its output is meant for a
+    binary conv, which binarizes it: sign(x - t); lowered, it folds into ``PackBits``."""
+
+
+@dataclass(frozen=True)
+class Shift:
+    """Learned per-channel bias: x + b."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Learned per-channel multiplier: x * s."""
+
+
+@dataclass(frozen=True)
+class PReLU:
+    """Per-channel PReLU (x where x >= 0, else a * x, a learned); with ``shifts``, ReActNet's
+    RPReLU: (PReLU(x + b1)) + b2, b1 and b2 learned per channel."""
+
+    shifts: bool = False
+
+
+@dataclass(frozen=True)
+class Mul:
+    """Element-wise product of two tensors of one shape, or of a CxHxW tensor and a per-channel
+    Cx1x1 one (broadcast over H and W: Real-to-Binary's gating)."""
+
+
+@dataclass(frozen=True)
 class Output:
     """The network output (identity)."""
 

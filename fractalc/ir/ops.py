@@ -393,6 +393,7 @@ for _d in [
     OpDef(ir.Activation, same,
           prims=(_act_prim("relu", "max(x, 0)"), _act_prim("tanh", "tanh(x)"),
                  _act_prim("sign", "+1 where x >= 0, else -1 (sign(0) = +1)"),
+                 _act_prim("sigmoid", "1 / (1 + exp(-x)) (computed in float64, rounded once)"),
                  PrimSpec("identity", (), 1, "x (adds no node)", make=lambda a: None)),
           summary=lambda op, n: op.fn, legend="activation",
           style={"shape": "hexagon", "fillcolor": "#fff09a"}),
@@ -440,3 +441,127 @@ for _d in [
 ]:
     OPS[_d.kind] = _d
     PRIMS.update((pr.name, pr) for pr in _d.prims)
+
+
+# ----------------------------------------------------------------------------- binary-network primitives
+# ReActNet's RSign and RPReLU, learned per-channel shift / scale, PReLU, and Real-to-Binary's
+# gating product (issue 14). Each adds only float parameters, one per channel and tensor, and
+# no multiplications (larq's convention: element-wise ops are not MACs).
+
+
+def _channels_shape(op, ins, names, fail):
+    """CxHxW or F (after a linear layer): parameters per channel (the first dimension)."""
+    if len(ins[0]) not in (1, 3):
+        fail(f"{type(op).__name__.lower()} needs a CxHxW or F input, got {fmt(ins[0])} from {names[0]}")
+    return tuple(ins[0])
+
+
+def _per_channel(*names):
+    def tensors(op, ins, out):
+        return tuple(Tensor(n, (out[0],)) for n in names)
+    return tensors
+
+
+def _prelu_tensors(op, ins, out):
+    names = ("shift_in", "weight", "shift_out") if op.shifts else ("weight",)
+    return _per_channel(*names)(op, ins, out)
+
+
+def _mul_shape(op, ins, names, fail):
+    """Equal shapes, or CxHxW times a per-channel Cx1x1 (either order)."""
+    if len(ins) != 2:
+        fail(f"mul needs 2 inputs, got {len(ins)}")
+    a, b = tuple(ins[0]), tuple(ins[1])
+    if a == b:
+        return a
+    for big, small in ((a, b), (b, a)):
+        if len(big) == 3 and len(small) == 3 and small == (big[0], 1, 1):
+            return big
+    fail(f"shape mismatch at mul: {names[0]} is {fmt(a)} but {names[1]} is {fmt(b)} (mul takes two "
+         "tensors of one shape, or a CxHxW tensor and a per-channel Cx1x1 one, e.g. gap >> conv[C, k=1])")
+
+
+def _channel_prim(name, doc, make, stem=""):
+    return PrimSpec(name, (), 1, doc, stem=stem, make=lambda a: make())
+
+
+for _d in [
+    OpDef(ir.RSign, _channels_shape,
+          prims=(_channel_prim("rsign", "ReActNet's RSign: x - t per channel (t learned, 0 at start); the "
+                               "bconv after it binarizes sign(x - t)", ir.RSign),),
+          tensors=_per_channel("threshold"), summary=lambda op, n: "RSign", legend="RSign threshold",
+          style={"shape": "diamond", "fillcolor": "#9fc5f8"}),
+    OpDef(ir.Shift, _channels_shape,
+          prims=(_channel_prim("shift", "x + b per channel (b learned, 0 at start)", ir.Shift),),
+          tensors=_per_channel("bias"), summary=lambda op, n: "+b", legend="channel shift",
+          style={"shape": "parallelogram", "fillcolor": "#e8e8e8"}),
+    OpDef(ir.Scale, _channels_shape,
+          prims=(_channel_prim("scale", "x * s per channel (s learned, 1 at start)", ir.Scale),),
+          tensors=_per_channel("weight"), summary=lambda op, n: "*s", legend="channel scale",
+          style={"shape": "trapezium", "fillcolor": "#e8e8e8"}),
+    OpDef(ir.PReLU, _channels_shape,
+          prims=(PrimSpec("prelu", (), 1, "per-channel PReLU: x if x >= 0 else a * x (a learned, 0.25 at "
+                          "start)", make=lambda a: ir.PReLU(False)),
+                 PrimSpec("rprelu", (), 1, "ReActNet's RPReLU: PReLU(x + b1) + b2 per channel (b1, b2 "
+                          "learned, 0 at start)", stem="rprelu", make=lambda a: ir.PReLU(True))),
+          tensors=_prelu_tensors, summary=lambda op, n: "RPReLU" if op.shifts else "PReLU",
+          legend="PReLU / RPReLU", style={"shape": "septagon", "fillcolor": "#f7c873"}),
+    OpDef(ir.Mul, _mul_shape,
+          prims=(PrimSpec("mul", (), 2, "element-wise product of two tensors of one shape, or of a CxHxW "
+                          "tensor and a per-channel Cx1x1 one (gating)", make=lambda a: ir.Mul()),),
+          summary=lambda op, n: "*", legend="element-wise product",
+          style={"shape": "doublecircle", "fillcolor": "#ffffff"}),
+]:
+    register(_d)
+
+
+# ----------------------------------------------------------------------------- joins (issue 14)
+# `join` (the mean, ir.Join, above) with weights or learn=true makes a WeightedJoin; `maxjoin`
+# a MaxJoin. Mults: a weighted join multiplies every input element once (n per output
+# element); the mean's division and the max cost none (as the mean join always has).
+
+
+def _join_make(a):
+    if a["weights"] is None and not a["learn"]:
+        return ir.Join()
+    return ir.WeightedJoin(tuple(float(w) for w in a["weights"] or ()), bool(a["learn"]))
+
+
+def _join_check(a):
+    if a["weights"] is not None and a["learn"]:
+        return ("join takes fixed weights=[...] or learn=true (learnable weights, starting at "
+                "1/n each), not both")
+    if a["weights"] is not None and len(a["weights"]) < 2:
+        return f"join weights must list one weight per input (2 or more), got {len(a['weights'])}"
+    return None
+
+
+def _weighted_join_shape(op, ins, names, fail):
+    shape = _elementwise_shape("join")(op, ins, names, fail)
+    if op.weights and len(op.weights) != len(ins):
+        fail(f"join has {len(op.weights)} weights for {len(ins)} inputs (one weight per input)")
+    return shape
+
+
+def _weighted_join_tensors(op, ins, out):
+    return (Tensor("weight", (len(ins),)),) if op.learn else ()
+
+
+def _weighted_join_summary(op, n):
+    if op.learn:
+        return f"join {n}, learned weights"
+    return "join " + ", ".join(f"{w:g}" for w in op.weights)
+
+
+for _d in [
+    OpDef(ir.WeightedJoin, _weighted_join_shape, tensors=_weighted_join_tensors,
+          mults=lambda op, ins, out: (len(ins) * math.prod(out), 0),
+          summary=_weighted_join_summary, legend="weighted join",
+          style={"shape": "invtriangle", "fillcolor": "#a8324a", "fontcolor": "white"}),
+    OpDef(ir.MaxJoin, _elementwise_shape("maxjoin"),
+          prims=(PrimSpec("maxjoin", (), -1, "element-wise maximum of all inputs", stem="join",
+                          make=lambda a: ir.MaxJoin()),),
+          summary=lambda op, n: f"max {n}", legend="join (max)",
+          style={"shape": "invtriangle", "fillcolor": "#e0803a", "fontcolor": "white"}),
+]:
+    register(_d)

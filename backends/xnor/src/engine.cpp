@@ -14,6 +14,7 @@
 #include "fractalc_rt.h"
 #include "join.h"
 #include "pointwise.h"
+#include "chanwise.h"
 
 namespace frt {
 
@@ -60,6 +61,9 @@ const char* op_name(uint32_t t) {
         case OP_CONCAT: return "Concat";
         case OP_SLICE: return "Slice";
         case OP_PWCONV: return "Conv1x1";
+        case OP_PRELU: return "PReLU";
+        case OP_SIGMOID: return "Sigmoid";
+        case OP_MUL: return "Mul";
         default: return "?";
     }
 }
@@ -128,7 +132,8 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
         op.kind = op_name(r.type);
         const std::string who = "op " + std::to_string(i) + " (" + op.kind + ")";
         auto chk = [&](bool ok, const std::string& m) { need(ok, who + ": " + m); };
-        chk(r.type >= OP_XCONV && r.type <= OP_PWCONV, "unknown op type " + std::to_string(r.type));
+        chk((r.type >= OP_XCONV && r.type <= OP_PWCONV) || (r.type >= OP_PRELU && r.type <= OP_MUL),
+            "unknown op type " + std::to_string(r.type));
         chk(r.n_in >= 1 && r.n_in <= kMaxIn, "bad input count");
         for (uint32_t k = 0; k < r.n_in; ++k)
             chk(r.in[k] < h.n_values && defined[r.in[k]], "input " + std::to_string(k) + " is not defined before it");
@@ -323,6 +328,33 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
                 no_out2();
                 const int a = in_range(0, 0, x.c - 1), b = in_range(1, a + 1, x.c);
                 shape(y, kF4, b - a, x.h, x.w, "output");
+                break;
+            }
+            case OP_PRELU: {  // weights: slope, [shift_in if p0], [shift_out if p1]
+                chk(r.n_in == 1 && x.kind != kBits, "needs one float input");
+                no_out2();
+                shape(y, x.kind, x.c, x.h, x.w, "output");
+                const int k = 1 + flag(0);
+                wref(0, uint64_t(x.c) * 4);
+                if (k == 2) wref(1, uint64_t(x.c) * 4);
+                if (flag(1)) wref(k, uint64_t(x.c) * 4);
+                if (p[0] || p[1]) op.kind = "RPReLU";
+                break;
+            }
+            case OP_SIGMOID:
+                chk(r.n_in == 1 && x.kind != kBits, "needs one float input");
+                no_out2();
+                shape(y, x.kind, x.c, x.h, x.w, "output");
+                break;
+            case OP_MUL: {  // p0: the second input is one C-vector per image (Cx1x1)
+                chk(r.n_in == 2 && x.kind != kBits, "needs two float inputs");
+                no_out2();
+                if (flag(0))
+                    shape(vals[r.in[1]], kF4, x.c, 1, 1, "the per-channel input");
+                else
+                    shape(vals[r.in[1]], x.kind, x.c, x.h, x.w, "the second input");
+                chk(!p[0] || x.kind == kF4, "a per-channel product needs a 4-D input");
+                shape(y, x.kind, x.c, x.h, x.w, "output");
                 break;
             }
         }
@@ -638,6 +670,17 @@ void Engine::run(const float* in, int64_t n, float* out, std::size_t out_len) {
                     std::memcpy(o + q * y.c, s + q * x.c + r.p[0], static_cast<std::size_t>(y.c) * 4);
                 break;
             }
+            case OP_PRELU: {
+                auto wf = [&](int k) { return static_cast<const float*>(op.w[k]); };
+                xnor::prelu_nhwc(F(r.in[0]), pix, x.c, r.p[0] ? wf(1) : nullptr, wf(0),
+                                 r.p[1] ? wf(1 + r.p[0]) : nullptr, F(r.out), T);
+                break;
+            }
+            case OP_SIGMOID: xnor::sigmoid_f64(F(r.in[0]), pix * x.c, F(r.out), T); break;
+            case OP_MUL:
+                xnor::mul_nhwc(F(r.in[0]), F(r.in[1]), N, static_cast<std::size_t>(x.h) * x.w, x.c, r.p[0] != 0,
+                               F(r.out), T);
+                break;
         }
         if (profile) op.seconds = std::chrono::duration<double>(clk::now() - t0).count();
     }

@@ -53,6 +53,8 @@ struct WRef {
 enum OpType : uint32_t {
     OP_XCONV = 1, OP_PACK = 2, OP_UNPACK = 3, OP_JOIN = 4, OP_AFFINE = 5, OP_POOL = 6, OP_GAP = 7,
     OP_FLATTEN = 8, OP_CONV = 9, OP_GEMM = 10, OP_CONCAT = 11, OP_SLICE = 12, OP_PWCONV = 13,
+    // issue 14's element-wise ops (chanwise.cpp), numbered apart from the others
+    OP_PRELU = 32, OP_SIGMOID = 33, OP_MUL = 34,
 };
 struct OpRec {
     uint32_t type;
