@@ -30,6 +30,8 @@ ZOO = {
     "binary_densenet37_dilated": ("specs/zoo/binary_densenet37_dilated.fr", 7_593_984, 1_108_264,
                                   7_774_470_144, 452_625_408),
     "binary_densenet45": ("specs/zoo/binary_densenet45.fr", 12_349_440, 1_540_072, 6_430_556_160, 244_103_424),
+    "real_to_binary": ("specs/zoo/real_to_binary.fr", 10_985_472, 1_001_448, 1_676_279_808, 138_087_936),
+    "reactnet18": ("specs/zoo/reactnet18.fr", 10_985_472, 718_952, 1_676_279_808, 137_793_536),
     "quicknet_small": ("specs/zoo/quicknet.fr", 11_980_800, 674_888, 1_156_055_040, 15_941_120),
     "quicknet": ("specs/zoo/quicknet.fr", 12_533_760, 700_328, 1_849_688_064, 29_651_712),
     "quicknet_large": ("specs/zoo/quicknet.fr", 22_634_496, 707_752, 3_699_376_128, 29_651_712),
@@ -63,3 +65,9 @@ def test_rf_quicknet_is_the_widest_within_quicknets_budget(capsys):
     budget = _bits("specs/zoo/quicknet.fr", capsys)
     spec = "specs/zoo/rf_c3d4_quicknet.fr"
     assert _bits(spec, capsys) <= budget < _bits(spec, capsys, "--set", "width=55")
+
+
+def test_rf_reactnet_is_the_widest_within_reactnets_budget(capsys):
+    budget = _bits("specs/zoo/reactnet18.fr", capsys)
+    spec = "specs/zoo/rf_c3d4_reactnet21.fr"
+    assert _bits(spec, capsys) <= budget < _bits(spec, capsys, "--set", "width=54")
