@@ -122,14 +122,30 @@ def _conv(b, g, n, op, ins, shape, state, val):
     args = [ins[0], b.init(f"{n}.weight", state[f"{n}.weight"])]
     if op.bias:
         args.append(b.init(f"{n}.bias", state[f"{n}.bias"]))
+    opts = {"dilations": [op.dilation] * 2} if op.dilation != 1 else {}
     val[n] = b.node("Conv", args, b.float_value(n, shape), n, kernel_shape=[op.kernel] * 2,
-                    strides=[op.stride] * 2, pads=[op.padding] * 4, group=op.groups)
+                    strides=[op.stride] * 2, pads=[op.padding] * 4, group=op.groups, **opts)
+
+
+def bn_gamma(g: ir.Graph, n: str, state: dict) -> np.ndarray:
+    """The scale of BatchNorm `n` as float32: its weight, or ones for ``bn[scale=false]``."""
+    if not g.op(n).scale:
+        return np.ones(g.shape(n)[0], np.float32)
+    return np.asarray(state[f"{n}.weight"], np.float32)
 
 
 def _bn(b, g, n, op, ins, shape, state, val):
-    args = [ins[0]] + [b.init(f"{n}.{k}", state[f"{n}.{k}"])
-                       for k in ("weight", "bias", "running_mean", "running_var")]
+    args = [ins[0], b.init(f"{n}.weight", bn_gamma(g, n, state))] + [
+        b.init(f"{n}.{k}", state[f"{n}.{k}"]) for k in ("bias", "running_mean", "running_var")]
     val[n] = b.node("BatchNormalization", args, b.float_value(n, shape), n, epsilon=float(op.eps))
+
+
+def _blurpool(b, g, n, op, ins, shape, state, val):
+    c = shape[0]
+    k = np.array(ops.BLUR_KERNEL, np.float32) / np.float32(16)  # exact: dyadic values
+    kernel = np.ascontiguousarray(np.broadcast_to(k, (c, 1, 3, 3)), np.float32)
+    val[n] = b.node("Conv", [ins[0], b.init(f"{n}.kernel", kernel)], b.float_value(n, shape), n,
+                    kernel_shape=[3, 3], strides=[op.stride] * 2, pads=[1] * 4, group=c)
 
 
 def _act(b, g, n, op, ins, shape, state, val):
@@ -206,7 +222,7 @@ def _output(b, g, n, op, ins, shape, state, val):
 for _kind, _emit in [(ir.Input, _input), (ir.Conv, _conv), (ir.BatchNorm, _bn), (ir.Activation, _act),
                      (ir.Pool, _pool), (ir.Linear, _linear), (ir.Join, _join), (ir.Add, _add),
                      (ir.Concat, _concat), (ir.Slice, _slice), (ir.Dropout, _dropout),
-                     (ir.Output, _output)]:
+                     (ir.Output, _output), (ir.BlurPool, _blurpool)]:
     ops.set_hook(_kind, "onnx", _emit)
 
 
@@ -261,3 +277,25 @@ def sign(b: Builder, x: str, owner: str, shape, out: str | None = None) -> str:
     b.node("Where", [neg, b.const("minus_one", np.float32(-1)), b.const("one", np.float32(1))],
            out, out)
     return out
+
+
+# --- issue 14's joins (both flavours) --------------------------------------------------------
+
+def _weighted_join(b, g, n, op, ins, shape, state, val):
+    """``Mul(x_i, w_i)`` per input (``<id>.weight<i>``: a float32 scalar initializer, the fixed
+    weight or the learned one), then Add (two) or Sum in input order: the torch backend's
+    drop_path.weighted_join, rounding for rounding."""
+    w = np.asarray(state[f"{n}.weight"], np.float32) if op.learn else np.asarray(op.weights, np.float32)
+    products = []
+    for i, x in enumerate(ins):
+        wi = b.init(f"{n}.weight{i}", np.float32(w[i]))
+        products.append(b.node("Mul", [x, wi], b.float_value(f"{n}.mul{i}", shape), f"{n}.mul{i}"))
+    val[n] = b.node("Add" if len(ins) == 2 else "Sum", products, b.float_value(n, shape), n)
+
+
+def _max_join(b, g, n, op, ins, shape, state, val):
+    val[n] = b.node("Max", ins, b.float_value(n, shape), n)
+
+
+ops.set_hook(ir.WeightedJoin, "onnx", _weighted_join)
+ops.set_hook(ir.MaxJoin, "onnx", _max_join)

@@ -19,6 +19,10 @@ Rewrite rules, per BinaryConv node ``b`` (in IR order):
    flip (`bits_threshold`); otherwise a float32 NCHW value named by the tail's id, as
    ``fmaf(multiplier, dot, bias)`` with multiplier = gamma * alpha / s and bias = beta - gamma *
    mean / s (s = sqrt(float32(var + eps))), or alpha and 0 without BN.
+A BinaryConv with ``binary_input=false`` is not lowered (its input is float): it is emitted as
+in the ``onnx`` flavour, a float Conv with alpha * sign(W) baked, and counts as a float reader
+for rules 1b and 3. Grouped and dilated binary convs become XnorConvs with ``group`` and
+``dilations``. ``bn[scale=false]`` folds with gamma = 1.
 Everything else is emitted as in the ``onnx`` flavour. Weights are stored tightly
 (`packing.pack_weights_tight`; identical to the canonical layout when C_in % 64 == 0, and then
 stored with the canonical 4-D shape).
@@ -35,7 +39,13 @@ from fractalc import ir
 from fractalc.errors import ModelError
 
 from . import ops, packing
-from .builder import Builder, alpha_of, emit_common, metadata
+from .builder import Builder, alpha_of, bn_gamma, emit_common, metadata
+
+
+def xnor_conv(g: ir.Graph, n: str) -> bool:
+    """Whether node `n` is lowered to an XnorConv: a BinaryConv whose input is binarized."""
+    op = g.op(n)
+    return isinstance(op, ir.BinaryConv) and op.binary_input
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,7 @@ def sign_only_bns(g: ir.Graph, plans: dict[str, Plan]) -> list[str]:
     """BatchNorms (not folded into a conv) whose every consumer is a BinaryConv (rule 1b)."""
     folded = {p.bn for p in plans.values()}
     return [n for n in g.nodes(ir.BatchNorm) if n not in folded and g.consumers(n)
-            and all(isinstance(g.op(c), ir.BinaryConv) for c in g.consumers(n))]
+            and all(xnor_conv(g, c) for c in g.consumers(n))]
 
 
 def threshold_shifts(g: ir.Graph) -> list[str]:
@@ -70,12 +80,14 @@ def plan(g: ir.Graph) -> dict[str, Plan]:
     """Fusion decisions for every BinaryConv of `g` (rules 2 and 3 of the module docstring)."""
     out = {}
     for n in g.nodes(ir.BinaryConv):
+        if not xnor_conv(g, n):
+            continue
         cons = g.consumers(n)
         bn = None
         if len(cons) == 1 and isinstance(g.op(cons[0]), ir.BatchNorm) and g.inputs(cons[0]) == (n,):
             bn = cons[0]
         tail_cons = g.consumers(bn or n)
-        bits = bool(tail_cons) and all(isinstance(g.op(c), ir.BinaryConv) for c in tail_cons)
+        bits = bool(tail_cons) and all(xnor_conv(g, c) for c in tail_cons)
         out[n] = Plan(n, bn, bits)
     return out
 
@@ -93,7 +105,9 @@ class Affine:
     v: np.ndarray  # float32(var + eps), > 0
 
 
-def affine(state: dict, conv: str, bn: str | None, eps: float) -> Affine:
+def affine(state: dict, conv: str, bn: str | None, eps: float, gamma: np.ndarray | None = None) -> Affine:
+    """The affine map of `conv` (+ BatchNorm `bn`); `gamma` overrides the BN's weight (ones for
+    ``bn[scale=false]``)."""
     alpha = alpha_of(state[f"{conv}.weight"])
     c = alpha.shape[0]
     if bn is None:
@@ -105,7 +119,7 @@ def affine(state: dict, conv: str, bn: str | None, eps: float) -> Affine:
     if bad.size:
         raise ModelError(f"{bn}: running_var + eps must be positive, channel {int(bad[0])} has "
                          f"{float(f32('running_var')[bad[0]])!r} (eps {eps})")
-    return Affine(alpha, f32("weight"), f32("bias"), f32("running_mean"), v)
+    return Affine(alpha, f32("weight") if gamma is None else gamma, f32("bias"), f32("running_mean"), v)
 
 
 def float_fold(a: Affine) -> tuple[np.ndarray, np.ndarray]:
@@ -223,7 +237,7 @@ def to_onnx_xnor(compiled, state: dict[str, np.ndarray], weights_source: str = "
             _lower_sign_bn(b, g, n, state, val, bits_of)
         elif n in thresholds:
             _lower_threshold(b, g, n, state, bits_of, val)
-        elif isinstance(op, ir.BinaryConv):
+        elif n in plans:
             _lower_conv(b, g, plans[n], state, val, bits_of)
         else:
             emit_common(b, g, n, state, val)
@@ -237,7 +251,7 @@ def _lower_sign_bn(b: Builder, g: ir.Graph, n: str, state, val, bits_of) -> None
     v = f32("running_var") + np.float32(g.op(n).eps)
     if not np.all(v > 0):
         raise ModelError(f"{n}: running_var + eps must be positive")
-    thr, flip = pack_threshold(f32("weight"), f32("bias"), f32("running_mean"), v)
+    thr, flip = pack_threshold(bn_gamma(g, n, state), f32("bias"), f32("running_mean"), v)
     c, h, w = g.shape(n)
     out = b.typed(f"{n}.bits", b.TP.UINT64, [b.batch, h, w, packing.words(c)])
     src = val[g.inputs(n)[0]]
@@ -270,15 +284,16 @@ def _lower_conv(b: Builder, g: ir.Graph, p: Plan, state, val, bits_of) -> None:
         bits_of[src] = packed
     weight = np.asarray(state[f"{n}.weight"], np.float32)
     k = op.kernel
+    cg = c_in // op.groups  # input channels per output channel
     wbits = packing.pack_weights_tight(weight)
-    if c_in % packing.WORD == 0:
-        wbits = wbits.reshape(op.out_channels, k, k, c_in // packing.WORD)
+    if cg % packing.WORD == 0:
+        wbits = wbits.reshape(op.out_channels, k, k, cg // packing.WORD)
     args = [bits_of[src], b.init(f"{n}.weight_bits", wbits)]
     eps = g.op(p.bn).eps if p.bn else 0.0
-    a = affine(state, n, p.bn, eps)
+    a = affine(state, n, p.bn, eps, bn_gamma(g, p.bn, state) if p.bn else None)
     c_out, oh, ow = g.shape(n)
     if p.bits:
-        thr, flip = bits_threshold(a, c_in * k * k)
+        thr, flip = bits_threshold(a, cg * k * k)
         args += [b.init(f"{n}.threshold", thr), b.init(f"{n}.flip", flip)]
         out = b.typed(f"{p.tail}.bits", b.TP.UINT64, [b.batch, oh, ow, packing.words(c_out)])
         bits_of[p.tail] = out
@@ -289,4 +304,6 @@ def _lower_conv(b: Builder, g: ir.Graph, p: Plan, state, val, bits_of) -> None:
         val[p.tail] = out
     b.node("XnorConv", args, out, n, domain=ops.DOMAIN, in_channels=c_in, out_channels=c_out,
            kernel_shape=[k, k], strides=[op.stride] * 2, pads=[op.padding] * 4,
-           padding=op.padding_mode, output_type="bits" if p.bits else "float")
+           padding=op.padding_mode, output_type="bits" if p.bits else "float",
+           **({"group": op.groups} if op.groups != 1 else {}),
+           **({"dilations": [op.dilation] * 2} if op.dilation != 1 else {}))

@@ -15,11 +15,12 @@ import torch.nn.functional as F
 from fractalc import ir
 from fractalc.ir import ops
 
-from .binarize import binary_conv2d
-from .drop_path import join
+from .binarize import binary_conv2d, deployed_sign_bn
+from .drop_path import join, max_join, weighted_join
 from . import runtime
 from .plan import RUNTIME_LAYERS, Plan
-from .runtime import NetworkControls, activation, add, attach, init_parameters, new_layer, pool2d
+from .runtime import (NetworkControls, activation, add, attach, batchnorm_noscale, blur_pool, init_parameters,
+                      new_layer, pool2d)
 
 
 class GraphNetwork(NetworkControls, nn.Module):
@@ -47,25 +48,51 @@ class GraphNetwork(NetworkControls, nn.Module):
         self._fc_output = plan.output
         self._fc_steps = tuple((st.kind, self.get_submodule(st.id) if st.layer else None,
                                 st.inputs, st.args) for st in plan.steps)
+        # per step, its `exact` role with the folded BN's module (run_step's `exact`)
+        self._fc_exact = tuple(_exact_arg(self, st.exact) for st in plan.steps)
         self._fc_setup(mode, drop_path, drop_prob, global_ratio, plan.has_binary)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dp = self._fc_drop_state(x)
         mode = self._fc_mode
         vals: list[torch.Tensor] = []
-        for kind, layer, ins, args in self._fc_steps:
-            vals.append(run_step(kind, layer, [vals[i] for i in ins], args, x, dp, mode, self.training))
+        for (kind, layer, ins, args), ex in zip(self._fc_steps, self._fc_exact):
+            vals.append(run_step(kind, layer, [vals[i] for i in ins], args, x, dp, mode, self.training, ex))
         return vals[self._fc_output]
 
 
-def run_step(kind, layer, xs, args, x, dp, mode, training):
-    """One node's forward; the emitted source inlines exactly these calls."""
+def _exact_arg(net: nn.Module, role: tuple):
+    """A plan step's `exact` role as run_step takes it: a binary conv's (BatchNorm2d module or
+    None, BN scale flag, bits); a BN's role unchanged; None for the other steps."""
+    if not role:
+        return None
+    if role[0] == "conv":
+        return (net.get_submodule(role[1]) if role[1] else None, role[2], role[3])
+    return role
+
+
+def run_step(kind, layer, xs, args, x, dp, mode, training, exact=None):
+    """One node's forward; the emitted source inlines exactly these calls.
+
+    In eval and binary mode, a step with an `exact` role computes what the lowered graph
+    deploys, bit for bit (binarize.deployed_conv2d; a folded BN passes the conv's value on; a
+    BN read only by binary convs gets the exact sign of BN(x))."""
+    if exact is not None and mode == "binary" and not training:
+        if kind == "bconv":
+            return binary_conv2d(xs[0], layer.weight, *args[:4], mode, *args[4:], exact=exact)
+        if exact[0] == "folded":
+            return xs[0]
+        return deployed_sign_bn(run_step(kind, layer, xs, args, x, dp, mode, training), xs[0], layer, exact[1])
     if kind == "input":
         return x
-    if kind in ("conv", "bn"):
+    if kind == "conv" or (kind == "bn" and not args):
         return layer(xs[0])
+    if kind == "bn":
+        return batchnorm_noscale(layer, xs[0])
     if kind == "bconv":
-        return binary_conv2d(xs[0], layer.weight, *args, mode)
+        return binary_conv2d(xs[0], layer.weight, *args[:4], mode, *args[4:])
+    if kind == "blurpool":
+        return blur_pool(xs[0], *args)
     if kind == "act":
         return activation(xs[0], *args)
     if kind == "pool":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import keyword
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fractalc import ir
@@ -37,6 +37,10 @@ class Step:
     inputs: tuple[int, ...]
     args: tuple[Any, ...] = ()
     layer: tuple[str, tuple, tuple[tuple[str, Any], ...]] | None = None
+    # the lowered graph's role of the node in eval + binary mode (`exact_roles`): () none,
+    # ("conv", folded BN id or None, its scale flag, bits) for a binary conv, ("folded",) or
+    # ("sign", scale flag) for a BatchNorm
+    exact: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -85,8 +89,9 @@ def _input(g, n, op, ins):
 
 def _conv(g, n, op, ins):
     out, cin_per_group, k, _ = _tensor(g, n, "weight")
+    opts = (("dilation", op.dilation),) if op.dilation != 1 else ()
     layer = ("Conv2d", (cin_per_group * op.groups, out, k),
-             (("stride", op.stride), ("padding", op.padding), ("groups", op.groups), ("bias", op.bias)))
+             (("stride", op.stride), ("padding", op.padding), ("groups", op.groups), ("bias", op.bias)) + opts)
     return Step(n, "conv", ins, (), layer)
 
 
@@ -95,13 +100,22 @@ def _bconv(g, n, op, ins):
         raise TorchBuildError(f"node {n!r}: unsupported binary conv padding_mode={op.padding_mode!r} "
                               f"or grad={op.grad!r}")
     out, cin, k, _ = _tensor(g, n, "weight")
-    # The holder is a plain Conv2d: its `weight` is the latent float weight.
-    layer = ("Conv2d", (cin, out, k), (("stride", op.stride), ("padding", op.padding), ("bias", False)))
-    return Step(n, "bconv", ins, (op.stride, op.padding, op.padding_mode == "one", op.grad), layer)
+    # The holder is a plain Conv2d: its `weight` is the latent float weight (out, in/groups, k, k).
+    kw = (("stride", op.stride), ("padding", op.padding), ("bias", False))
+    if op.groups != 1:
+        kw += (("groups", op.groups),)
+    layer = ("Conv2d", (cin * op.groups, out, k), kw)
+    args = (op.stride, op.padding, op.padding_mode == "one", op.grad)
+    if (op.groups, op.dilation, op.binary_input) != (1, 1, True):  # binary_conv2d's trailing options
+        args += (op.groups, op.dilation, op.binary_input)
+    return Step(n, "bconv", ins, args, layer)
 
 
 def _bn(g, n, op, ins):
-    return Step(n, "bn", ins, (), ("BatchNorm2d", _tensor(g, n, "weight"), (("eps", op.eps),)))
+    # scale=false: the layer keeps its weight (fixed at 1: the forward passes no weight, so it
+    # gets no gradient); args (False,) selects runtime.batchnorm_noscale
+    return Step(n, "bn", ins, () if op.scale else (False,),
+                ("BatchNorm2d", _tensor(g, n, "weight"), (("eps", op.eps),)))
 
 
 def _act(g, n, op, ins):
@@ -165,6 +179,8 @@ def make_plan(g: ir.Graph) -> Plan:
     order = g.order()
     index = {n: i for i, n in enumerate(order)}
     steps = tuple(_step(g, n, index) for n in order)
+    roles = exact_roles(g)
+    steps = tuple(replace(s, exact=roles[s.id]) if s.id in roles else s for s in steps)
     plan = Plan(
         name=g.name, class_name=class_name(g.name), steps=steps, output=index[g.output_id],
         columns=tuple(sorted({c for s in steps if s.kind == "join" for c in s.args[0]} - {0})),
@@ -199,3 +215,35 @@ def check_paths(plan: Plan) -> None:
         if bad:
             raise TorchBuildError(f"module path collision: a segment of layer id {i!r} is a reserved "
                                   "torch attribute name; rename it in the spec")
+
+
+def exact_roles(g: ir.Graph) -> dict[str, tuple]:
+    """Per node, how the lowered graph (backends/onnx/lower.py, whose own decisions these are)
+    computes it, which torch eval in binary mode reproduces bit for bit (binarize.deployed_*):
+    a binary conv with a binarized input -> ("conv", folded BN or None, BN scale flag, bits
+    output); its folded BN -> ("folded",); a BN read only by binary convs -> ("sign", scale flag)."""
+    from fractalc.backends.onnx import lower
+
+    plans = lower.plan(g)
+    out: dict[str, tuple] = {}
+    for n, p in plans.items():
+        scale = bool(getattr(g.op(p.bn), "scale", True)) if p.bn else True
+        out[n] = ("conv", p.bn, scale, p.bits)
+        if p.bn:
+            out[p.bn] = ("folded",)
+    for n in lower.sign_only_bns(g, plans):
+        out[n] = ("sign", bool(getattr(g.op(n), "scale", True)))
+    return out
+
+
+# Issue 14's joins: a weighted join's forward is drop_path.weighted_join (a learnable one holds
+# its n weights in a runtime.ChannelParams layer, "weight", 1/n each), a max join's max_join.
+def _weighted_join(g, n, op, ins):
+    if op.learn:
+        init = (("weight", 1.0 / len(ins)),)
+        return Step(n, "WeightedJoin", ins, (), ("ChannelParams", (len(ins),), (("init", init),)))
+    return Step(n, "WeightedJoin", ins, (tuple(float(w) for w in op.weights),))
+
+
+ops.set_hook(ir.WeightedJoin, "torch", _weighted_join)
+ops.set_hook(ir.MaxJoin, "torch", lambda g, n, op, ins: Step(n, "MaxJoin", ins))

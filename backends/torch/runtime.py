@@ -124,6 +124,26 @@ def pool2d(x: torch.Tensor, kind: str, kernel: int, stride: int, padding: int,
     return F.avg_pool2d(x, kernel, stride, padding)
 
 
+def batchnorm_noscale(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``bn[scale=false]``: batch norm with gamma fixed at 1 (the layer's weight is not used, so
+    it gets no gradient and stays at its initial 1); same statistics updates as ``bn(x)``."""
+    use_batch = bn.training or bn.running_mean is None
+    momentum = bn.momentum if bn.momentum is not None else 0.0
+    if bn.training and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    return F.batch_norm(x, bn.running_mean, bn.running_var, None, bn.bias, use_batch, momentum, bn.eps)
+
+
+def blur_pool(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """QuickNet's fixed blur pool: depthwise 3x3 [[1,2,1],[2,4,2],[1,2,1]]/16, zero padding 1.
+    The kernel is a constant (exact in float32), not a parameter."""
+    k = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
+    kernel = (k[:, None] * k[None, :] / 16).expand(x.shape[1], 1, 3, 3)
+    return F.conv2d(x, kernel, None, stride, 1, 1, x.shape[1])
+
+
 def add(xs: Sequence[torch.Tensor]) -> torch.Tensor:
     out = xs[0]
     for x in xs[1:]:

@@ -104,10 +104,15 @@ def _line(st: Step, var: str, ins: list[str]) -> str:
     x0 = ins[0] if ins else ""
     if k == "input":
         rhs = "x"
-    elif k in ("conv", "bn"):
+    elif k == "conv" or (k == "bn" and not a):
         rhs = f"{_module_expr(st.id)}({x0})"
+    elif k == "bn":
+        rhs = f"batchnorm_noscale({_module_expr(st.id)}, {x0})"
     elif k == "bconv":
-        rhs = f"binary_conv2d({x0}, {_module_expr(st.id)}.weight, {', '.join(map(repr, a))}, mode)"
+        rhs = (f"binary_conv2d({x0}, {_module_expr(st.id)}.weight, {', '.join(map(repr, a[:4]))}, mode"
+               + "".join(f", {v!r}" for v in a[4:]) + ")")
+    elif k == "blurpool":
+        rhs = f"blur_pool({x0}, {a[0]!r})"
     elif k == "act":
         rhs = f"activation({x0}, {a[0]!r})"
     elif k == "pool":
@@ -128,7 +133,22 @@ def _line(st: Step, var: str, ins: list[str]) -> str:
         rhs = x0
     else:  # an op registered in the op table: its hook writes the expression
         rhs = ops.hook(ops.by_name(k).kind, "torch.source", "torch source")(st, ins)
+    if st.exact:
+        rhs = _exact_rhs(st, rhs, x0)
     return f"{var} = {rhs}"
+
+
+def _exact_rhs(st: Step, rhs: str, x0: str) -> str:
+    """The line of a step with an `exact` role (build.run_step's eval + binary branch)."""
+    role = st.exact
+    eval_binary = "mode == 'binary' and not self.training"
+    if role[0] == "conv":
+        assert rhs.endswith(")"), rhs
+        bn = _module_expr(role[1]) if role[1] else "None"
+        return rhs[:-1] + f", exact=({bn}, {role[2]!r}, {role[3]!r}) if not self.training else None)"
+    if role[0] == "folded":
+        return f"{x0} if {eval_binary} else {rhs}"
+    return f"deployed_sign_bn({rhs}, {x0}, {_module_expr(st.id)}, {role[1]!r}) if {eval_binary} else {rhs}"
 
 
 def _tuple(items: list[str]) -> str:

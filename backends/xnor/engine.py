@@ -336,6 +336,8 @@ def _lower(proto) -> bytes:
             if op != "XnorConv":
                 raise err(nd, "not supported by the engine", Unsupported)
             a = xops.conv_attrs(at, nd.name)
+            if a.group != 1 or a.dilations != (1, 1):  # run by the executor's grouped plan
+                raise err(nd, "grouped or dilated binary convs", Unsupported)
             x = val(nd, nd.input[0], (BITS,))
             c, h, w = shape(x)
             ci, co, (kh, kw) = a.in_channels, a.out_channels, a.kernel

@@ -10,11 +10,11 @@
 This package imports nothing above it (not the language, not the backends); the language
 sits on top of it because it checks names against the op table.
 """
-from fractalc.ir.graph import (Activation, Add, BatchNorm, BinaryConv, Concat, Conv, CycleError, Dropout, Graph,
+from fractalc.ir.graph import (Activation, Add, BatchNorm, BinaryConv, BlurPool, Concat, Conv, CycleError, Dropout, Graph,
                                Input, Join, Linear, Op, Output, Pool, Shape, Slice, op_attrs,
                                op_name)
 
-__all__ = ["Activation", "Add", "BatchNorm", "BinaryConv", "Concat", "Conv", "CycleError", "Dropout", "Graph",
+__all__ = ["Activation", "Add", "BatchNorm", "BinaryConv", "BlurPool", "Concat", "Conv", "CycleError", "Dropout", "Graph",
            "Input", "Join", "Linear", "Op", "Output", "Pool", "Shape", "Slice", "op_attrs", "op_name"]
 # the binary-network primitives of issue 14 (ReActNet, Real-to-Binary)
 from fractalc.ir.graph import Mul, PReLU, RSign, Scale, Shift  # noqa: E402

@@ -21,7 +21,7 @@ backend uses it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 import heapq
 from typing import Iterator, Union
 
@@ -45,6 +45,13 @@ class Conv:
     padding: int = 0
     groups: int = 1
     bias: bool = False
+    dilation: int = field(default=1, metadata={"omit_default": True})
+
+
+def _opt(default):
+    """A field added after the IR format settled: listed only when it differs from its default
+    (so listings and golden files of specs that do not use it are unchanged)."""
+    return field(default=default, metadata={"omit_default": True})
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,10 @@ class BinaryConv:
     backend's pre-training modes), so a Sign node before it is never needed. ``padding_mode``
     is "zero" (exactly torch's zero padding of sign(x)) or "one" (pad with +1). ``grad`` is the
     backward of the input binarizer when training: "approxsign" (Bi-Real) or "ste" (identity
-    where |x| <= 1).
+    where |x| <= 1). ``groups`` splits input and output channels into that many groups
+    (weights out x in/groups x k x k; depthwise: groups = channels); ``dilation`` spaces the
+    kernel taps. ``binary_input=False`` keeps the input float: conv(x, alpha * sign(W)) (binary
+    parameters, float multiplications; BinaryAlexNet's first layer).
     """
 
     out_channels: int
@@ -64,13 +74,18 @@ class BinaryConv:
     padding: int = 0
     padding_mode: str = "zero"
     grad: str = "approxsign"
+    groups: int = _opt(1)
+    dilation: int = _opt(1)
+    binary_input: bool = _opt(True)
 
 
 @dataclass(frozen=True)
 class BatchNorm:
-    """Per-channel batch normalisation: scale and shift (learned), mean and variance (buffers)."""
+    """Per-channel batch normalisation: scale and shift (learned), mean and variance (buffers).
+    ``scale=False``: no scale (gamma fixed at 1, as XNOR-Net's BNs)."""
 
     eps: float = 1e-5
+    scale: bool = _opt(True)
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,14 @@ class Pool:
 
 
 @dataclass(frozen=True)
+class BlurPool:
+    """QuickNet's fixed blur pool: a depthwise 3x3 conv with the constant kernel
+    [[1,2,1],[2,4,2],[1,2,1]]/16, zero padding 1, stride ``stride``."""
+
+    stride: int = 2
+
+
+@dataclass(frozen=True)
 class Linear:
     """Fully connected layer on the flattened input."""
 
@@ -102,6 +125,22 @@ class Linear:
 @dataclass(frozen=True)
 class Join:
     """Element-wise mean of all inputs, equal weights (FractalNet's join)."""
+
+
+@dataclass(frozen=True)
+class WeightedJoin:
+    """Element-wise weighted sum of the inputs, ``w[0] * x[0] + w[1] * x[1] + ...`` summed in
+    input order (the weights are used as given: weights 1/n are the mean). Fixed ``weights``
+    (one per input), or with ``learn`` (and no ``weights``) learnable weights: the node's
+    ``weight`` tensor, one float per input, initialised to 1/n each."""
+
+    weights: tuple[float, ...] = ()
+    learn: bool = False
+
+
+@dataclass(frozen=True)
+class MaxJoin:
+    """Element-wise maximum of all inputs."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +203,7 @@ class Output:
     """The network output (identity)."""
 
 
-Op = Union[Input, Conv, BinaryConv, BatchNorm, Activation, Pool, Linear, Join, Add, Concat,
+Op = Union[Input, Conv, BinaryConv, BatchNorm, Activation, Pool, BlurPool, Linear, Join, WeightedJoin, MaxJoin, Add, Concat,
            Slice, Dropout, Output]
 # The closed set of kinds is the op table (`fractalc.ir.ops.OPS`): these built-in kinds, plus any
 # registered with `ops.register`. What each kind means to shapes, costs and backends is there.
@@ -175,7 +214,9 @@ def op_name(op: Op) -> str:
 
 
 def op_attrs(op: Op) -> dict:
-    return {f.name: getattr(op, f.name) for f in fields(op)}
+    """The op's fields by name; a field marked ``omit_default`` is left out at its default."""
+    return {f.name: getattr(op, f.name) for f in fields(op)
+            if not (f.metadata.get("omit_default") and getattr(op, f.name) == f.default)}
 
 
 class CycleError(ValueError):
@@ -186,8 +227,8 @@ class Graph:
     """An IR graph: nodes with attributes, edges mirroring each node's ``inputs``.
 
     Every traversal is deterministic (creation order breaks ties). Node attributes are read
-    through the methods below; `set_shape` and `set_inputs` are the only in-place edits besides
-    `add` and `remove`.
+    through the methods below; `set_shape`, `set_inputs` and `set_op` are the only in-place edits
+    besides `add` and `remove`.
     """
 
     def __init__(self, name: str = "net"):
@@ -220,6 +261,10 @@ class Graph:
         for src in dict.fromkeys(inputs):
             self._succ[src][node_id] = None
             self._pred[node_id][src] = None
+
+    def set_op(self, node_id: str, op: Op) -> None:
+        """Replace a node's op (its inputs, edges, id and position stay)."""
+        self._attrs[node_id]["op"] = op
 
     def set_shape(self, node_id: str, shape: Shape | None) -> None:
         """Set (or with None, forget) a node's shape."""

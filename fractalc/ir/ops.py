@@ -63,7 +63,9 @@ class Tensor:
 
     role: "float" (a learned float parameter), "binary" (a weight used through its sign: one
     bit each; torch keeps a float latent), "bn" (a learned BN scale/shift: float, and reported
-    as BN), "buffer" (running statistics: stored, not learned, not a parameter)."""
+    as BN), "buffer" (running statistics: stored, not learned, not a parameter), "fixed" (a
+    constant the op itself defines, e.g. the blur kernel: no state_dict entry, but counted as
+    float parameters, as larq counts fixed kernels)."""
 
     name: str
     shape: Shape
@@ -109,7 +111,7 @@ OPS: dict[type, OpDef] = {}
 PRIMS: dict[str, PrimSpec] = {}
 
 #: Scalar builtins, called with parentheses: round(x / 32) * 32, channels(z), ...
-BUILTINS = ("round", "floor", "ceil", "min", "max", "abs", "int", "pow", "len",
+BUILTINS = ("round", "round_even", "floor", "ceil", "min", "max", "abs", "int", "pow", "len",
             "channels", "height", "width")
 
 
@@ -220,10 +222,13 @@ def _conv_shape(op, ins, names, fail):
     if op.kernel <= 0 or op.stride <= 0 or op.padding < 0:
         fail(f"conv kernel and stride must be positive and padding non-negative, got "
              f"k={op.kernel}, s={op.stride}, p={op.padding}")
-    groups = getattr(op, "groups", 1)
+    groups, dil = getattr(op, "groups", 1), getattr(op, "dilation", 1)
     if groups <= 0 or c % groups or op.out_channels % groups:
         fail(f"conv groups={groups} must divide input channels {c} and output channels {op.out_channels}")
-    oh, ow = spatial(h, op.kernel, op.stride, op.padding), spatial(w, op.kernel, op.stride, op.padding)
+    if dil <= 0:
+        fail(f"conv dilation must be positive, got {dil}")
+    span = dil * (op.kernel - 1) + 1  # the dilated kernel's extent
+    oh, ow = spatial(h, span, op.stride, op.padding), spatial(w, span, op.stride, op.padding)
     if oh <= 0 or ow <= 0:
         fail(f"conv k={op.kernel}, s={op.stride}, p={op.padding} on a {h}x{w} input gives an "
              f"empty {oh}x{ow} output")
@@ -244,8 +249,10 @@ def _bconv_tensors(op, ins, out):
 
 
 def _conv_mults(op, ins, out):
+    """weights x output pixels (so a grouped conv costs 1/groups of the dense one); binary only
+    when both the input and the weights are 1-bit (larq's rule: ``binary_input=false`` is float)."""
     n = math.prod(_conv_weight(op, ins)) * out[1] * out[2]
-    return (0, n) if isinstance(op, ir.BinaryConv) else (n, 0)
+    return (0, n) if isinstance(op, ir.BinaryConv) and op.binary_input else (n, 0)
 
 
 def _conv_summary(op, n_inputs):
@@ -253,18 +260,35 @@ def _conv_summary(op, n_inputs):
     if op.stride != 1:
         text += f"/{op.stride}"
     text += f", {op.out_channels}"
-    if isinstance(op, ir.Conv) and op.groups != 1:
+    if op.groups != 1:
         text += f" g{op.groups}"
+    if op.dilation != 1:
+        text += f" d{op.dilation}"
     if isinstance(op, ir.BinaryConv) and op.padding_mode != "zero":
         text += f" pad {op.padding_mode}"
+    if isinstance(op, ir.BinaryConv) and not op.binary_input:
+        text += ", float in"
     return text
 
 
 def _pad(a):
-    return a["k"] // 2 if a["p"] is None else a["p"]
+    """p defaults to "same" for stride 1: dilation * (k // 2)."""
+    return a["k"] // 2 * a.get("dilation", 1) if a["p"] is None else a["p"]
+
+
+def _conv_opts_check(a):
+    if a["groups"] < 1:
+        return f"conv groups must be positive, got {a['groups']}"
+    if a["dilation"] < 1:
+        return f"conv dilation must be positive, got {a['dilation']}"
+    return None
 
 
 def _bconv_check(a):
+    if _conv_opts_check(a):
+        return _conv_opts_check(a)
+    if not a["binary_input"] and a["pad"] != "zero":
+        return 'bconv with binary_input=false pads its float input with zeros: pad must be "zero"'
     if a["pad"] not in ("zero", "one"):
         return f'bconv padding must be "zero" or "one", got "{a["pad"]}"'
     if a["grad"] not in ("approxsign", "ste"):
@@ -300,6 +324,23 @@ def _pool_summary(op, n_inputs):
     if op.global_:
         return f"global {op.kind}pool"
     return f"{op.kind}pool {op.kernel}x{op.kernel}" + (f"/{op.stride}" if op.stride not in (0, op.kernel) else "")
+
+
+BLUR_KERNEL = ((1, 2, 1), (2, 4, 2), (1, 2, 1))  # / 16: QuickNet's blur pool (exact in float32)
+
+
+def _blurpool_shape(op, ins, names, fail):
+    c, h, w = chw(op, ins, names, 0, fail)
+    if op.stride <= 0:
+        fail(f"blurpool stride must be positive, got {op.stride}")
+    oh, ow = spatial(h, 3, op.stride, 1), spatial(w, 3, op.stride, 1)
+    if oh <= 0 or ow <= 0:
+        fail(f"blurpool on a {h}x{w} input gives an empty output")
+    return (c, oh, ow)
+
+
+def _blurpool_tensors(op, ins, out):
+    return (Tensor("kernel", (ins[0][0], 1, 3, 3), "fixed"),)
 
 
 def _linear_shape(op, ins, names, fail):
@@ -371,24 +412,33 @@ for _d in [
     OpDef(ir.Input, _input_shape, style={"shape": "invhouse", "fillcolor": "#dddddd"}, legend="input"),
     OpDef(ir.BinaryConv, _conv_shape, depth=True,
           prims=(PrimSpec("bconv", (p("out", "int"), p("k", "int", 3), p("s", "int", 1), p("p", "int", None),
-                                    p("pad", "str", "zero"), p("grad", "str", "approxsign")), 1,
+                                    p("pad", "str", "zero"), p("grad", "str", "approxsign"),
+                                    p("groups", "int", 1), p("dilation", "int", 1),
+                                    p("binary_input", "bool", True)), 1,
                           "binary conv of sign(input) with alpha*sign(W); pad = \"zero\" (exact) or \"one\"; "
-                          "grad = \"approxsign\" or \"ste\" (training backward of sign)", stem="conv",
-                          make=lambda a: ir.BinaryConv(a["out"], a["k"], a["s"], _pad(a), a["pad"], a["grad"]),
+                          "grad = \"approxsign\" or \"ste\" (training backward of sign); groups (depthwise: "
+                          "groups = channels), dilation; binary_input=false: float input, binary weights",
+                          stem="conv",
+                          make=lambda a: ir.BinaryConv(a["out"], a["k"], a["s"], _pad(a), a["pad"], a["grad"],
+                                                       a["groups"], a["dilation"], a["binary_input"]),
                           check=_bconv_check),),
           tensors=_bconv_tensors, mults=_conv_mults, summary=_conv_summary, legend="binary conv",
           style={"shape": "box", "fillcolor": "#3d7cc9", "fontcolor": "white"}),
     OpDef(ir.Conv, _conv_shape, depth=True,
           prims=(PrimSpec("conv", (p("out", "int"), p("k", "int", 3), p("s", "int", 1), p("p", "int", None),
-                                   p("groups", "int", 1), p("bias", "bool", False)), 1,
-                          "full-precision conv; p defaults to k//2",
-                          make=lambda a: ir.Conv(a["out"], a["k"], a["s"], _pad(a), a["groups"], a["bias"])),),
+                                   p("groups", "int", 1), p("bias", "bool", False), p("dilation", "int", 1)), 1,
+                          "full-precision conv; p defaults to dilation*(k//2); groups (depthwise: groups = "
+                          "channels), dilation",
+                          make=lambda a: ir.Conv(a["out"], a["k"], a["s"], _pad(a), a["groups"], a["bias"],
+                                                 a["dilation"]),
+                          check=_conv_opts_check),),
           tensors=_conv_tensors, mults=_conv_mults, summary=_conv_summary, legend="full-precision conv",
           style={"shape": "box3d", "fillcolor": "#f4a24c"}),
     OpDef(ir.BatchNorm, _bn_shape,
-          prims=(PrimSpec("bn", (p("eps", "num", 1e-5),), 1, "batch normalisation",
-                          make=lambda a: ir.BatchNorm(float(a["eps"])), check=_bn_check),),
-          tensors=_bn_tensors, summary=lambda op, n: "BN", legend="batch norm",
+          prims=(PrimSpec("bn", (p("eps", "num", 1e-5), p("scale", "bool", True)), 1,
+                          "batch normalisation; scale=false: no gamma (fixed at 1)",
+                          make=lambda a: ir.BatchNorm(float(a["eps"]), a["scale"]), check=_bn_check),),
+          tensors=_bn_tensors, summary=lambda op, n: "BN" if op.scale else "BN (no scale)", legend="batch norm",
           style={"shape": "ellipse", "fillcolor": "#b9e3ae"}),
     OpDef(ir.Activation, same,
           prims=(_act_prim("relu", "max(x, 0)"), _act_prim("tanh", "tanh(x)"),
@@ -404,6 +454,14 @@ for _d in [
                  PrimSpec("gmp", (), 1, "global max pooling to Cx1x1", stem="pool",
                           make=lambda a: ir.Pool("max", global_=True))),
           summary=_pool_summary, legend="pooling", style={"shape": "folder", "fillcolor": "#d5c3ef"}),
+    OpDef(ir.BlurPool, _blurpool_shape,
+          prims=(PrimSpec("blurpool", (p("stride", "int", 2),), 1,
+                          "QuickNet's fixed blur: depthwise 3x3 [[1,2,1],[2,4,2],[1,2,1]]/16, zero padding 1",
+                          stem="pool", make=lambda a: ir.BlurPool(a["stride"])),),
+          tensors=_blurpool_tensors,
+          mults=lambda op, ins, out: (9 * out[0] * out[1] * out[2], 0),
+          summary=lambda op, n: f"blurpool 3x3/{op.stride}", legend="blur pool (fixed)",
+          style={"shape": "folder", "fillcolor": "#e8dcf7"}),
     OpDef(ir.Linear, _linear_shape, depth=True,
           prims=(PrimSpec("linear", (p("out", "int"), p("bias", "bool", True)), 1,
                           "fully connected on the flattened input", stem="fc",
@@ -413,8 +471,11 @@ for _d in [
           summary=lambda op, n: f"linear {op.out_features}", legend="linear (FC)",
           style={"shape": "component", "fillcolor": "#f08c8c"}),
     OpDef(ir.Join, _elementwise_shape("join"),
-          prims=(PrimSpec("join", (), -1, "element-wise mean of all inputs (FractalNet join)",
-                          make=lambda a: ir.Join()),),
+          prims=(PrimSpec("join", (p("weights", "nums", None), p("learn", "bool", False)), -1,
+                          "element-wise mean of all inputs (FractalNet join); with weights=[w1, ...]: "
+                          "the weighted sum w1*x1 + w2*x2 + ...; with learn=true: learnable weights "
+                          "initialised to 1/n", make=lambda a: _join_make(a),
+                          check=lambda a: _join_check(a)),),
           summary=lambda op, n: f"join {n}", legend="join (mean)",
           style={"shape": "invtriangle", "fillcolor": "#d9455f", "fontcolor": "white"}),
     OpDef(ir.Add, _elementwise_shape("add"),
