@@ -27,7 +27,7 @@ from fractalc.variants.solver import (METRICS, DEFAULT_LIMIT, ScaleError, Measur
                                       budget_of, default_param, ScaleResult, metric_value, relabel,
                                       solve, scale_table)
 from fractalc.variants.write import (one_line, import_path, write_scaled, rewrite_spec)
-from fractalc.variants.space import (SpaceError, FAMILIES, JOINS, DATASETS, DENSE_DEFAULTS,
+from fractalc.variants.space import (SpaceError, FAMILIES, BASES, JOINS, DATASETS, DENSE_DEFAULTS,
                                      MAX_SPACE_BYTES, MAX_SPACE_POINTS, Point, Space, load_space)
 from fractalc.variants.generate import (spec_text, Variant, Generated, COLUMNS, generate)
 from fractalc.variants.report import (table, csv_text, plot, pareto_figure)
@@ -35,7 +35,7 @@ from fractalc.variants.report import (table, csv_text, plot, pareto_figure)
 __all__ = [
     "METRICS", "DEFAULT_LIMIT", "ScaleError", "Measure", "measure", "budget_of", "default_param",
     "ScaleResult", "metric_value", "relabel", "solve", "scale_table", "one_line", "import_path",
-    "write_scaled", "rewrite_spec", "SpaceError", "FAMILIES", "JOINS", "DATASETS",
+    "write_scaled", "rewrite_spec", "SpaceError", "FAMILIES", "BASES", "JOINS", "DATASETS",
     "DENSE_DEFAULTS", "MAX_SPACE_BYTES", "MAX_SPACE_POINTS", "Point", "Space", "load_space",
     "spec_text", "Variant", "Generated", "COLUMNS", "generate", "table", "csv_text", "plot",
     "pareto_figure",

@@ -16,7 +16,7 @@ from pathlib import Path
 from fractalc.version import __version__
 from fractalc.errors import FractalcError
 from fractalc.variants.solver import Measure, ScaleResult, budget_of, relabel, solve
-from fractalc.variants.space import Point, Space, SpaceError, load_space
+from fractalc.variants.space import BASES, Point, Space, SpaceError, load_space
 from fractalc.variants.write import import_path, one_line
 
 
@@ -32,11 +32,14 @@ def _floats(xs) -> str:
 
 
 def spec_text(name: str, p: Point, value: int, lib: str, header: list[str]) -> str:
-    """The unformatted text of one variant (imports `lib`common.fr and `lib`sofar.fr: `lib` is
-    ``fractalc:`` for the bundled library, else a directory path ending in ``/``)."""
-    lines = [*header, f'import "{lib}common.fr"', f'import "{lib}sofar.fr"', "",
+    """The unformatted text of one variant (imports `lib`common.fr, `lib`sofar.fr and the base
+    network's file: `lib` is ``fractalc:`` for the bundled library, else a directory path ending
+    in ``/``)."""
+    lines = [*header, *(f'import "{lib}{f}"' for f in ("common.fr", "sofar.fr", *BASES[p.base])), "",
              f'param dataset = "{p.dataset}"']
     n = len(p.blocks)
+    if p.kind == "resnet" and p.base != "bireal":
+        return "\n".join(lines + _based_resnet(name, p, value)) + "\n"
     if p.kind == "resnet":
         lines += [f"param width = {value}", f"param columns = {p.columns}",
                   f"param blocks = {list(p.blocks)}", "", f"network {name} {{",
@@ -62,6 +65,25 @@ def spec_text(name: str, p: Point, value: int, lib: str, header: list[str]) -> s
             lines.append(f"    stage{s + 1} = dense[{p.family}[columns, growth], growth] * blocks[{s}]")
         lines += ["    head = bn >> relu >> head[classes]", "}"]
     return "\n".join(lines) + "\n"
+
+
+def _based_resnet(name: str, p: Point, value: int) -> list[str]:
+    """The network of an F / RF point built into QuickNet or ReActNet (specs/lib/quicknet.fr,
+    reactnet.fr): the base's stem, transitions and head, a fractal of its unit per stage."""
+    fam = f"{p.family}_{'quick' if p.base == 'quicknet' else 'react'}"
+    lines = [f"param width = {value}", f"param columns = {p.columns}", f"param blocks = {list(p.blocks)}",
+             "", f"network {name} {{", "    input [3, size, size]",
+             "    stem = qn_stem[width]" if p.base == "quicknet" else "    stem = stem[width]"]
+    for s in range(len(p.blocks)):
+        w = "width" if s == 0 else f"{2 ** s} * width"
+        if p.base == "quicknet":  # qn_stage puts the transition in front when the width changes
+            lines.append(f"    stage{s + 1} = qn_stage[{w}, blocks[{s}], {fam}[columns, {w}]]")
+        else:
+            if s:
+                lines.append(f"    trans{s} = down[{w}]")
+            lines.append(f"    stage{s + 1} = {fam}[columns, {w}] * blocks[{s}]")
+    lines += ["    head = qn_head[classes]" if p.base == "quicknet" else "    head = head[classes]", "}"]
+    return lines
 
 
 @dataclass
@@ -106,8 +128,11 @@ COLUMNS = ["name", "family", "columns", "blocks", "join", "dataset", "depth", "p
 
 
 def generate(space_path: str | Path, out: str | Path, *, max_nodes: int = 100_000,
-             log=None) -> Generated:
-    """Write one scaled spec per valid point of the space into `out` (created if needed)."""
+             log=None, progress=None) -> Generated:
+    """Write one scaled spec per valid point of the space into `out` (created if needed).
+
+    `log(message)` hears of every point written or skipped; `progress(done, total, name)` is
+    called before each point (done = points finished so far) and once at the end."""
     from fractalc.fileio import atomic_write, unlink_on_sigterm
     from fractalc.lang.formatter import check_round_trip, format_source
     space = load_space(space_path)
@@ -120,14 +145,18 @@ def generate(space_path: str | Path, out: str | Path, *, max_nodes: int = 100_00
     baselines: dict[str, Measure] = {}
     variants: list[Variant] = []
     skipped: list[tuple[str, str, str]] = []
-    for name, p in space.points:
-        lib_dir = p.baseline.parent / "lib"
-        lib_files = [lib_dir / "common.fr", lib_dir / "sofar.fr"]
+    total = len(space.points)
+    for i, (name, p) in enumerate(space.points):
+        if progress:
+            progress(i, total, name)
+        lib_dir = p.library_dir
+        lib_files = p.library_files
         final = out / f"{name}.fr"
         try:
             missing = [str(f) for f in lib_files if not f.is_file()]
             if missing:
-                raise SpaceError(f"the spec library is not beside the baseline: {', '.join(missing)} missing")
+                raise SpaceError(f"the spec library is not {'in ' + str(lib_dir) if p.library else 'beside the baseline'}: "
+                                 f"{', '.join(missing)} missing")
             key = (p.baseline, p.dataset)
             if key not in budgets:
                 from fractalc.lang.resolve import load
@@ -172,6 +201,8 @@ def generate(space_path: str | Path, out: str | Path, *, max_nodes: int = 100_00
         variants.append(Variant(name, p, final, res, p.baseline.name))
         if log:
             log(f"wrote {final} ({res.param} = {res.value})")
+    if progress:
+        progress(total, total, "")
     return Generated(space, out, variants, skipped, baselines)
 
 
@@ -193,7 +224,8 @@ def _header(space: Space, name: str, p: Point, budget: Measure, lib_files) -> li
     # one_line: file names and the space's name are user text inside comments
     return [
         f"# {name}: {p.family}-c{p.columns}d{2 ** (p.columns - 1)} "
-        f"{'ResNet' if p.kind == 'resnet' else 'DenseNet'}{p.depth}, generated by fractalc {__version__}.",
+        f"{ {'bireal': 'ResNet', 'quicknet': 'QuickNet', 'reactnet': 'ReActNet'}[p.base] if p.kind == 'resnet' else 'DenseNet'}"
+        f"{p.depth}, generated by fractalc {__version__}.",
         f"# Its {p.param} is the largest whose {metric} fit the budget of {one_line(p.baseline.name)}.",
         "# Do not edit: change the space and run `fractalc generate` again.",
         f"# space: {one_line(space.file.name)} ({one_line(space.name)}), sha256 {space.sha256}",

@@ -19,11 +19,15 @@ class SpaceError(FractalcError):
 
 
 FAMILIES = {"F": "resnet", "RF": "resnet", "DF": "dense", "DRF": "dense"}
+#: The network a ResNet family's fractal is built into: "bireal" (SoFAr's binary ResNets: Bi-Real's
+#: unit, stem and transitions), "quicknet" (QuickNet's unit, stem, transitions and head) or
+#: "reactnet" (ReActNet's RSign/RPReLU unit in Bi-Real's layout). Library file of each.
+BASES = {"bireal": (), "quicknet": ("quicknet.fr",), "reactnet": ("reactnet.fr",)}
 JOINS = ("mean",)
 DATASETS = ("imagenet", "cifar10", "cifar100")
 # BinaryDenseNet28's stem and transition reductions (reference section 5), for DF / DRF.
 DENSE_DEFAULTS = {"stem_width": 64, "reductions": [2.7, 2.7, 2.2]}
-_SPACE_KEYS = {"family", "columns", "blocks", "join", "dataset", "budget", "reductions",
+_SPACE_KEYS = {"base", "library", "family", "columns", "blocks", "join", "dataset", "budget", "reductions",
                "stem_width", "start", "transitions"}
 _TOP_KEYS = {"name", "description", "space", "metric"}
 MAX_SPACE_BYTES = 1 << 20  # a space is a short hand-written TOML file
@@ -43,6 +47,8 @@ class Point:
     reductions: tuple[float, ...]
     start: int
     transitions: tuple[int, ...] = ()  # DF / DRF: fixed transition widths (empty: by reductions)
+    base: str = "bireal"  # F / RF: the network the fractal goes into (BASES)
+    library: Path | None = None  # the spec library's folder (None: "lib" beside the baseline)
 
     @property
     def kind(self) -> str:
@@ -54,16 +60,27 @@ class Point:
 
     @property
     def depth(self) -> int:
-        """1 stem + units x 2^(C-1) + transitions + 1 classifier (reference section 5)."""
-        return 1 + sum(self.blocks) * 2 ** (self.columns - 1) + (len(self.blocks) - 1) + 1
+        """1 stem + units x 2^(C-1) + transitions + 1 classifier (reference section 5);
+        QuickNet's stem has 3 convs."""
+        stem = 3 if self.base == "quicknet" else 1
+        return stem + sum(self.blocks) * 2 ** (self.columns - 1) + (len(self.blocks) - 1) + 1
+
+    @property
+    def library_dir(self) -> Path:
+        return self.library if self.library is not None else self.baseline.parent / "lib"
+
+    @property
+    def library_files(self) -> list[Path]:
+        return [self.library_dir / f for f in ("common.fr", "sofar.fr", *BASES[self.base])]
 
     def base_name(self) -> str:
-        net = "resnet" if self.kind == "resnet" else "densenet"
+        net = ("resnet" if self.base == "bireal" else self.base) if self.kind == "resnet" else "densenet"
         name = f"{self.family.lower()}_c{self.columns}d{2 ** (self.columns - 1)}_{net}{self.depth}"
         return name if self.dataset == "imagenet" else f"{name}_{self.dataset}"
 
     def describe(self) -> str:
-        return (f"family={self.family} columns={self.columns} blocks={list(self.blocks)} "
+        base = f" base={self.base}" if self.base != "bireal" else ""
+        return (f"family={self.family}{base} columns={self.columns} blocks={list(self.blocks)} "
                 f"join={self.join} dataset={self.dataset}")
 
 
@@ -157,6 +174,19 @@ def load_space(path: str | Path) -> Space:
             bases = {f: bases for f in FAMILIES}
         if not isinstance(bases, dict):
             raise SpaceError(f"{where}: budget.baseline must be a spec path or a table family -> path")
+        base_net = t.get("base", "bireal")
+        if base_net not in BASES:
+            raise SpaceError(f"{where}: unknown base {base_net!r}; choose from {', '.join(BASES)}")
+        if base_net != "bireal" and any(FAMILIES[f] != "resnet" for f in fams):
+            raise SpaceError(f"{where}: base = {base_net!r} applies to the F and RF families only")
+        library = t.get("library")
+        if library is not None:
+            if not isinstance(library, str):
+                raise SpaceError(f"{where}: library must be a folder path (relative to the space file)")
+            library = (path.parent / library).resolve()
+            if not library.is_dir():
+                raise SpaceError(f"{where}: library folder {t['library']!r} not found (paths are "
+                                 "relative to the space file)")
         stem = _int(t.get("stem_width", DENSE_DEFAULTS["stem_width"]), "stem_width", where)
         red = t.get("reductions")
         trans = t.get("transitions")
@@ -187,7 +217,8 @@ def load_space(path: str | Path) -> Space:
                                          f"transitions = a list of {len(bl) - 1} channel counts")
                     tws = tuple(_int(x, "a transitions entry", where) for x in trans)
             points.append(Point(fam, c, bl, j, d, base, metric, stem, reds, start,
-                                tws if FAMILIES[fam] == "dense" and trans is not None else ()))
+                                tws if FAMILIES[fam] == "dense" and trans is not None else (),
+                                base_net, library))
     unique = list(dict.fromkeys(points))
     groups: dict[str, int] = {}
     for p in unique:
