@@ -80,3 +80,20 @@ def test_rule_cycles_are_iterative():
     calls = {f"r{k}": [f"r{(k + 1) % n}"] for k in range(n)}
     (comp,) = _cycles(calls)
     assert len(comp) == n
+
+
+def test_check_and_stats_do_not_import_networkx():
+    """The compile path runs on the IR's own adjacency: short commands do not pay networkx's
+    import (the start-up budget of benchmarks/bench_startup.py)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    spec = Path(__file__).resolve().parent.parent / "specs" / "rf_c3d4.fr"
+    code = ("import sys, contextlib, io\nfrom fractalc.cli import main\n"
+            "for cmd in (['check'], ['stats', '--no-layers']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()):\n"
+            "        main([*cmd, sys.argv[1]])\n"
+            "print(sorted(m for m in ('networkx', 'torch', 'onnx', 'numpy') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code, str(spec)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
