@@ -15,7 +15,10 @@ def test_export_block_spec_matches_eager():
     model = build_torch(SPECS / "rf_c3d4.fr", channels=4, size=6).eval()
     x = torch.randn(2, 4, 6, 6)
     ep = torch.export.export(model, (x,))
-    assert torch.equal(ep.module()(x), model(x))
+    # Eager eval runs the deployed (exact) binary arithmetic, whose near-tie fallback is
+    # data-dependent Python; a traced module keeps the float path, equal up to float rounding
+    # (and at exact ties of a pre-sign value, the sign may differ: see README "Eval equals deployment").
+    assert torch.allclose(ep.module()(x), model(x), atol=1e-5)
     model.set_mode("fp")  # the mode is a Python switch: a new export follows it
     assert torch.allclose(torch.export.export(model, (x,)).module()(x), model(x))
 

@@ -38,7 +38,7 @@ import numpy as np
 from fractalc import ir
 from fractalc.errors import ModelError
 
-from . import ops, packing
+from . import export, ops, packing  # noqa: F401  (export registers the standard BinaryConv emitter: binary_input=false convs)
 from .builder import Builder, alpha_of, bn_gamma, emit_common, metadata
 
 

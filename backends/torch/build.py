@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from fractalc import ir
 from fractalc.ir import ops
 
-from .binarize import binary_conv2d, deployed_sign_bn
+from .binarize import binary_conv2d, deployed, deployed_sign_bn
 from .drop_path import join, max_join, weighted_join
 from . import runtime
 from .plan import RUNTIME_LAYERS, Plan
@@ -77,7 +77,7 @@ def run_step(kind, layer, xs, args, x, dp, mode, training, exact=None):
     In eval and binary mode, a step with an `exact` role computes what the lowered graph
     deploys, bit for bit (binarize.deployed_conv2d; a folded BN passes the conv's value on; a
     BN read only by binary convs gets the exact sign of BN(x))."""
-    if exact is not None and mode == "binary" and not training:
+    if exact is not None and deployed(mode, training):
         if kind == "bconv":
             return binary_conv2d(xs[0], layer.weight, *args[:4], mode, *args[4:], exact=exact)
         if exact[0] == "folded":

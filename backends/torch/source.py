@@ -141,7 +141,7 @@ def _line(st: Step, var: str, ins: list[str]) -> str:
 def _exact_rhs(st: Step, rhs: str, x0: str) -> str:
     """The line of a step with an `exact` role (build.run_step's eval + binary branch)."""
     role = st.exact
-    eval_binary = "mode == 'binary' and not self.training"
+    eval_binary = "deployed(mode, self.training)"
     if role[0] == "conv":
         assert rhs.endswith(")"), rhs
         bn = _module_expr(role[1]) if role[1] else "None"
