@@ -353,13 +353,56 @@ void pad_nhwc(const float* x, int N, int H, int W, int C, int pad, float* out, i
     });
 }
 
+namespace {
+
+#if defined(__x86_64__)
+// 3-channel images (every RGB stem input): 16 pixels of the three planes -> 48 interleaved
+// floats with two permutes per output vector (the scalar loop ran at ~1 pixel per 5 cycles).
+FK_AVX512 void nchw3_to_nhwc_avx512(const float* src, std::size_t HW, std::size_t p0, std::size_t p1, float* o) {
+    alignas(64) static const int32_t ab_idx[3][16] = {
+        {0, 16, 0, 1, 17, 0, 2, 18, 0, 3, 19, 0, 4, 20, 0, 5},
+        {21, 0, 6, 22, 0, 7, 23, 0, 8, 24, 0, 9, 25, 0, 10, 26},
+        {0, 11, 27, 0, 12, 28, 0, 13, 29, 0, 14, 30, 0, 15, 31, 0}};
+    alignas(64) static const int32_t c_idx[3][16] = {
+        {0, 1, 16, 3, 4, 17, 6, 7, 18, 9, 10, 19, 12, 13, 20, 15},
+        {0, 21, 2, 3, 22, 5, 6, 23, 8, 9, 24, 11, 12, 25, 14, 15},
+        {26, 1, 2, 27, 4, 5, 28, 7, 8, 29, 10, 11, 30, 13, 14, 31}};
+    std::size_t p = p0;
+    for (; p + 16 <= p1; p += 16) {
+        const __m512 a = _mm512_loadu_ps(src + p), b = _mm512_loadu_ps(src + HW + p),
+                     c = _mm512_loadu_ps(src + 2 * HW + p);
+        float* d = o + 3 * (p - p0);
+        for (int k = 0; k < 3; ++k) {
+            const __m512 t = _mm512_permutex2var_ps(a, _mm512_load_si512(ab_idx[k]), b);
+            _mm512_storeu_ps(d + 16 * k, _mm512_permutex2var_ps(t, _mm512_load_si512(c_idx[k]), c));
+        }
+    }
+    for (; p < p1; ++p)
+        for (int ch = 0; ch < 3; ++ch) o[3 * (p - p0) + ch] = src[ch * HW + p];
+}
+#endif
+
+}  // namespace
+
 void nchw_to_nhwc(const float* x, int N, int C, int HW, float* out, int threads) {
+#if defined(__x86_64__)
+    static const bool avx512 = cpu_supports(Isa::avx512);
+#endif
     split_rows(static_cast<std::size_t>(N) * HW, threads, 256, [&](std::size_t r0, std::size_t r1) {
-        for (std::size_t r = r0; r < r1; ++r) {
-            const std::size_t n = r / HW, p = r % HW;
-            const float* src = x + n * C * HW + p;
-            float* o = out + r * C;
-            for (int c = 0; c < C; ++c) o[c] = src[static_cast<std::size_t>(c) * HW];
+        for (std::size_t r = r0; r < r1;) {  // per image: pixels [p, pe) of image n
+            const std::size_t n = r / HW, p = r % HW, pe = std::min<std::size_t>(HW, p + (r1 - r));
+            const float* src = x + n * C * HW;
+#if defined(__x86_64__)
+            if (C == 3 && avx512) {
+                nchw3_to_nhwc_avx512(src, HW, p, pe, out + r * C);
+                r += pe - p;
+                continue;
+            }
+#endif
+            for (std::size_t q = p; q < pe; ++q, ++r) {
+                float* o = out + r * C;
+                for (int c = 0; c < C; ++c) o[c] = src[static_cast<std::size_t>(c) * HW + q];
+            }
         }
     });
 }
