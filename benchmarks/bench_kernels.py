@@ -20,9 +20,11 @@ a core back), then 3 timed calls:
 
 Prints medians, ratios to torch, binary MACs/s and the fraction of the ~2.3 T binary MACs/s
 XNOR port-bound peak of 2 cores (docs: ../shared/docs/xnor-performance-notes.md), the issue's
-targets, and writes JSON.
+targets, the kernel's register tile for this CPU and how it was chosen (issue 15: measured at
+load, cached per user, ``FRACTALC_TILE`` forces one), and writes JSON. ``--tiles`` also times
+every tile candidate on every shape (``xnor_bits``, interleaved), the evidence for the choice.
 
-    .venv/bin/python benchmarks/bench_kernels.py --json benchmarks/results/bench_kernels.json
+    .venv/bin/python benchmarks/bench_kernels.py --json benchmarks/results/bench_kernels.json [--tiles]
 """
 from __future__ import annotations
 
@@ -178,6 +180,37 @@ def bench_case(hw: int, c: int, n: int, threads: int, rounds: int, rng) -> dict:
     }
 
 
+def bench_tiles(hw: int, c: int, n: int, threads: int, rounds: int, rng) -> dict:
+    """Median ms of the bit-output kernel with every tile candidate (set before each call)."""
+    from fractalc.backends import xnor
+    from fractalc.backends.xnor import bench
+
+    x = rng.standard_normal((n, hw, hw, c)).astype(np.float32)
+    w = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
+    xp, wp = xnor.pack_activations(x, layout="nhwc"), xnor.pack_weights(w)
+    thr, flip = xnor.thresholds_from_affine(np.ones(c, np.float32), rng.standard_normal(c).astype(np.float32), 9 * c)
+    out = {}
+    try:
+        for t in (threads, 1):
+            conv = xnor.BinaryConv2d(wp, c, padding=1, output="bits", threshold=thr, flip=flip, threads=t)
+            times: dict[str, list[float]] = {k: [] for k in bench.tile_candidates()}
+            for r in range(rounds):
+                for tile in times:
+                    bench.set_tile(tile)
+                    time.sleep(0.002)
+                    warm_until = time.perf_counter() + 0.003
+                    while time.perf_counter() < warm_until:
+                        conv(xp, check=False)
+                    for _ in range(3):
+                        t0 = time.perf_counter()
+                        conv(xp, check=False)
+                        times[tile].append(time.perf_counter() - t0)
+            out[str(t)] = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    finally:
+        bench.set_tile(None)
+    return {"H": hw, "C": c, "batch": n, "binary_macs": n * hw * hw * c * c * 9, "median_ms": out}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "bench_kernels.json"), help="where to write results")
@@ -185,6 +218,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=31, help="turns per contender at batch 1 (3 timed calls each)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--quick", action="store_true", help="few rounds, for a smoke run")
+    ap.add_argument("--tiles", action="store_true", help="also time every tile candidate of the kernel")
     args = ap.parse_args(argv)
 
     import onnxruntime
@@ -201,6 +235,9 @@ def main(argv=None) -> int:
           f"onnxruntime {onnxruntime.__version__}, numpy {np.__version__}")
     if isa != "avx512":
         print("note: the fast path needs AVX-512 VPOPCNTDQ; this run uses the " + isa + " kernels")
+    from fractalc.backends.xnor import bench
+    tuning = bench.engine_tuning(isa)
+    print(f"kernel tile: {bench.format_tuning(tuning)}")
     rng = np.random.default_rng(0)
     results = []
     hdr = (f"{'shape':>14} {'N':>2} | {'xnor bits':>9} {'xnor f32':>9} {'+pack':>8} {'xnor 1t':>8} "
@@ -263,13 +300,24 @@ def main(argv=None) -> int:
     print(f"one thread each, CPU time (robust to other processes): xnor vs torch min "
           f"{summary['one_thread_cpu_vs_torch_min']:.1f}x, geomean {summary['one_thread_cpu_vs_torch_geomean']:.1f}x; "
           f"vs onnxruntime min {summary['one_thread_cpu_vs_ort_min']:.1f}x")
+    tiles = []
+    if args.tiles:
+        print(f"\ntile candidates ({', '.join(bench.tile_candidates(isa))}), xnor bits, T binary MACs/s "
+              f"on {args.threads} thread(s) / 1 thread:")
+        for n in args.batches:
+            for hw, c in SHAPES:
+                r = bench_tiles(hw, c, n, args.threads, 3 if args.quick else 9, rng)
+                tiles.append(r)
+                cells = [f"{k} {r['binary_macs'] / v / 1e9:.2f}/{r['binary_macs'] / r['median_ms']['1'][k] / 1e9:.2f}"
+                         for k, v in r["median_ms"][str(args.threads)].items()]
+                print(f"  {hw}x{hw}x{c} batch {n}: " + ", ".join(cells), flush=True)
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     if load:
         print(f"load average during the run: {' '.join(load)} on {len(__import__('os').sched_getaffinity(0))} CPUs "
               "(above ~1 the 2-thread numbers are distorted by other processes)")
     out = {"cpu": cpu_model(), "isa": isa, "loadavg": load, "threads": args.threads, "peak_binary_macs_per_s": PEAK,
            "python": sys.version.split()[0], "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "results": results, "summary": summary, "targets": TARGETS}
+           "results": results, "summary": summary, "targets": TARGETS, "tuning": tuning, "tiles": tiles}
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     from fractalc.fileio import atomic_write
