@@ -18,7 +18,10 @@ lifetime) is planned there.
   the weights in float64 (rounded once, as onnxruntime folds it); other BNs -> a per-channel
   affine map ``x * scale + shift`` (as floatops.batchnorm rounds); ``Relu``, pools, global
   average pool, ``Flatten``, ``Gemm`` (as a 1x1 product over the features), ``Concat``,
-  ``PackBits``, ``UnpackBits``; ``Identity`` is an alias.
+  ``PackBits``, ``UnpackBits``; ``Identity`` is an alias;
+- ``XnorConv`` with ``group`` / ``dilations`` and a float ``Conv`` with them (depthwise, blur
+  pool) -> the grouped ops of ``src/engine_ops2.cpp`` (types 40, 41, the same fusions);
+  ``Max`` (maxjoin) and ``GlobalMaxPool`` -> types 42, 43.
 Anything else raises `Unsupported` (a ModelError): `fractalc.runtime.Session` then falls back
 to the planner/executor of plan.py (numpy + onnxruntime for the float ops).
 """
@@ -46,6 +49,8 @@ F4, BITS, FLAT = 0, 1, 2
 XCONV, PACK, UNPACK, JOIN, AFFINE, POOL, GAP, FLATTEN, CONV, GEMM, CONCAT, SLICE, PWCONV = range(1, 14)
 # issue 14's element-wise ops (src/chanwise.cpp), numbered apart from the others
 PRELU, SIGMOID, MUL = 32, 33, 34
+# grouped / dilated convs and the max ops (src/engine_ops2.cpp)
+GXCONV, GCONV, MAX, GMP = 40, 41, 42, 43
 
 
 class Unsupported(ModelError):
@@ -213,7 +218,9 @@ def _lower(proto) -> bytes:
         out2 = sign_pack(out_name or nd.output[0], (co, ho, wo)) if a.output == "float" else NONE
         params = [a.in_channels, co, a.kernel[0], a.kernel[1], a.strides[0], a.pads[0],
                   int(a.padding == "zero"), 1 if a.output == "float" else 2, int(res_name is not None)]
-        W.op(XCONV, ins, out, params, [wc] + extra, out2)
+        grouped = a.group != 1 or a.dilations != (1, 1)  # GroupedConvPlan (src/engine_ops2.cpp)
+        W.op(GXCONV if grouped else XCONV, ins, out, params + ([a.group, a.dilations[0]] if grouped else []),
+             [wc] + extra, out2)
 
     def emit_join(ins, divisor, out_name, nd):
         shp = shape(ins[0])
@@ -336,8 +343,8 @@ def _lower(proto) -> bytes:
             if op != "XnorConv":
                 raise err(nd, "not supported by the engine", Unsupported)
             a = xops.conv_attrs(at, nd.name)
-            if a.group != 1 or a.dilations != (1, 1):  # run by the executor's grouped plan
-                raise err(nd, "grouped or dilated binary convs", Unsupported)
+            if a.dilations[0] != a.dilations[1] or a.dilations[0] > 64:
+                raise err(nd, "unequal or oversized dilations", Unsupported)
             x = val(nd, nd.input[0], (BITS,))
             c, h, w = shape(x)
             ci, co, (kh, kw) = a.in_channels, a.out_channels, a.kernel
@@ -351,9 +358,9 @@ def _lower(proto) -> bytes:
             ho, wo = a.out_hw(h, w)
             if ho < 1 or wo < 1:
                 raise err(nd, f"a {kh}x{kw} kernel does not fit the {h}x{w} input with pads {list(a.pads)}")
-            n = ci * kh * kw
+            n = a.group_channels * kh * kw
             wt = init(nd, nd.input[1], np.uint64)
-            wc = canonical_weights(wt, co, ci, kh, kw, nd.input[1], lambda msg, nd=nd: err(nd, msg))
+            wc = canonical_weights(wt, co, a.group_channels, kh, kw, nd.input[1], lambda msg, nd=nd: err(nd, msg))
             if a.output == "float":
                 extra = [init(nd, nd.input[2], np.float32, (co,)), init(nd, nd.input[3], np.float32, (co,))]
             else:
@@ -490,6 +497,16 @@ def _lower(proto) -> bytes:
                 bias = bias.reshape(co)
             W.op(GEMM, [x], new(nd, nd.output[0], FLAT, (co,)), [K, co], [np.ascontiguousarray(wt), bias])
             continue
+        if op == "Max" and 1 <= len(nd.input) <= 16 and not nd.attribute:  # maxjoin
+            ins = [val(nd, i, (F4, FLAT)) for i in nd.input]
+            if any(W.values[i][0] != W.values[ins[0]][0] or shape(i) != shape(ins[0]) for i in ins):
+                raise err(nd, "Max inputs differ in kind or shape (no broadcasting)", Unsupported)
+            W.op(MAX, ins, new(nd, nd.output[0], W.values[ins[0]][0], shape(ins[0])))
+            continue
+        if op == "GlobalMaxPool" and len(nd.input) == 1 and not nd.attribute:
+            x = val(nd, nd.input[0])
+            W.op(GMP, [x], new(nd, nd.output[0], F4, (shape(x)[0], 1, 1)))
+            continue
         if op == "Concat" and len(nd.input) >= 2 and set(at) == {"axis"} and at["axis"] in (1, -3):
             ins = [val(nd, i) for i in nd.input]
             if len({shape(i)[1:] for i in ins}) != 1:
@@ -592,15 +609,18 @@ def _elementwise(nd, k, W, val, shape, new, inits, nodes, sole_index, skip, err)
 
 def _conv(nd, at, W, val, shape, new, init, inits, nodes, sole_index, skip, err):
     """A float Conv (+ BatchNormalization folded in float64) (+ Relu) as one direct conv op."""
+    dil = tuple(at.get("dilations", (1, 1)))
+    groups = at.get("group", 1)
     if set(at) - {"kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"} \
-            or at.get("group", 1) != 1 or tuple(at.get("dilations", (1, 1))) != (1, 1) \
+            or not isinstance(groups, int) or not 1 <= groups <= 65536 or len(dil) != 2 or dil[0] != dil[1] \
+            or not 1 <= dil[0] <= 64 \
             or at.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(nd.input) not in (2, 3):
         raise err(nd, f"conv attributes {at} are not supported", Unsupported)
     x = val(nd, nd.input[0])
     c, h, w = shape(x)
     wt = init(nd, nd.input[1], np.float32)
-    if wt.ndim != 4 or wt.shape[1] != c:
-        raise err(nd, f"weights {wt.shape} do not match {c} input channels")
+    if wt.ndim != 4 or c % groups or wt.shape[0] % groups or wt.shape[1] * groups != c:
+        raise err(nd, f"weights {wt.shape} do not match {c} input channels in {groups} groups")
     co, _, kh, kw = wt.shape
     st = tuple(at.get("strides", (1, 1)))
     pads = tuple(at.get("pads", (0, 0, 0, 0)))
@@ -609,7 +629,7 @@ def _conv(nd, at, W, val, shape, new, init, inits, nodes, sole_index, skip, err)
             or max(kh, kw, st[0], pads[0]) > 64 or co > 65536:
         raise err(nd, "asymmetric or oversized conv attributes", Unsupported)
     s, p = st[0], pads[0]
-    ho, wo = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
+    ho, wo = (h + 2 * p - dil[0] * (kh - 1) - 1) // s + 1, (w + 2 * p - dil[0] * (kw - 1) - 1) // s + 1
     if ho < 1 or wo < 1:
         raise err(nd, f"a {kh}x{kw} kernel does not fit the {h}x{w} input")
     bias = np.zeros(co, np.float64)
@@ -636,9 +656,10 @@ def _conv(nd, at, W, val, shape, new, init, inits, nodes, sole_index, skip, err)
         skip.add(rk)
         out_name, relu = nodes[rk].output[0], 1
     wf = (wt.astype(np.float64) * scale[:, None, None, None]).astype(np.float32)
-    hwio = np.ascontiguousarray(wf.transpose(2, 3, 1, 0))  # [ky][kx][ci][co]
-    W.op(CONV, [x], new(nd, out_name, F4, (co, ho, wo)), [c, co, kh, kw, s, p, relu],
-         [hwio, bias.astype(np.float32)])
+    hwio = np.ascontiguousarray(wf.transpose(2, 3, 1, 0))  # [ky][kx][ci][co] (ci of the group)
+    grouped = groups != 1 or dil[0] != 1  # src/fgrouped.cpp, apart from the dense conv's kernels
+    W.op(GCONV if grouped else CONV, [x], new(nd, out_name, F4, (co, ho, wo)),
+         [c, co, kh, kw, s, p, relu] + ([groups, dil[0]] if grouped else []), [hwio, bias.astype(np.float32)])
 
 
 def is_engine_file(model) -> bool:

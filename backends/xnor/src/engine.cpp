@@ -15,6 +15,7 @@
 #include "join.h"
 #include "pointwise.h"
 #include "chanwise.h"
+#include "engine_ops2.h"
 
 namespace frt {
 
@@ -64,7 +65,7 @@ const char* op_name(uint32_t t) {
         case OP_PRELU: return "PReLU";
         case OP_SIGMOID: return "Sigmoid";
         case OP_MUL: return "Mul";
-        default: return "?";
+        default: return op2_name(t);  // engine_ops2.cpp
     }
 }
 
@@ -132,7 +133,7 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
         op.kind = op_name(r.type);
         const std::string who = "op " + std::to_string(i) + " (" + op.kind + ")";
         auto chk = [&](bool ok, const std::string& m) { need(ok, who + ": " + m); };
-        chk((r.type >= OP_XCONV && r.type <= OP_PWCONV) || (r.type >= OP_PRELU && r.type <= OP_MUL),
+        chk((r.type >= OP_XCONV && r.type <= OP_PWCONV) || (r.type >= OP_PRELU && r.type <= OP_MUL) || is_op2(r.type),
             "unknown op type " + std::to_string(r.type));
         chk(r.n_in >= 1 && r.n_in <= kMaxIn, "bad input count");
         for (uint32_t k = 0; k < r.n_in; ++k)
@@ -357,6 +358,7 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
                 shape(y, x.kind, x.c, x.h, x.w, "output");
                 break;
             }
+            default: nw = validate_op2(op, vals, blob, h.blob_bytes, who); break;  // engine_ops2.cpp
         }
         if (r.type == OP_XCONV) {
             if (r.p[8]) op.kind += "+Add";
@@ -681,6 +683,7 @@ void Engine::run(const float* in, int64_t n, float* out, std::size_t out_len) {
                 xnor::mul_nhwc(F(r.in[0]), F(r.in[1]), N, static_cast<std::size_t>(x.h) * x.w, x.c, r.p[0] != 0,
                                F(r.out), T);
                 break;
+            default: run_op2(op, vals, A, val_off_, N, T, isa); break;  // engine_ops2.cpp
         }
         if (profile) op.seconds = std::chrono::duration<double>(clk::now() - t0).count();
     }

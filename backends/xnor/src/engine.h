@@ -89,6 +89,7 @@ struct Op {
     OpRec r;
     std::string kind;
     std::unique_ptr<xnor::ConvPlan> conv;  // OP_XCONV
+    std::shared_ptr<void> aux;             // ops of engine_ops2.cpp: their plan (a grouped conv)
     const void* w[kMaxW] = {};             // weights in the blob
     std::size_t temp_bytes = 0;            // per image scratch (the float conv's padded input)
     double seconds = 0;

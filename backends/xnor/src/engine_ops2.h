@@ -1,0 +1,35 @@
+// The standalone engine's ops for issue 14's grouped / dilated convolutions and max ops
+// (backends/xnor/FORMAT.md, types 40..43), kept out of engine.cpp: engine.cpp calls these three
+// hooks for any op type `is_op2` accepts (load-time validation, naming, execution).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine.h"
+
+namespace frt {
+
+enum Op2Type : uint32_t {
+    OP_GXCONV = 40,  // XnorConv with groups and/or dilation (xnor::GroupedConvPlan)
+    OP_GCONV = 41,   // float Conv with groups and/or dilation (xnor::conv_grouped_float)
+    OP_MAX = 42,     // element-wise max of 1..16 values (ONNX Max: maxjoin)
+    OP_GMP = 43,     // GlobalMaxPool
+};
+
+inline bool is_op2(uint32_t t) { return t >= OP_GXCONV && t <= OP_GMP; }
+const char* op2_name(uint32_t t);  // "?" for any other type
+
+// Validates op `op` of type is_op2 (its input / output indices are already checked; `who` names
+// it in messages) against the values, points op.w at its weights inside the blob and builds its
+// plan (op.aux). Returns the number of weight slots it uses; throws Error(FRT_ERR_FORMAT).
+int validate_op2(Op& op, const std::vector<Value>& vals, const uint8_t* blob, uint64_t blob_bytes,
+                 const std::string& who);
+
+// Runs op `op` on n images; values live in `arena` at `val_off`.
+void run_op2(const Op& op, const std::vector<Value>& vals, uint8_t* arena, const std::vector<std::size_t>& val_off,
+             int n, int threads, xnor::Isa isa);
+
+}  // namespace frt
