@@ -29,6 +29,14 @@ d = sys.argv[1]
 main(["--spec", "specs/bireal_resnet18.fr", "--set", 'dataset="cifar10"', "--set", "size=16", "-o", f"{d}/bireal_cifar.frt"])
 main(["--spec", "specs/binary_densenet28.fr", "--set", 'dataset="cifar10"', "--set", "size=16", "-o", f"{d}/densenet_cifar.frt"])
 main(["--spec", "specs/rf_c3d4.fr", "--set", "size=8", "-o", f"{d}/rf_c3d4.frt"])
+# issue 14's op types 40..43: grouped, depthwise and dilated convs (binary and float), Max, GlobalMaxPool
+with open(f"{d}/ops2.fr", "w") as f:
+    f.write('import "fractalc:common.fr"\n'
+            'rule mj[c](z) = maxjoin(z >> bn >> bconv[c, groups=2], z >> bn >> bconv[c, dilation=2])\n'
+            'network ops2 {\n    input [3, 8, 8]\n'
+            '    a = conv[16] >> bn >> relu >> conv[16, k=3, groups=16] >> bn\n    b = mj[64]\n'
+            '    c = bn >> bconv[64, groups=4, dilation=2] >> bn >> gmp >> linear[10]\n}\n')
+main(["--spec", f"{d}/ops2.fr", "-o", f"{d}/ops2.frt"])
 PYEOF
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS UBSAN_OPTIONS
