@@ -76,7 +76,7 @@ def main(argv=None) -> int:
                 stem_ms = next((v / 5 * 1e3 for k, v in prof.items() if k.startswith("Conv")), None)
                 row = {"model": name, "batch": b, "threads": t, "median_ms": med,
                        "speedup_vs": {k: med[k] / med["fractalc"] for k in med if k != "fractalc"},
-                       "breakdown_ms": {k: v / 5 * 1e3 for k, v in sorted(prof.items(), key=lambda kv: -kv[1])},
+                       "breakdown_ms": {k: v / 5 * 1e3 for k, v in sorted(prof.items(), key=lambda kv: -kv[1]) if v > 0},
                        "arena_bytes": planned, "unplanned_bytes": unplanned, "file_bytes": len(frt), "cold": cold,
                        "one_vs_n_threads_ms": scale,
                        "stem_gmacs": stem_macs * b / stem_ms / 1e6 if stem_ms and stem_macs else None}
