@@ -461,8 +461,9 @@ void Engine::plan(int64_t n) {
     items[output].last = long(O);
     // A float XnorConv+Add whose residual dies with it writes its output over the residual (each
     // element's residual is read before that element is written, by the same work item; the
-    // same bytes): one buffer for a chain of residual blocks instead of two, so at batch 8
-    // Bi-Real's 6.4 MB maps are rewritten in cache instead of written to fresh memory.
+    // same bytes), and a mean join over an input that dies with it: one buffer for a chain of
+    // residual blocks instead of two, so at batch 8 the 6.4 MB maps are rewritten in cache
+    // instead of written to fresh memory.
     std::vector<long> alias(V, -1);
     auto root = [&](long v) {
         while (alias[v] >= 0) v = alias[v];
@@ -471,9 +472,18 @@ void Engine::plan(int64_t n) {
     std::size_t aliased_bytes = 0;
     for (std::size_t i = 0; i < O; ++i) {
         const OpRec& r = ops[i].r;
-        if (ops[i].fused || r.type != OP_XCONV || r.p[7] != 1 || !r.p[8] || r.n_in != 2) continue;
-        const uint32_t res = r.in[1];
-        if (res == 0 || r.out == output || items[res].last != long(i) || vals[res].bytes != vals[r.out].bytes) continue;
+        auto dies_here = [&](uint32_t v) {
+            return v != 0 && r.out != output && items[v].last == long(i) && vals[v].bytes == vals[r.out].bytes;
+        };
+        uint32_t res = kNone;
+        if (ops[i].fused) continue;
+        if (r.type == OP_XCONV && r.p[7] == 1 && r.p[8] && r.n_in == 2 && dies_here(r.in[1])) res = r.in[1];
+        // a mean join (element-wise: every input of a chunk is read before it is stored) over
+        // an input that dies with it
+        if (r.type == OP_JOIN)
+            for (uint32_t k = 0; k < r.n_in && res == kNone; ++k)
+                if (dies_here(r.in[k])) res = r.in[k];
+        if (res == kNone) continue;
         const long rt = root(res);
         alias[r.out] = rt;
         items[rt].last = std::max(items[rt].last, items[r.out].last);
