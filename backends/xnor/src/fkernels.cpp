@@ -102,7 +102,9 @@ inline void tile_scalar(const ConvJob& j, const float* const* rows, int np, std:
 // of the FMA peak instead of ~90 %. Same fma chain per output as every other path.
 constexpr int kPix512 = 12;
 
-template <int NP>
+// S > 0: the NP pixels lie in one output row, S floats apart (stride x C), so one pointer and
+// constant offsets address them all (12 pointers spilled registers in the inner loop).
+template <int NP, int S = 0>
 FK_AVX512 inline void tile_avx512(const ConvJob& j, const float* const* base, std::size_t m0, int cb) {
     const int co0 = 32 * cb;
     const int n = j.Co - co0;
@@ -123,12 +125,13 @@ FK_AVX512 inline void tile_avx512(const ConvJob& j, const float* const* base, st
         const float* x[NP];
 #pragma GCC unroll 12
         for (int p = 0; p < NP; ++p) x[p] = base[p] + ky * rowstep;
+        const float* x0 = base[0] + ky * rowstep;
         for (std::size_t t = 0; t < L; ++t, wc += wstep) {
             const __m512 w0 = _mm512_maskz_loadu_ps(k0, wc);
             const __m512 w1 = _mm512_maskz_loadu_ps(k1, wc + 16);
 #pragma GCC unroll 12
             for (int p = 0; p < NP; ++p) {
-                const __m512 a = _mm512_set1_ps(x[p][t]);
+                const __m512 a = _mm512_set1_ps(S ? x0[t + p * S] : x[p][t]);
                 acc[p][0] = _mm512_fmadd_ps(a, w0, acc[p][0]);
                 acc[p][1] = _mm512_fmadd_ps(a, w1, acc[p][1]);
             }
@@ -165,6 +168,10 @@ FK_AVX512 void work_avx512(const ConvJob& j, std::size_t i0, std::size_t i1) {
                 ox = 0;
                 if (++oy == j.Ho) oy = 0, ++n;
             }
+        }
+        if (np == 12 && j.s * j.C == 6 && base[11] == base[0] + 66) {  // the 7x7/2 RGB stem, one row
+            tile_avx512<12, 6>(j, base, m0, cb);
+            continue;
         }
         switch (np) {
             case 12: tile_avx512<12>(j, base, m0, cb); break;
