@@ -110,3 +110,8 @@ class ModelError(FractalcError):
 
 class BackendUnavailable(FractalcError):
     """An optional dependency (torch, onnx, graphviz, the native runtime) is missing."""
+
+
+class FractalcWarning(UserWarning):
+    """Something a user should know that does not stop the command (the CLI prints it as
+    ``warning: message`` on stderr): e.g. weights saved from another spec text."""

@@ -9,7 +9,7 @@ reports ``caught`` (the tests failed), ``survived`` (they passed: a hole in the 
 The project venv has an editable install whose import hook (scikit-build-core's redirect
 finder, first on sys.meta_path) maps `fractalc` to the source tree. The copy therefore gets a
 `sitecustomize.py` that removes that hook, the package layout of the wheel as symlinks
-(fractalc/backends -> backends, fractalc/grammars -> grammars, fractalc/lib -> specs/lib) and the
+(fractalc/backends -> backends, fractalc/grammars -> grammars, fractalc/specs -> specs) and the
 built native extension; its directory goes first on PYTHONPATH (subprocesses inherit it). Before
 the tests run, a probe checks that `fractalc`, `fractalc.backends` and the mutated file's module
 are imported from the copy, and that the mutated text is what they hold. Native-code mutations
@@ -165,7 +165,7 @@ def make_copy(dest: Path, tests_from: str | None = None) -> Path:
                                  capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     for link, target in (("fractalc/backends", "../backends"), ("fractalc/grammars", "../grammars"),
-                         ("fractalc/lib", "../specs/lib")):
+                         ("fractalc/specs", "../specs")):
         if not (tree / link).exists():
             os.symlink(target, tree / link)
     # the built native extension (from the venv's editable install or the build directory)

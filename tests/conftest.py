@@ -37,6 +37,7 @@ def one_torch_thread():
 # `pip install -e ".[all]"`; Graphviz's `dot` binary stays optional (tests marked needs_dot).
 REQUIRED = (
     ("torch", "torch==2.13.0"),
+    ("safetensors", "safetensors (writes weights files)"),
     ("onnx", "onnx"),
     ("onnxruntime", "onnxruntime"),
     ("hypothesis", "hypothesis"),

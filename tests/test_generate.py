@@ -35,7 +35,7 @@ family = ["RF", "F"]
 columns = [2, 3]
 blocks = [[1, 1, 1, 1], [1, 2, 1, 1]]
 dataset = ["cifar10"]
-budget = {{ baseline = "{SPECS / 'bireal_resnet18.fr'}" }}
+budget = {{ baseline = "bireal_resnet18" }}
 
 [[space]]                                   # a dense family, flops budget, 3 stages
 family = ["DRF"]
@@ -43,26 +43,26 @@ columns = [2]
 blocks = [[2, 2, 2]]
 reductions = [2, 2]
 dataset = ["cifar100"]
-budget = {{ baseline = "{SPECS / 'binary_densenet51.fr'}", metric = "flops" }}
+budget = {{ baseline = "binary_densenet51", metric = "flops" }}
 
 [[space]]                                   # invalid points, skipped
 family = ["RF"]
 columns = [30]                              # size guard
 blocks = [[1, 1, 1, 1]]
-budget = {{ baseline = "{SPECS / 'bireal_resnet18.fr'}" }}
+budget = {{ baseline = "bireal_resnet18" }}
 
 [[space]]
 family = ["F"]
 columns = [4]
 blocks = [[1, 1, 1, 1]]
-budget = {{ baseline = "{SPECS / 'rf_c3d4.fr'}" }}  # budget too small
+budget = {{ baseline = "rf_c3d4" }}  # budget too small
 
 [[space]]
 family = ["RF"]
 columns = [2]
 blocks = [[1, 1, 1, 1, 1, 1, 1]]            # 7 stages: 32x32 pooled below 1x1
 dataset = ["cifar10"]
-budget = {{ baseline = "{SPECS / 'bireal_resnet18.fr'}" }}
+budget = {{ baseline = "bireal_resnet18" }}
 """
 
 VALID = ["rf_c2d2_resnet13_cifar10", "rf_c2d2_resnet15_cifar10", "rf_c3d4_resnet21_cifar10",
@@ -106,7 +106,7 @@ def test_clashing_names_get_the_split(tmp_path):
 family = "RF"
 columns = [2]
 blocks = [[2, 1, 1, 1], [1, 2, 1, 1], [1, 1, 1, 1]]
-budget = "{SPECS / 'bireal_resnet18.fr'}"
+budget = "bireal_resnet18"
 """)
     names = [n for n, _ in load_space(space).points]
     assert names == ["rf_c2d2_resnet15_b2_1_1_1", "rf_c2d2_resnet15_b1_2_1_1", "rf_c2d2_resnet13"]

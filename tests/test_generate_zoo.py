@@ -49,7 +49,7 @@ def test_generated_variant_equals_the_hand_written_spec(generated, capsys, varia
 def test_base_is_checked(tmp_path):
     bad = tmp_path / "s.toml"
     bad.write_text(f'[[space]]\nbase = "mobilenet"\nlibrary = "{ROOT / "specs/lib"}"\nfamily = ["RF"]\n'
-                   f'columns = [2]\nblocks = [[1, 1, 1, 1]]\nbudget = {{ baseline = "{ROOT / "specs/zoo/quicknet.fr"}" }}\n')
+                   f'columns = [2]\nblocks = [[1, 1, 1, 1]]\nbudget = {{ baseline = "quicknet" }}\n')
     with pytest.raises(SpaceError, match="unknown base 'mobilenet'"):
         load_space(bad)
     bad.write_text(bad.read_text().replace('"mobilenet"', '"quicknet"').replace('["RF"]', '["DRF"]'))

@@ -66,7 +66,7 @@ def test_eval_names_the_keys_for_every_engine(tmp_path, capsys):
             main(["eval", str(spec), "--weights", str(w), "--data", "digits", "--engine", engine])
         err = capsys.readouterr().err
         assert info.value.code == 1
-        assert f"{w} does not fit this network" in err and "unexpected: nope" in err, err
+        assert f"weights '{w}' do not fit this network" in err and "unexpected: nope" in err, err
         assert "body.conv1.weight" in err and "Traceback" not in err
 
 

@@ -2,10 +2,10 @@
 
 Layers, lowest first; a module may import its own layer and lower ones only:
 
-  base      errors, limits, fileio, version
+  base      errors, limits, fileio, version, weights_file
   ir        fractalc.ir: the node kinds, the op table, shapes, the printer and the passes
   lang      fractalc.lang: syntax, parser_cache, resolve, formatter, expand
-  compile   compiler, cost, report
+  compile   compiler, cost, report, registry (models by name), model_summary (fractalc.summary)
   backends  fractalc.backends.*, runtime (the Session facade of the native runtime)
   apps      fractalc.variants, fractalc.training
   commands  fractalc.cli (one module per command), __main__, and the package facade
@@ -24,10 +24,10 @@ import networkx as nx
 ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS = {
-    "base": ["errors", "limits", "fileio", "version"],
+    "base": ["errors", "limits", "fileio", "version", "weights_file"],
     "ir": ["ir"],
     "lang": ["lang"],
-    "compile": ["compiler", "cost", "report"],
+    "compile": ["compiler", "cost", "report", "registry", "model_summary"],
     "backends": ["backends", "runtime"],
     "apps": ["variants", "training"],
     "commands": ["cli", "__main__", ""],

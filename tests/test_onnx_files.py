@@ -95,10 +95,10 @@ def test_weights_file_is_used(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("edit,expect", [
-    (lambda s: s.pop("block.col1.conv2.weight"), "missing keys: block.col1.conv2.weight"),
-    (lambda s: s.__setitem__("block.colX.conv9.weight", np.zeros(3, np.float32)), "unexpected keys: block.colX.conv9.weight"),
+    (lambda s: s.pop("block.col1.conv2.weight"), "1 missing: block.col1.conv2.weight"),
+    (lambda s: s.__setitem__("block.colX.conv9.weight", np.zeros(3, np.float32)), "1 unexpected: block.colX.conv9.weight"),
     (lambda s: s.__setitem__("block.col2.bn1.running_var", np.ones(5, np.float32)),
-     "wrong shapes: block.col2.bn1.running_var is (5,), expected (16,)"),
+     "1 mis-shaped: block.col2.bn1.running_var (5, the network has 16)"),
 ])
 def test_bad_weights_named(tmp_path, capsys, edit, expect):
     c = compile_spec(BLOCK, {"size": "8", "channels": "16"})
@@ -113,7 +113,7 @@ def test_bad_weights_named(tmp_path, capsys, edit, expect):
 
 
 @pytest.mark.parametrize("payload,expect", [
-    (b"this is not a torch file", "not a torch state_dict file"),
+    (b"this is not a torch file", "not a valid safetensors file"),
     ("list", "not a state_dict"),
     ("nested", "are not tensors"),
 ])
@@ -171,7 +171,8 @@ def _set_attr(node, name, value):
     (lambda d: _edited(d, lambda m: setattr(_conv(m), "op_type", "XnorConv2d")), "unknown operator ai.fractalc::XnorConv2d"),
     (lambda d: _edited(d, lambda m: _set_attr(_conv(m), "padding", "two")), "attribute 'padding' must be one of zero, one"),
     (lambda d: _edited(d, lambda m: _set_attr(_conv(m), "output_type", "int")), "'output_type' must be one of float, bits"),
-    (lambda d: _edited(d, lambda m: _set_attr(_conv(m), "dilations", [2, 2])), "unknown attribute(s) dilations"),
+    (lambda d: _edited(d, lambda m: _set_attr(_conv(m), "tile_hint", [2, 2])), "unknown attribute(s) tile_hint"),
+    (lambda d: _edited(d, lambda m: _set_attr(_conv(m), "dilations", [0, 0])), "dilations"),
     (lambda d: _edited(d, lambda m: _set_attr(_conv(m), "in_channels", 17)), "W must have shape"),
     (lambda d: _edited(d, lambda m: _set_attr(_conv(m), "kernel_shape", [3])), "'kernel_shape' must be 2 ints"),
     (lambda d: _edited(d, lambda m: [o.__setattr__("version", 2) for o in m.opset_import

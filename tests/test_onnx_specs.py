@@ -59,6 +59,9 @@ class Case:
         batch = 1 if g.shape("input")[1] > 64 else 2
         self.x = testing.dyadic_input((batch,) + g.shape("input"), seed=2)
         model = testing.torch_model(g, self.state)
+        # node by node against torch's float arithmetic (tests/test_torch_exact.py checks the
+        # deployed arithmetic of eval mode against the lowered graph)
+        model.deployed_arithmetic = False
         self.tv = testing.torch_values(g, model, self.x)
         tv64 = testing.torch_values(g, model, self.x, torch.float64)
         # nodes torch computes exactly (its float32 value equals its float64 value), from inputs
@@ -196,6 +199,7 @@ def test_random_data_flips(path, capsys):
         elif key.endswith(".bias") and state[key].ndim == 1:
             state[key] = (rng.standard_normal(state[key].shape) * 0.1).astype(np.float32)
     model = testing.torch_model(g, state)
+    model.deployed_arithmetic = False  # torch's float values, as the reference's inputs
     x = rng.standard_normal((2,) + g.shape("input")).astype(np.float32)
     tv = testing.torch_values(g, model, x)
     xnor = lower.to_onnx_xnor(c, state, "test")

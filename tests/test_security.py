@@ -500,7 +500,7 @@ budget = {{ baseline = "{baseline}" }}
 def test_generated_spec_header_cannot_plant_imports(tmp_path):
     name = '"x\\nimport \\"/etc/passwd\\"\\rimport \\"evil.fr\\"\\u2028import \\"e2.fr\\"\\fimport \\"e3.fr\\""'
     space = tmp_path / "s.toml"
-    space.write_text(SPACE.format(name=name, baseline=SPECS / "bireal_resnet18.fr"))
+    space.write_text(SPACE.format(name=name, baseline="bireal_resnet18"))
     r = CliRunner().invoke(cli, ["generate", str(space), "-o", str(tmp_path / "out")], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     (f,) = (tmp_path / "out").glob("*.fr")

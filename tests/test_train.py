@@ -69,7 +69,8 @@ def test_thirty_steps_lower_the_loss(tiny, tmp_path):
 
 
 def _weights(path):
-    return torch.load(path, weights_only=True)
+    from fractalc.training.checkpoint import load_state_dict
+    return load_state_dict(path)
 
 
 def test_resume_gives_the_same_weights(tiny, tmp_path):
@@ -79,7 +80,7 @@ def test_resume_gives_the_same_weights(tiny, tmp_path):
     assert s["stopped_early"] and s["epochs"] == 2
     from fractalc.training.loop import train
     train(str(tiny), "digits", tmp_path / "cut", config=str(config), resume=True, progress=False, export=False)
-    a, b = _weights(tmp_path / "full" / "model.pt"), _weights(tmp_path / "cut" / "model.pt")
+    a, b = _weights(tmp_path / "full" / "model.safetensors"), _weights(tmp_path / "cut" / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -150,7 +151,7 @@ def test_resume_inside_a_stage_is_bit_identical(tiny, tmp_path, recording_train,
     _, rest = recording_train(tiny, tmp_path / "cut", config, resume=True)
     assert len(full_order) == 5 * 3
     assert first + rest == full_order  # the same batches in the same order
-    a, b = _weights(tmp_path / "full" / "model.pt"), _weights(tmp_path / "cut" / "model.pt")
+    a, b = _weights(tmp_path / "full" / "model.safetensors"), _weights(tmp_path / "cut" / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -185,7 +186,7 @@ def test_torchrun_two_ranks_stay_in_sync(tiny, tmp_path):
                         "--no-export", "--save-all-ranks", "--quiet"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    a, b = _weights(out / "weights.rank0.pt"), _weights(out / "weights.rank1.pt")
+    a, b = _weights(out / "weights.rank0.safetensors"), _weights(out / "weights.rank1.safetensors")
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert (out / "metrics.jsonl").read_text().count("\n") == 2  # rank 0 alone logs
@@ -205,7 +206,7 @@ def test_eval_engines_agree_on_logits(tiny, tmp_path):
     assert {"onnx", "onnx-xnor"} <= set(TARGETS) and ENGINES == ("torch", "onnxruntime", "xnor")
     c = compile_spec(tiny)
     run_train(tiny, tmp_path / "run", cfg(tmp_path, steps=5, e1=1, e2=1))
-    trained = str(tmp_path / "run" / "model.pt")
+    trained = str(tmp_path / "run" / "model.safetensors")
     x = load_data("digits", (1, 16, 16)).test_x
     ref = predict(c, trained, x, "torch")
     assert ref.shape == (len(x), 10) and np.ptp(ref) > 0.1

@@ -14,6 +14,7 @@ import torch
 from fractalc.backends.torch import from_graph
 from fractalc.cli import main
 from fractalc.compiler import compile_spec  # noqa: E402
+from fractalc.training.checkpoint import load_state_dict
 
 from conftest import SPECS  # noqa: E402
 
@@ -80,7 +81,7 @@ def test_train_and_eval_use_the_chosen_network_and_sets(two, tmp_path, capsys, o
     assert json.loads(stdout)["epoch"] == 1
     want = compile_spec(spec, {"width": "3"}, network="second").graph
     ref = _shapes(from_graph(want).state_dict())
-    got = _shapes(torch.load(out / "model.pt", weights_only=True))
+    got = _shapes(load_state_dict(out / "model.safetensors"))
     assert got == ref
     head = [k for k in got if k.startswith("head.") and k.endswith("weight")]
     assert [got[k][0] for k in head] == [13]  # second's 13 classes, not first's 10
@@ -95,14 +96,14 @@ def test_train_and_eval_use_the_chosen_network_and_sets(two, tmp_path, capsys, o
         ins = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
         assert dims[-1] == 13 and ins[-3:] == [1, 12, 12], name
     rc, stdout, err = _main(capsys, "eval", spec, "--network", "second", "--set", "width=3",
-                            "--weights", out / "model.pt", "--data", "digits", "--json")
+                            "--weights", out / "model.safetensors", "--data", "digits", "--json")
     assert rc == 0, err
     r = json.loads(stdout)
     assert r["engine"] == "torch" and r["n"] > 0 and 0 <= r["top1"] <= 1
     # The same weights do not fit `first` (the default network): the network is not ignored.
-    rc, _, err = _main(capsys, "eval", spec, "--set", "width=3", "--weights", out / "model.pt",
+    rc, _, err = _main(capsys, "eval", spec, "--set", "width=3", "--weights", out / "model.safetensors",
                        "--data", "digits")
-    assert rc == 1 and "does not fit" in err
+    assert rc == 1 and "do not fit" in err
 
 
 def test_train_honours_max_nodes(two, tmp_path, capsys):
@@ -125,7 +126,7 @@ def test_train_and_eval_a_column(two, tmp_path, capsys, one_torch_thread):
     rc, _, err = _main(capsys, "train", spec, "--network", "second", "--column", "1", "--data", "digits",
                        "--config", config, "--out", out, "--quiet", "--no-export")
     assert rc == 0, err
-    got = _shapes(torch.load(out / "model.pt", weights_only=True))
+    got = _shapes(load_state_dict(out / "model.safetensors"))
     assert got == col and set(col) < set(_shapes(from_graph(full.graph).state_dict()))
     assert json.loads((out / "summary.json").read_text())["column"] == 1
     weights = tmp_path / "full.pt"

@@ -24,7 +24,8 @@ def test_wheel_installs_and_checks_a_spec_outside_the_tree(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "fractalc/grammars/fractal.lark" in names
     assert "fractalc/backends/__init__.py" in names
-    assert {"fractalc/lib/sofar.fr", "fractalc/lib/common.fr"} <= set(names)
+    # every shipped spec, with the library its specs import, as models by name
+    assert {"fractalc/specs/rf_c3d4_resnet21.fr", "fractalc/specs/lib/sofar.fr"} <= set(names)
 
     env_dir = tmp_path / "fresh"
     venv.create(env_dir, with_pip=True)
@@ -39,6 +40,10 @@ def test_wheel_installs_and_checks_a_spec_outside_the_tree(tmp_path):
                        cwd=work, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ok: rf_c3d4_resnet21") and "depth 21" in r.stdout
+    # a model by name, where no such file exists: the spec shipped in the wheel
+    r = subprocess.run([str(env_dir / "bin" / "fractalc"), "check", "bireal_resnet18"],
+                       cwd=work, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("ok: bireal_resnet18") and "depth 18" in r.stdout, r.stderr
     # a spec with no library beside it: `import "fractalc:..."` reads the one in the wheel
     (work / "mine.fr").write_text('import "fractalc:sofar.fr"\n\nnetwork mine {\n'
                                   '    input [64, 8, 8]\n    b = RF[3, 64]\n}\n')

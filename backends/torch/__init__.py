@@ -86,34 +86,39 @@ def emit_source(compiled, output, options: dict):
 
 
 def emit_state(compiled, output, options: dict):
-    """Target ``torch-state``: the initialised state_dict (torch.save format) written to
-    `output`. With ``--weights FILE`` the state is FILE's (a full model's checkpoint loads
-    into a ``--column`` model: its extra keys are ignored, missing ones are an error)."""
+    """Target ``torch-state``: the initialised state_dict written to `output`: safetensors
+    with provenance when `output` ends in ``.safetensors``, else ``torch.save`` format. With
+    ``--weights FILE`` (.safetensors or a .pt state_dict) the state is FILE's (a full model's
+    weights load into a ``--column`` model: its extra keys are ignored; missing, mis-shaped
+    and, without a column, unexpected keys are refused by name)."""
     import io
 
     import torch
 
-    from fractalc.errors import FractalcError, ModelError
+    from fractalc import weights_file
+    from fractalc.errors import FractalcError
+    from fractalc.ir import ops
     from fractalc.fileio import atomic_write
 
     if not output:
-        raise FractalcError("target 'torch-state' writes a binary file: give -o FILE.pt")
+        raise FractalcError("target 'torch-state' writes a binary file: give -o FILE.pt or -o FILE.safetensors")
     g = _graph(compiled, options, "torch-state")
+    params = [(f"{n}.{t.name}", tuple(t.shape), t.role) for n in g.order() for t in ops.tensors(g, n)]
     model = from_graph(g, seed=options.get("seed") or 0)
     if options.get("weights"):
-        try:
-            sd = torch.load(options["weights"], map_location="cpu", weights_only=True)
-        except Exception as exc:  # any unreadable file is the user's input problem
-            raise ModelError(f"cannot read weights {options['weights']!r}: {exc}") from None
-        if not isinstance(sd, dict):
-            raise ModelError(f"weights {options['weights']!r} are not a state_dict")
-        try:
-            missing, _ = model.load_state_dict(sd, strict=False)
-        except RuntimeError as exc:
-            raise ModelError(f"weights {options['weights']!r} do not fit {g.name}: {exc}") from None
-        if missing:
-            raise ModelError(f"weights {options['weights']!r} lack {len(missing)} key(s) of {g.name}, "
-                             f"e.g. {missing[0]!r}")
+        w = weights_file.read(options["weights"])
+        own = model.state_dict()
+        weights_file.check_fit({k: tuple(v.shape) for k, v in own.items()},
+                               {k: tuple(v.shape) for k, v in w.tensors.items()},
+                               repr(str(options["weights"])), g.name,
+                               allow_extra=options.get("column") is not None)
+        weights_file.check_provenance(w, compiled, params)
+        model.load_state_dict({k: v for k, v in w.torch().items() if k in own})
+    if str(output).endswith(weights_file.SUFFIX):
+        column = options.get("column")
+        c = compiled if column is None or getattr(compiled, "column", None) == column else compiled.with_column(column)
+        weights_file.write(output, model.state_dict(), weights_file.provenance(c, params))
+        return None
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     atomic_write(output, buf.getvalue())

@@ -29,6 +29,11 @@ class GraphNetwork(NetworkControls, nn.Module):
     Args: ``seed`` (initial weights), ``mode`` ("fp" | "tanh" | "binary"), ``drop_path``
     (None: on only for networks without binary convs), ``drop_prob`` (local drop probability),
     ``global_ratio`` (share of batches using global drop-path).
+
+    ``deployed_arithmetic`` (default True): in eval and binary mode, compute binary convs and
+    the BNs around them exactly as the lowered graph deploys them (bit-identical to the native
+    runtime's binary layers); False keeps torch's float arithmetic everywhere (what a standard
+    ONNX export computes, up to rounding).
     """
 
     def __init__(self, plan: Plan, *, seed: int = 0, mode: str = "binary",
@@ -51,12 +56,14 @@ class GraphNetwork(NetworkControls, nn.Module):
         # per step, its `exact` role with the folded BN's module (run_step's `exact`)
         self._fc_exact = tuple(_exact_arg(self, st.exact) for st in plan.steps)
         self._fc_setup(mode, drop_path, drop_prob, global_ratio, plan.has_binary)
+        self.deployed_arithmetic = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dp = self._fc_drop_state(x)
         mode = self._fc_mode
         vals: list[torch.Tensor] = []
-        for (kind, layer, ins, args), ex in zip(self._fc_steps, self._fc_exact):
+        exact = self._fc_exact if self.deployed_arithmetic else (None,) * len(self._fc_exact)
+        for (kind, layer, ins, args), ex in zip(self._fc_steps, exact):
             vals.append(run_step(kind, layer, [vals[i] for i in ins], args, x, dp, mode, self.training, ex))
         return vals[self._fc_output]
 

@@ -12,29 +12,46 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import click
 
 from fractalc.cli import bench, check, fmt, generate, params, render, run, scale, stats, train
 from fractalc.cli import compile as compile_, eval as eval_
-from fractalc.errors import FractalcError
+from fractalc.cli import compare, models
+from fractalc.errors import FractalcError, FractalcWarning
 from fractalc.version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="fractalc")
 def cli():
-    """fractalc: compile fractal binary-network specs (.fr) to IR, costs and models."""
+    """fractalc: compile fractal binary-network specs (.fr) to IR, costs and models.
+
+    SPEC is a .fr file or the name of a shipped model (`fractalc list`).
+    """
 
 
 # In the order `fractalc --help` lists them (click sorts by name).
 for _command in (check.check, stats.stats, params.params, compile_.compile_cmd, render.render,
                  scale.scale, generate.generate, fmt.fmt, train.train, eval_.eval_cmd, run.run_cmd,
-                 bench.bench_cmd):
+                 bench.bench_cmd, models.list_cmd, compare.compare):
     cli.add_command(_command)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """fractalc's own warnings as ``warning: message`` on stderr; others as Python shows them."""
+    if issubclass(category, FractalcWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv=None):
+    warnings.showwarning = _show_warning
     try:
         # Without standalone mode click returns ctx.exit(n) codes instead of exiting.
         rc = cli.main(args=argv, prog_name="fractalc", standalone_mode=False)

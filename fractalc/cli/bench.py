@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -26,8 +27,9 @@ from fractalc.errors import FractalcError
 def bench_cmd(target, sets, network, seed, batch, threads, repeats, engines, json_path):
     """Time a model on random input: our runtime vs onnxruntime and torch eager fp32.
 
-    TARGET is a spec (.fr: compiled here, random weights from --seed, all engines) or an
-    onnx-xnor file (our runtime only). Contenders run interleaved; medians and ratios.
+    TARGET is a spec (.fr, or a shipped model's name: compiled here, random weights from
+    --seed, all engines) or an onnx-xnor file (our runtime only). Contenders run interleaved;
+    medians and ratios.
     """
     from fractalc.backends.xnor import bench
     batches = batch or (1,)
@@ -38,6 +40,10 @@ def bench_cmd(target, sets, network, seed, batch, threads, repeats, engines, jso
     tuning = bench.engine_tuning()
     click.echo(f"# native engine: {bench.format_tuning(tuning)}")
     results = {"cpu": info, "tuning": tuning, "target": target, "results": []}
+    if not target.endswith((".fr", ".onnx")) and not os.path.exists(target):
+        from fractalc.registry import resolve_spec
+        target, network = resolve_spec(target, network)  # a model by name
+        target = str(target)
     if target.endswith(".fr"):
         from fractalc.backends.onnx import weights
 

@@ -11,7 +11,7 @@ from fractalc.cli.options import column_option, compile_from_options, spec_optio
 @click.command("eval")
 @spec_options
 @click.option("--weights", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="A checkpoint or state_dict (.pt).")
+              help="Weights: .safetensors (as train writes them), a checkpoint or a state_dict (.pt).")
 @click.option("--data", required=True, help="digits, a CIFAR pickle directory, or an image folder.")
 @click.option("--engine", type=click.Choice(["torch", "onnxruntime", "xnor"]), default="torch", show_default=True)
 @click.option("--mode", type=click.Choice(["fp", "tanh", "binary"]), default="binary", show_default=True,

@@ -1,6 +1,9 @@
-"""Options and helpers shared by the commands: the spec options (SPEC, --set, --network,
---max-nodes, --allow-import), parsing --set, compiling a command's spec once, writing output."""
+"""Options and helpers shared by the commands: the spec options (SPEC, a path or a model name,
+--set, --network, --max-nodes, --allow-import), parsing --set, compiling a command's spec once,
+writing output."""
 from __future__ import annotations
+
+import functools
 
 import click
 
@@ -32,9 +35,25 @@ _COMMON = [
 
 
 def spec_options(f):
+    """SPEC and the common spec options. SPEC is a path or a registered model name
+    (fractalc.registry: `fractalc list`); the command receives the resolved path and, for a
+    name, its network as `network`."""
+    @functools.wraps(f)
+    def resolved(*args, spec, network, **kwargs):
+        spec, network = resolve_spec_argument(spec, network)
+        return f(*args, spec=spec, network=network, **kwargs)
+
     for opt in reversed(_COMMON):
-        f = opt(f)
-    return click.argument("spec", type=click.Path(dir_okay=False))(f)
+        resolved = opt(resolved)
+    return click.argument("spec", type=click.Path(dir_okay=False), metavar="SPEC")(resolved)
+
+
+def resolve_spec_argument(spec, network=None):
+    """(path, network) of a SPEC given as a path or a model name (`registry.resolve_spec`: an
+    existing path wins; an unknown name is an error with the closest names)."""
+    from fractalc.registry import resolve_spec
+    path, network = resolve_spec(spec, network)
+    return str(path), network
 
 
 def parse_sets(sets) -> dict[str, str]:
@@ -47,10 +66,11 @@ def parse_sets(sets) -> dict[str, str]:
     return out
 
 
-def compile_from_options(spec, sets, network, max_nodes):
-    """The compiled spec of a command's SPEC, --set, --network and --max-nodes options."""
+def compile_from_options(spec, sets, network, max_nodes, stage="shaped"):
+    """The compiled spec of a command's SPEC, --set, --network and --max-nodes options (at
+    pipeline `stage`, see `compiler.STAGES`)."""
     from fractalc.compiler import compile_spec
-    return compile_spec(spec, parse_sets(sets), network=network, max_nodes=max_nodes)
+    return compile_spec(spec, parse_sets(sets), network=network, max_nodes=max_nodes, stage=stage)
 
 
 def write_output(text: str, output: str | None) -> None:

@@ -5,13 +5,13 @@ import json
 
 import click
 
-from fractalc.cli.options import parse_sets, spec_options
+from fractalc.cli.options import parse_sets, resolve_spec_argument, spec_options
 
 
 @click.command()
 @spec_options
 @click.option("--budget-of", "baseline", required=True, type=click.Path(dir_okay=False),
-              help="Baseline spec whose cost is the budget.")
+              help="Baseline spec (a path or a model name) whose cost is the budget.")
 @click.option("--budget-set", "budget_sets", multiple=True, metavar="NAME=VALUE",
               help="Override a parameter of the baseline (repeatable); --set applies to SPEC only.")
 @click.option("--metric", type=click.Choice(["params", "flops", "both"]), default="params", show_default=True,
@@ -24,7 +24,8 @@ def scale(spec, sets, network, max_nodes, baseline, budget_sets, metric, param, 
     """Largest value of a parameter (width/growth) whose cost fits BASELINE's on the metric."""
     from fractalc.variants import budget_of, scale_table, solve, write_scaled
     overrides = parse_sets(sets)
-    budget = budget_of(baseline, parse_sets(budget_sets), max_nodes=max_nodes)
+    base, base_network = resolve_spec_argument(baseline)
+    budget = budget_of(base, parse_sets(budget_sets), network=base_network, max_nodes=max_nodes)
     res = solve(spec, budget, metric=metric, param=param, overrides=overrides, network=network,
                 max_nodes=max_nodes, baseline=str(baseline))
     if write:

@@ -24,14 +24,20 @@ from fractalc.cli.options import column_option, compile_from_options, spec_optio
 @click.option("--plot", is_flag=True, help="Write learning curves to OUT/curves.png after every epoch.")
 @click.option("--no-export", is_flag=True, help="Skip the final onnx / onnx-xnor export.")
 @click.option("--save-all-ranks", is_flag=True, help="Under torchrun, every rank writes its final weights.")
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="torch CPU threads while training (overrides the config's `threads`; 0: torch's own "
+                   "setting, whose weights depend on the thread count).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @column_option
 def train(spec, sets, network, max_nodes, data, config, out, resume, resume_from, epochs, seed,
-          stop_after, plot, no_export, save_all_ranks, quiet, column):
-    """Train SPEC on DATA with the paper's recipes; checkpoints, metrics, curves and exports in OUT."""
+          stop_after, plot, no_export, save_all_ranks, threads, quiet, column):
+    """Train SPEC on DATA with the paper's recipes; checkpoints, metrics, curves and exports in OUT.
+
+    Standard output carries one JSON object, the last epoch's metrics; progress bars and the
+    per-epoch lines go to standard error. The final weights are OUT/model.safetensors."""
     from fractalc.training.loop import train as run
 
-    over = {"seed": seed, "epochs": epochs}
+    over = {"seed": seed, "epochs": epochs, "threads": threads}
     # Compiled once, here: training gets this graph (--network, --max-nodes, --set, --column).
     c = compile_from_options(spec, sets, network, max_nodes).with_column(column)
     summary = run(c, data, out or f"runs/{c.name}", config=config, resume=resume,

@@ -60,15 +60,22 @@ LIBRARY = "fractalc:"
 
 
 def library_dir() -> Path:
-    """The bundled spec library: fractalc/lib in an installed package, else specs/lib."""
-    try:
+    """The bundled spec library: fractalc/specs/lib in an installed package (the shipped specs'
+    own lib/, which they import relatively), else specs/lib of the source tree."""
+    here = Path(__file__).resolve().parents[1] / "specs" / "lib"  # an installed wheel
+    if (here / "sofar.fr").is_file():
+        return here
+    tree = Path(__file__).resolve().parents[2] / "specs" / "lib"  # the source tree
+    if (tree / "sofar.fr").is_file():
+        return tree
+    try:  # another install layout: ask the import system
         from importlib import resources
-        d = Path(str(resources.files("fractalc").joinpath("lib")))
+        d = Path(str(resources.files("fractalc").joinpath("specs/lib")))
         if (d / "sofar.fr").is_file():
             return d
     except (ModuleNotFoundError, TypeError, NotADirectoryError):
         pass
-    return Path(__file__).resolve().parents[2] / "specs" / "lib"  # the source tree
+    return tree
 
 
 # Folders every `load` in this context may also import from: what the CLI's --allow-import

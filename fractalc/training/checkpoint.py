@@ -6,6 +6,10 @@ that stage), ``model`` (state_dict), ``optimizer``, ``scheduler``, ``rng`` (torc
 ``history`` (the metrics rows so far). Writing goes to a temp file that is renamed over the
 old checkpoint, which is first kept as ``<name>.prev.pt``; a corrupt or truncated file is
 refused with a message and never overwritten by the refusal.
+
+Final weights are not checkpoints: `save_weights` writes them as safetensors with their
+provenance (fractalc.weights_file), `load_state_dict` / `load_weights` read them back (and
+plain .pt state_dicts and checkpoints); `fit_state_dict` names the keys that do not fit.
 """
 from __future__ import annotations
 
@@ -15,10 +19,11 @@ from pathlib import Path
 
 import torch
 
+from .. import weights_file
 from ..errors import ModelError
 from ..fileio import atomic_write
 
-FORMAT = "fractalc-checkpoint"
+FORMAT = weights_file.CHECKPOINT_FORMAT
 VERSION = 1
 REQUIRED = ("format", "version", "spec_sha256", "config", "stage", "epoch", "model", "optimizer",
             "rng", "history")
@@ -37,9 +42,8 @@ def _torch_load(path: Path, what: str):
     """`torch.load(weights_only=True)` of a regular file: a FIFO, device, /proc file or a file
     larger than any network fractalc builds is refused (`ModelError`) before torch reads it."""
     from ..fileio import FileRefused, read_limited
-    from ..limits import max_model_bytes
     try:
-        data = read_limited(path, 2 * max_model_bytes() + (64 << 20))  # weights + optimizer state
+        data = read_limited(path, weights_file.max_weights_bytes())  # weights + optimizer state
     except FileRefused as exc:
         raise ModelError(f"cannot read {what} {str(path)!r}: {exc.reason}") from None
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -72,37 +76,34 @@ def load(path: str | Path, spec_sha256: str | None = None) -> dict:
 
 
 def load_state_dict(path: str | Path) -> dict:
-    """Model weights from a checkpoint or a plain state_dict file."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"no weights file at {path}")
-    try:
-        obj = _torch_load(path, "weights file")
-    except ModelError:
-        raise
-    except Exception as exc:
-        raise ModelError(f"weights file {path} is corrupt or not a torch state_dict "
-                         f"({type(exc).__name__})") from None
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(f"{path} holds no state_dict")
-    return obj
+    """Model weights (a torch state_dict) from a .safetensors file, a plain state_dict file or
+    a checkpoint (`fractalc.weights_file.read`: size-limited, ``weights_only=True``)."""
+    return weights_file.read(path).torch()
+
+
+def load_weights(path: str | Path, compiled=None) -> dict:
+    """`load_state_dict`, and when `compiled` is given, a `FractalcWarning` if the file's
+    provenance (spec sha256, overrides, network, parameter roles) differs from it."""
+    w = weights_file.read(path)
+    if compiled is not None:
+        from ..backends.onnx.weights import parameter_list
+        weights_file.check_provenance(w, compiled, parameter_list(compiled.graph))
+    return w.torch()
+
+
+def save_weights(path: str | Path, model_or_state, compiled, **extra) -> None:
+    """Write a model's weights (or a state_dict) as safetensors with the provenance of
+    `compiled` (spec name and sha256, overrides, network, column, fractalc version, the
+    graph's parameter list) and `extra` metadata, atomically."""
+    from ..backends.onnx.weights import provenance
+    sd = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else model_or_state
+    weights_file.write(path, sd, provenance(compiled, **extra))
 
 
 def fit_state_dict(model, sd: dict, source: str) -> None:
     """Load `sd` into `model`, or raise `ModelError` naming the missing, unexpected and
     mis-shaped keys (torch's own message names none of them past its first line)."""
     own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shaped = [f"{k} ({'x'.join(map(str, sd[k].shape))}, the network has "
-              f"{'x'.join(map(str, own[k].shape))})"
-              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shaped:
-        def some(keys):
-            return ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
-        parts = [f"{len(keys)} {what}: {some(keys)}" for what, keys in
-                 (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped)) if keys]
-        raise ModelError(f"{source} does not fit this network: " + "; ".join(parts))
+    weights_file.check_fit({k: tuple(v.shape) for k, v in own.items()},
+                           {k: tuple(v.shape) for k, v in sd.items()}, source)
     model.load_state_dict(sd)

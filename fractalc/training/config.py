@@ -17,6 +17,7 @@ Example ``train.toml`` (every key optional)::
     eval_batch_size = 256
     drop_path = 0.0            # local drop-path probability for joins (0 = off)
     max_steps_per_epoch = 0    # cap on optimizer steps per epoch (0 = whole training set)
+    threads = 0                # torch CPU threads while training (0 = torch's own setting)
     [[stages]]                  # overrides stage 1 of the recipe, key by key
     epochs = 4
     lr = 0.002
@@ -55,6 +56,12 @@ class TrainConfig:
     init: str = "default"  # default | glorot
     drop_path: float = 0.0
     max_steps_per_epoch: int = 0  # 0 = the whole training set each epoch
+    # torch intra-op threads while training and evaluating (restored after). 0 keeps torch's
+    # own setting, which is faster on many cores, but the weights then depend on the thread
+    # count: torch's CPU conv and linear weight gradients sum their batch in per-thread
+    # partial sums (forward passes do not). A fixed count (the digits demo uses 1) gives the
+    # same weights on any machine and under any OMP_NUM_THREADS.
+    threads: int = 0
     stages: tuple[Stage, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
@@ -119,6 +126,8 @@ def load_config(path: str | Path | None, *, has_dense: bool, overrides: dict | N
         if s.epochs < 0 or s.lr <= 0:
             raise FractalcError(f"stages[{i}]: epochs must be >= 0 and lr > 0")
     init = cfg.init if cfg.init != "default" or recipe != "binary-scratch" else "glorot"
+    if not isinstance(cfg.threads, int) or cfg.threads < 0:
+        raise FractalcError(f"threads must be an integer >= 0 (0: torch's own setting), got {cfg.threads!r}")
     if cfg.batch_size <= 0 or not 0 <= cfg.drop_path < 1:
         raise FractalcError("batch_size must be positive and drop_path in [0, 1)")
     return replace(cfg, recipe=recipe, init=init, stages=tuple(stages))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import FractalcError
-from .checkpoint import fit_state_dict, load_state_dict
+from .checkpoint import fit_state_dict, load_weights
 from .data import load_data
 
 ENGINES = ("torch", "onnxruntime", "xnor")
@@ -28,16 +28,17 @@ def _topk(logits: np.ndarray, y: np.ndarray) -> dict:
 
 def predict(compiled, weights: str, x: torch.Tensor, engine: str, mode: str = "binary",
             batch: int = 256) -> np.ndarray:
-    """Logits of `x` (N x C x H x W) from `engine` with `weights` (checkpoint or state_dict)."""
+    """Logits of `x` (N x C x H x W) from `engine` with `weights` (.safetensors, a checkpoint
+    or a state_dict; a `FractalcWarning` when their provenance differs from `compiled`)."""
     from .loop import build_model
-    sd = load_state_dict(weights)
+    sd = load_weights(weights, compiled)
     model = build_model(compiled, seed=0)
     if getattr(compiled, "column", None) is not None:
         # A column keeps the full network's ids: the weights' extra keys are exactly the
         # dropped branches (see extract_column); missing keys are still refused.
         own = model.state_dict()
         sd = {k: v for k, v in sd.items() if k in own}
-    fit_state_dict(model, sd, str(weights))  # every engine: name the keys that do not fit
+    fit_state_dict(model, sd, repr(str(weights)))  # every engine: name the keys that do not fit
     if engine == "torch":
         model.set_mode(mode)
         model.eval()
@@ -47,9 +48,10 @@ def predict(compiled, weights: str, x: torch.Tensor, engine: str, mode: str = "b
         raise FractalcError(f"engine must be one of {', '.join(ENGINES)}")
     from ..backends.onnx.emit import build
     from ..fileio import atomic_write
+    from ..weights_file import write
     with tempfile.TemporaryDirectory() as tmp:
-        sd_path = Path(tmp) / "weights.pt"
-        torch.save(sd, sd_path)
+        sd_path = Path(tmp) / "weights.safetensors"
+        write(sd_path, sd)  # checked above; no provenance, so no second warning
         flavour = "onnx" if engine == "onnxruntime" else "onnx-xnor"
         model_path = str(Path(tmp) / "model.onnx")
         options = {"weights": str(sd_path), "seed": None, "column": getattr(compiled, "column", None)}

@@ -12,9 +12,11 @@ evaluates, logs and writes files.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +31,10 @@ from ..fileio import atomic_write
 from . import checkpoint
 from .config import TrainConfig, load_config
 from .data import Dataset, augment_batch, load_data
+
+
+#: The final weights in the run directory (safetensors with provenance; see fractalc.weights_file).
+WEIGHTS = "model.safetensors"
 
 
 def build_model(compiled, seed: int, drop_path: float = 0.0) -> nn.Module:
@@ -121,7 +127,19 @@ def train(spec, data: str, out: str | Path, *, config: str | None = None,
     if len(n_out) != 1 or n_out[0] < ds.classes:
         raise FractalcError(f"the network's output {n_out} cannot classify {ds.classes} classes; "
                             "set the spec's classes (e.g. --set dataset=cifar10)")
+    threads = torch.get_num_threads()
+    if cfg.threads:  # a fixed count: the same weights whatever the machine (see config.threads)
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(compiled, cfg, ds, out, rank, world, resume=resume, resume_from=resume_from,
+                      stop_after=stop_after, plot=plot, export=export, save_all_ranks=save_all_ranks,
+                      progress=progress)
+    finally:
+        torch.set_num_threads(threads)
 
+
+def _train(compiled, cfg, ds, out, rank, world, *, resume, resume_from, stop_after, plot, export,
+           save_all_ranks, progress):
     torch.manual_seed(cfg.seed)
     model = build_model(compiled, cfg.seed, cfg.drop_path)
     if cfg.init == "glorot":
@@ -132,7 +150,7 @@ def train(spec, data: str, out: str | Path, *, config: str | None = None,
     ckpt_path = Path(resume_from) if resume_from else out / "checkpoint.pt"
     if resume or resume_from:
         ckpt = checkpoint.load(ckpt_path, compiled.spec.sha256)
-        if ckpt["config"] != cfg.to_dict():
+        if {"threads": 0, **ckpt["config"]} != cfg.to_dict():  # (checkpoints before `threads`)
             raise FractalcError(f"{ckpt_path} was trained with another config; resume with the same one")
         model.load_state_dict(ckpt["model"])
         start_stage, start_epoch, history = ckpt["stage"], ckpt["epoch"], list(ckpt["history"])
@@ -172,8 +190,10 @@ def train(spec, data: str, out: str | Path, *, config: str | None = None,
             net.train()
             lr = opt.param_groups[0]["lr"]
             seen, loss_sum, correct = 0, 0.0, 0
+            # stderr: standard output carries the command's JSON result alone (off a terminal
+            # click prints the label as a line; on one, the bar)
             bar = click.progressbar(range(steps), label=f"stage {si + 1} ({stage.mode}) epoch {ep + 1}/{stage.epochs}",
-                                    file=None if (progress and rank == 0) else open(os.devnull, "w"))
+                                    file=sys.stderr if (progress and rank == 0) else io.StringIO())
             with bar:
                 for step in bar:
                     idx = mine[step * per_rank:(step + 1) * per_rank]
@@ -223,8 +243,6 @@ def train(spec, data: str, out: str | Path, *, config: str | None = None,
 
 
 def _finish(out, rank, world, model, compiled, cfg, history, *, export, stopped, save_all_ranks):
-    import io
-
     if world > 1:
         import torch.distributed as dist
         flat = torch.cat([p.detach().double().flatten() for p in model.state_dict().values()
@@ -236,20 +254,20 @@ def _finish(out, rank, world, model, compiled, cfg, history, *, export, stopped,
         if not torch.equal(lo, hi):
             raise FractalcError("ranks diverged: their weights differ after training")
         if save_all_ranks:
-            buf = io.BytesIO()
-            torch.save(model.state_dict(), buf)
-            atomic_write(out / f"weights.rank{rank}.pt", buf.getvalue())
+            checkpoint.save_weights(out / f"weights.rank{rank}.safetensors", model, compiled,
+                                    mode=cfg.stages[-1].mode if cfg.stages else "binary", rank=rank)
     summary = {"spec": compiled.spec.main, "network": compiled.name, "overrides": compiled.overrides,
                "column": compiled.column,
                "config": cfg.to_dict(), "epochs": len(history), "stopped_early": stopped,
                "final": history[-1] if history else None, "world_size": world,
                "mode": cfg.stages[-1].mode if cfg.stages else None, "exports": {}}
     if rank == 0:
-        buf = io.BytesIO()
-        torch.save(model.state_dict(), buf)
-        atomic_write(out / "model.pt", buf.getvalue())
+        # safetensors with provenance (spec, overrides, network, column, parameters), atomic
+        checkpoint.save_weights(out / WEIGHTS, model, compiled,
+                                mode=cfg.stages[-1].mode if cfg.stages else "binary")
+        summary["weights"] = WEIGHTS
         if export:
-            summary["exports"] = _export(compiled, out, out / "model.pt")
+            summary["exports"] = _export(compiled, out, out / WEIGHTS)
         atomic_write(out / "summary.json", json.dumps(summary, indent=1, sort_keys=True) + "\n")
     if world > 1:
         import torch.distributed as dist

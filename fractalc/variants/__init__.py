@@ -1,25 +1,13 @@
 """Scale a spec's width to a baseline's budget, and generate families of fractal variants.
 
-Scaling (`solve`): the largest value v >= 1 of an integer parameter (default `width`, else
-`growth`) whose cost does not exceed a budget on the chosen metric(s): ``params`` = parameter
-bits, ``flops`` = FLOPs (fractalc.cost), ``both`` = both. The search assumes the cost grows
-strictly with the parameter and checks it at every value it visits (a `ScaleError` otherwise):
-it starts at the spec's own value, brackets the answer by doubling (or halving), then bisects,
-so it compiles O(log v) times; it always visits v and v + 1, so the boundary is exact. It
-refuses when even v = 1 exceeds the budget.
+- `solver`: budgets (`budget_of`, `Measure`) and the search (`solve`: the largest value of an
+  integer parameter whose cost fits the budget, exact at the boundary);
+- `write`: scaled spec files (`write_scaled`, `rewrite_spec`), comments and layout kept;
+- `space`: the declarative TOML spaces (`load_space`; format in README.md, examples/spaces/);
+- `generate`: one formatted, scaled spec per point of a space, with its provenance header;
+- `report`: the table, CSV and Pareto plot of a generated family.
 
-Generating (`generate`): a declarative TOML space (`load_space`, format in README.md and
-examples/spaces/) of SoFAr networks: family F / RF (binary ResNets) or DF / DRF (binary
-DenseNets), columns, blocks per stage, join (only "mean": every join of the IR is an
-equal-weight mean), dataset, and a budget (baseline spec + metric). Each point becomes a plain,
-formatted `.fr` spec importing the shared library (specs/lib, found beside the baseline) by a
-path relative to the output directory, its width scaled to the budget, its header recording the
-space (name and sha256), the point, the budget, the hashes of the baseline and the library,
-and the fractalc version. Points that fail (shape clash, size guard, budget too small) are
-reported and skipped. Everything is deterministic: same space and library, same bytes.
-
-Modules: `solver` (budgets and the search), `write` (scaled spec files), `space` (the TOML
-spaces), `generate` (a family of specs), `report` (table, CSV, Pareto plot).
+Everything is deterministic: same space and library, same bytes.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fractalc.errors import FractalcError
+from fractalc.lang.resolve import LIBRARY, import_roots, library_dir
 from fractalc.variants.solver import METRICS
 
 
@@ -106,6 +107,46 @@ def _int(v, what: str, where: str, lo: int = 1) -> int:
     return v
 
 
+def _confined(space: Path, rel: str, where: str, what: str) -> Path:
+    """`rel` (relative to the space file), symlinks resolved, if it lies under the folders a
+    spec next to the space file could import from: the space file's folder and below, the
+    bundled library, --allow-import folders. A space file may come from someone else: it must
+    not make fractalc read (and quote in an error) a file elsewhere."""
+    roots = import_roots(space)
+    try:
+        real = (space.parent / rel).resolve()
+    except (OSError, RuntimeError) as exc:
+        raise SpaceError(f"{where}: {what} {rel!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not any(real.is_relative_to(r) for r in roots):
+        raise SpaceError(f"{where}: {what} {rel!r} is outside the folders this space may read "
+                         f"({', '.join(repr(str(r)) for r in roots)})",
+                         hint="name a shipped model instead (fractalc list), or allow the folder "
+                              "with --allow-import DIR")
+    return real
+
+
+def _baseline(space: Path, value, where: str) -> Path:
+    """A budget baseline: a shipped model's name (`fractalc list`), or a `.fr` file confined as
+    `_confined` says."""
+    if not isinstance(value, str) or not value:
+        raise SpaceError(f"{where}: a baseline must be a spec path or a model name")
+    from fractalc import registry
+    if "/" not in value and not value.endswith(".fr"):
+        table = registry.entries()
+        if value in table:
+            if table[value].network != registry.network_names(table[value].path.read_text())[0]:
+                raise SpaceError(f"{where}: baseline model {value!r} is not the first network of "
+                                 f"{table[value].relpath}; the budget compiles a file's first network")
+            return table[value].path.resolve()
+    if not value.endswith(".fr"):
+        raise SpaceError(f"{where}: baseline {value!r} is neither a model name (fractalc list) nor "
+                         "a .fr spec path")
+    base = _confined(space, value, where, "baseline spec")
+    if not base.is_file():
+        raise SpaceError(f"{where}: baseline spec {value!r} not found (paths are relative to the space file)")
+    return base
+
+
 def load_space(path: str | Path) -> Space:
     """Read and check a TOML space; expand it into named points (see README.md)."""
     from fractalc.fileio import FileRefused, read_limited
@@ -182,11 +223,15 @@ def load_space(path: str | Path) -> Space:
         library = t.get("library")
         if library is not None:
             if not isinstance(library, str):
-                raise SpaceError(f"{where}: library must be a folder path (relative to the space file)")
-            library = (path.parent / library).resolve()
-            if not library.is_dir():
-                raise SpaceError(f"{where}: library folder {t['library']!r} not found (paths are "
-                                 "relative to the space file)")
+                raise SpaceError(f"{where}: library must be a folder path (relative to the space file) "
+                                 "or \"fractalc:\" (the bundled library)")
+            if library == LIBRARY:
+                library = library_dir().resolve()
+            else:
+                library = _confined(path, library, where, "library folder")
+                if not library.is_dir():
+                    raise SpaceError(f"{where}: library folder {t['library']!r} not found (paths are "
+                                     "relative to the space file)")
         stem = _int(t.get("stem_width", DENSE_DEFAULTS["stem_width"]), "stem_width", where)
         red = t.get("reductions")
         trans = t.get("transitions")
@@ -199,10 +244,7 @@ def load_space(path: str | Path) -> Space:
         for fam, c, bl, d, j in itertools.product(fams, cols, blocks, datasets, joins):
             if fam not in bases:
                 raise SpaceError(f"{where}: budget.baseline names no baseline for family {fam}")
-            base = (path.parent / bases[fam]).resolve()
-            if not base.is_file():
-                raise SpaceError(f"{where}: baseline spec {bases[fam]!r} not found (paths are relative "
-                                 "to the space file)")
+            base = _baseline(path, bases[fam], where)
             reds: tuple[float, ...] = ()
             if FAMILIES[fam] == "dense":
                 r = red if red is not None else (DENSE_DEFAULTS["reductions"] if len(bl) == 4 else None)
