@@ -112,7 +112,7 @@ def openvino_runner(onnx_bytes: bytes, threads: int):
 
 
 FLOAT_TILES = {"avx512": "12 pixels x 32 channels", "avx2": "3 pixels x 32 channels",
-               "portable": "1 pixel x 64 channels"}
+               "neon": "4 pixels x 16 channels", "portable": "1 pixel x 64 channels"}
 
 
 def engine_tuning(isa: str | None = None) -> dict:

@@ -8,26 +8,6 @@
 
 namespace xnor {
 
-namespace {
-
-// Calls f(r0, r1) on disjoint ranges covering [0, rows), on up to `threads` threads; `grain`
-// rows at least per part (small ops stay on one thread).
-template <class F>
-void ranges_parallel(std::size_t rows, std::size_t grain, int threads, F&& f) {
-    struct Ctx {
-        std::size_t rows;
-        F* f;
-    } c{rows, &f};
-    auto work = [](void* ctx, int part, int nparts) {
-        auto& cc = *static_cast<Ctx*>(ctx);
-        const std::size_t r0 = cc.rows * part / nparts, r1 = cc.rows * (part + 1) / nparts;
-        if (r0 < r1) (*cc.f)(r0, r1);
-    };
-    parallel_run(threads, parts_for(rows / grain + 1, threads), work, &c);
-}
-
-}  // namespace
-
 void conv_grouped_float(const float* x, int N, int H, int W, int C, int kh, int kw, int stride, int pad,
                         int dilation, int groups, const float* w, int Co, const float* b, bool relu, int Ho,
                         int Wo, float* out, int threads) {
@@ -35,7 +15,7 @@ void conv_grouped_float(const float* x, int N, int H, int W, int C, int kh, int 
     const bool depthwise = cg == 1 && og == 1;
     const std::size_t rows = static_cast<std::size_t>(N) * Ho;
     // one output row (Wo pixels) per unit; rows of small images are cheap, so a grain of 4
-    ranges_parallel(rows, 4, threads, [&](std::size_t r0, std::size_t r1) {
+    split_rows(rows, threads, 4, [&](std::size_t r0, std::size_t r1) {
         std::vector<float> acc(static_cast<std::size_t>(Co));
         for (std::size_t r = r0; r < r1; ++r) {
             const int n = static_cast<int>(r / Ho), oy = static_cast<int>(r % Ho);
@@ -74,7 +54,7 @@ void conv_grouped_float(const float* x, int N, int H, int W, int C, int kh, int 
 }
 
 void max_n(const float* const* x, int n, std::size_t elems, float* out, int threads) {
-    ranges_parallel(elems, 4096, threads, [&](std::size_t e0, std::size_t e1) {
+    split_rows(elems, threads, 4096, [&](std::size_t e0, std::size_t e1) {
         for (std::size_t e = e0; e < e1; ++e) {
             float m = x[0][e];
             for (int k = 1; k < n; ++k) m = std::max(m, x[k][e]);
@@ -84,7 +64,7 @@ void max_n(const float* const* x, int n, std::size_t elems, float* out, int thre
 }
 
 void global_max_pool(const float* x, int N, std::size_t HW, int C, float* out, int threads) {
-    ranges_parallel(static_cast<std::size_t>(N), 1, threads, [&](std::size_t n0, std::size_t n1) {
+    split_rows(static_cast<std::size_t>(N), threads, 1, [&](std::size_t n0, std::size_t n1) {
         for (std::size_t n = n0; n < n1; ++n) {
             const float* s = x + n * HW * C;
             float* o = out + n * C;

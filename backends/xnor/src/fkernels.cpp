@@ -295,20 +295,6 @@ void conv_work(void* ctx, int part, int nparts) {
     run_items(j, items * part / nparts, items * (part + 1) / nparts);
 }
 
-// Generic row-range helper: f(ctx, r0, r1) over [0, rows) split over threads.
-template <typename F>
-void split_rows(std::size_t rows, int threads, std::size_t grain, F&& f) {
-    struct Ctx {
-        std::size_t rows;
-        F* f;
-    } c{rows, &f};
-    auto work = [](void* ctx, int part, int nparts) {
-        auto& cc = *static_cast<Ctx*>(ctx);
-        const std::size_t r0 = cc.rows * part / nparts, r1 = cc.rows * (part + 1) / nparts;
-        if (r0 < r1) (*cc.f)(r0, r1);
-    };
-    parallel_run(threads, parts_for(rows / (grain ? grain : 1) + 1, threads), work, &c);
-}
 
 
 }  // namespace

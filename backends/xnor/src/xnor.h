@@ -50,4 +50,20 @@ inline int parts_for(std::size_t n, int nthreads) {
     return static_cast<int>(n < p ? (n == 0 ? 1 : n) : p);
 }
 
+// Calls f(r0, r1) on disjoint row ranges covering [0, rows), on up to `threads` threads of the
+// pool, at least `grain` rows a part (small ops stay on one thread).
+template <typename F>
+void split_rows(std::size_t rows, int threads, std::size_t grain, F&& f) {
+    struct Ctx {
+        std::size_t rows;
+        F* f;
+    } c{rows, &f};
+    auto work = [](void* ctx, int part, int nparts) {
+        auto& cc = *static_cast<Ctx*>(ctx);
+        const std::size_t r0 = cc.rows * part / nparts, r1 = cc.rows * (part + 1) / nparts;
+        if (r0 < r1) (*cc.f)(r0, r1);
+    };
+    parallel_run(threads, parts_for(rows / (grain ? grain : 1) + 1, threads), work, &c);
+}
+
 }  // namespace xnor
