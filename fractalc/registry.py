@@ -165,17 +165,21 @@ def resolve_spec(name_or_path: "str | os.PathLike", network: str | None = None
 
 _SOFAR = re.compile(r"^([a-z]+)_c\d+d\d+(?:_|$)")
 _DATASET_TAG = re.compile(r"_(?:cifar10|cifar100|cifar|imagenet)$")
+# size and variant tags of the zoo's names (quicknet_large, binary_densenet37_dilated)
+_VARIANT_TAG = re.compile(r"_(?:small|medium|large|dilated)$")
 
 
 def family(name: str) -> str:
     """A model's family from its name: SoFAr's ``<family>_c<C>d<D>...`` names give the family
     in capitals (``rf_c3d4_resnet21`` -> RF, ``drf_c2d2_densenet51`` -> DRF); other names
-    lose their size digits and dataset tag (``bireal_resnet18`` -> bireal_resnet,
-    ``fractalnet_cifar`` -> fractalnet)."""
+    lose their size digits, dataset and variant tags (``bireal_resnet18`` -> bireal_resnet,
+    ``fractalnet_cifar`` -> fractalnet, ``quicknet_large`` -> quicknet,
+    ``binary_densenet37_dilated`` -> binary_densenet)."""
     m = _SOFAR.match(name)
     if m:
         return m.group(1).upper()
-    return _DATASET_TAG.sub("", re.sub(r"\d+$", "", name)).rstrip("_") or name
+    base = _VARIANT_TAG.sub("", _DATASET_TAG.sub("", name))
+    return re.sub(r"\d+$", "", base).rstrip("_") or name
 
 
 #: The width-like parameter reported as a model's width, first present wins (`fractalc scale`

@@ -99,6 +99,9 @@ def test_family():
     assert registry.family("f_c3d4") == "F"
     assert registry.family("bireal_resnet18") == "bireal_resnet"
     assert registry.family("fractalnet_cifar") == "fractalnet"
+    assert registry.family("quicknet_large") == registry.family("quicknet") == "quicknet"
+    assert registry.family("binary_densenet37_dilated") == "binary_densenet"
+    assert registry.family("reactnet18") == "reactnet"
 
 
 # ----------------------------------------------------------------------------- resolving
