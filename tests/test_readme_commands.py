@@ -200,7 +200,12 @@ def _argv(command: str) -> list[str]:
     return [a.replace("/tmp/", "tmp/", 1) if a.startswith("/tmp/") else a for a in argv]
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[f"README.md:{b.line}" for b in BLOCKS])
+# The blocks with something to run (a block of only listed exceptions, e.g. the AArch64 cross
+# build, is accounted for by the test above and not collected here, rather than skipped).
+RUNNABLE = [b for b in BLOCKS if any(what in ("run", "error") for *_, what in plan(b))]
+
+
+@pytest.mark.parametrize("block", RUNNABLE, ids=[f"README.md:{b.line}" for b in RUNNABLE])
 def test_readme_block_runs(block, workspace):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FRACTALC_THREADS": "1"}
     ran = 0
