@@ -1,7 +1,9 @@
 """Shared fixtures: paths and a compile helper."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,18 @@ def pytest_terminal_summary(terminalreporter):
     if MISSING:
         terminalreporter.write_sep("!", f"{OPT_OUT}=1: missing " + ", ".join(w for _, w in MISSING), red=True)
         terminalreporter.write_line("test files not run: " + ", ".join(sorted(set(_IGNORED))), red=True)
+
+
+@contextlib.contextmanager
+def no_hang(seconds: int = 30):
+    """A safety net turning a hang into a failure (not a timing assertion): the hostile-spec
+    tests wrap work that must be refused quickly in it."""
+    def boom(*_):
+        raise TimeoutError(f"still running after {seconds} s: unbounded work")
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

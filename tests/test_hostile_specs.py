@@ -7,9 +7,7 @@ A hang would be a failure too: `no_hang` turns one into an exception after a gen
 """
 from __future__ import annotations
 
-import contextlib
 import random
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,21 +19,10 @@ from fractalc.compiler import compile_spec
 from fractalc.errors import FractalcError, ShapeError, SizeGuardError, SpecError, SpecSyntaxError
 from fractalc.lang.formatter import format_source
 from fractalc.lang.syntax import parse
+from conftest import no_hang
 
 NET = "network n {\n  input [3, 8, 8]\n  body = %s\n}\n"
 
-
-@contextlib.contextmanager
-def no_hang(seconds: int = 30):
-    def boom(*_):
-        raise TimeoutError(f"still running after {seconds} s: unbounded work")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def compile_text(tmp_path: Path, text: str, name: str = "s.fr", **kw):

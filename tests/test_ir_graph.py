@@ -9,7 +9,7 @@ import networkx as nx
 import pytest
 
 from fractalc import ir
-from fractalc.lang.resolve import _cycles  # the helper under test
+from fractalc.lang.resolve import rule_cycles
 
 
 def _random_dag(rng: random.Random, n: int) -> ir.Graph:
@@ -70,7 +70,7 @@ def test_rule_cycles_match_networkx_sccs(seed):
     d.add_edges_from((a, b) for a, bs in calls.items() for b in bs)
     want = {frozenset(c) for c in nx.strongly_connected_components(d)
             if len(c) > 1 or d.has_edge(next(iter(c)), next(iter(c)))}
-    got = _cycles(calls)
+    got = rule_cycles(calls)
     assert {frozenset(c) for c in got} == want and len(got) == len(want)
 
 
@@ -78,7 +78,7 @@ def test_rule_cycles_are_iterative():
     """A chain of 50,000 rules calling each other in a ring: no recursion limit."""
     n = 50_000
     calls = {f"r{k}": [f"r{(k + 1) % n}"] for k in range(n)}
-    (comp,) = _cycles(calls)
+    (comp,) = rule_cycles(calls)
     assert len(comp) == n
 
 

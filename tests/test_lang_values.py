@@ -8,8 +8,6 @@ counted by hand, and the parser itself for the formatter's round trip. Errors mu
 from __future__ import annotations
 
 import math
-import signal
-import contextlib
 from fractions import Fraction
 
 import pytest
@@ -19,22 +17,10 @@ from fractalc.compiler import compile_spec
 from fractalc.errors import FractalcError, SizeGuardError, SpecError
 from fractalc.lang import formatter as F
 from fractalc.lang import syntax as S
+from conftest import no_hang
 
 NET = "network n {\n  input [8, 4, 4]\n  body = %s\n}\n"
 
-
-@contextlib.contextmanager
-def no_hang(seconds: int = 30):
-    """A safety net turning a hang into a failure (not a timing assertion)."""
-    def boom(*_):
-        raise TimeoutError(f"still running after {seconds} s: unbounded work")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def compile_text(tmp_path, text, **kw):

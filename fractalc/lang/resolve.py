@@ -413,7 +413,7 @@ def _can_finish(e, scc: set[str], finishing: set[str], local: set[str]) -> bool:
     return all(_can_finish(c, scc, finishing, local) for c in S.children(e))
 
 
-def _cycles(calls: dict[str, list[str]]) -> list[set[str]]:
+def rule_cycles(calls: dict[str, list[str]]) -> list[set[str]]:
     """The strongly connected components of the rule call graph that contain a cycle (a
     component of several rules, or one rule calling itself), in definition order.
 
@@ -464,7 +464,7 @@ def _cycles(calls: dict[str, list[str]]) -> list[set[str]]:
 def _check_base_cases(spec: Spec) -> None:
     items = {**spec.rules, **spec.defs}  # one namespace: load refuses a def named like a rule
     calls = {name: sorted(_rule_refs(spec, item)) for name, item in items.items()}
-    for comp in _cycles(calls):
+    for comp in rule_cycles(calls):
         # The rules that can finish, to a fixed point: one with a branch free of the cycle's
         # rules, then one whose branch only calls those (f calls g[n - 1], g has a base case).
         finishing: set[str] = set()
