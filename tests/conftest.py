@@ -121,3 +121,15 @@ def no_hang(seconds: int = 30):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def run_main(capsys, *args):
+    """(exit status, stdout, stderr) of the real entry point `fractalc.cli.main`, errors included."""
+    from fractalc.cli import main
+    try:
+        main(list(map(str, args)))
+        rc = 0
+    except SystemExit as exc:
+        rc = exc.code or 0
+    out, err = capsys.readouterr()
+    return rc, out, err

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from fractalc.backends.torch import from_graph
-from fractalc.cli import main
 from fractalc.compiler import compile_spec  # noqa: E402
 from fractalc.training.checkpoint import load_state_dict
 
 from conftest import SPECS  # noqa: E402
+from conftest import run_main
 
 # Two networks of different input size, width and class count; `first` comes first, so a
 # command that forgets --network trains it.
@@ -57,16 +57,6 @@ def two(tmp_path):
     return p, c
 
 
-def _main(capsys, *args):
-    """(exit status, stdout, stderr) of the real entry point, errors included."""
-    try:
-        main(list(map(str, args)))
-        rc = 0
-    except SystemExit as exc:
-        rc = exc.code or 0
-    out, err = capsys.readouterr()
-    return rc, out, err
-
 
 def _shapes(sd):
     return {k: tuple(v.shape) for k, v in sd.items()}
@@ -75,7 +65,7 @@ def _shapes(sd):
 def test_train_and_eval_use_the_chosen_network_and_sets(two, tmp_path, capsys, one_torch_thread):
     spec, config = two
     out = tmp_path / "run"
-    rc, stdout, err = _main(capsys, "train", spec, "--network", "second", "--set", "width=3",
+    rc, stdout, err = run_main(capsys, "train", spec, "--network", "second", "--set", "width=3",
                             "--data", "digits", "--config", config, "--out", out, "--quiet")
     assert rc == 0, err
     assert json.loads(stdout)["epoch"] == 1
@@ -95,13 +85,13 @@ def test_train_and_eval_use_the_chosen_network_and_sets(two, tmp_path, capsys, o
         dims = [d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim]
         ins = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
         assert dims[-1] == 13 and ins[-3:] == [1, 12, 12], name
-    rc, stdout, err = _main(capsys, "eval", spec, "--network", "second", "--set", "width=3",
+    rc, stdout, err = run_main(capsys, "eval", spec, "--network", "second", "--set", "width=3",
                             "--weights", out / "model.safetensors", "--data", "digits", "--json")
     assert rc == 0, err
     r = json.loads(stdout)
     assert r["engine"] == "torch" and r["n"] > 0 and 0 <= r["top1"] <= 1
     # The same weights do not fit `first` (the default network): the network is not ignored.
-    rc, _, err = _main(capsys, "eval", spec, "--set", "width=3", "--weights", out / "model.safetensors",
+    rc, _, err = run_main(capsys, "eval", spec, "--set", "width=3", "--weights", out / "model.safetensors",
                        "--data", "digits")
     assert rc == 1 and "do not fit" in err
 
@@ -110,7 +100,7 @@ def test_train_honours_max_nodes(two, tmp_path, capsys):
     spec, config = two
     out = tmp_path / "run"
     n = len(compile_spec(spec, network="second").graph)
-    rc, _, err = _main(capsys, "train", spec, "--network", "second", "--max-nodes", n // 2,
+    rc, _, err = run_main(capsys, "train", spec, "--network", "second", "--max-nodes", n // 2,
                        "--data", "digits", "--config", config, "--out", out, "--quiet", "--no-export")
     assert rc == 1 and "expansion refused" in err, err
     assert not out.exists()
@@ -123,7 +113,7 @@ def test_train_and_eval_a_column(two, tmp_path, capsys, one_torch_thread):
     full = compile_spec(spec, network="second")
     col = _shapes(from_graph(full.with_column(1).graph).state_dict())
     out = tmp_path / "col"
-    rc, _, err = _main(capsys, "train", spec, "--network", "second", "--column", "1", "--data", "digits",
+    rc, _, err = run_main(capsys, "train", spec, "--network", "second", "--column", "1", "--data", "digits",
                        "--config", config, "--out", out, "--quiet", "--no-export")
     assert rc == 0, err
     got = _shapes(load_state_dict(out / "model.safetensors"))
@@ -131,7 +121,7 @@ def test_train_and_eval_a_column(two, tmp_path, capsys, one_torch_thread):
     assert json.loads((out / "summary.json").read_text())["column"] == 1
     weights = tmp_path / "full.pt"
     torch.save(from_graph(full.graph, seed=1).state_dict(), weights)
-    rc, stdout, err = _main(capsys, "eval", spec, "--network", "second", "--column", "1",
+    rc, stdout, err = run_main(capsys, "eval", spec, "--network", "second", "--column", "1",
                             "--weights", weights, "--data", "digits", "--json")
     assert rc == 0, err
     assert json.loads(stdout)["n"] > 0

@@ -26,6 +26,7 @@ from fractalc.training.checkpoint import fit_state_dict, load_weights, save_weig
 from fractalc.version import __version__
 
 from conftest import SPECS
+from conftest import run_main
 
 SPEC = SPECS / "rf_c3d4.fr"
 SMALL = {"size": "8", "channels": "8"}
@@ -35,15 +36,6 @@ SMALL = {"size": "8", "channels": "8"}
 def compiled():
     return compile_spec(SPEC, SMALL)
 
-
-def _cli(capsys, *args):
-    try:
-        main(list(map(str, args)))
-        rc = 0
-    except SystemExit as exc:
-        rc = exc.code or 0
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def test_round_trip_and_metadata(compiled, tmp_path):
@@ -148,7 +140,7 @@ def test_eval_and_compile_name_the_keys(tmp_path, capsys):
                  ["eval", spec, "--weights", bad, "--data", "digits", "--engine", "xnor"],
                  ["compile", spec, "-t", "onnx", "--weights", bad, "-o", tmp_path / "m.onnx"],
                  ["compile", spec, "-t", "torch-state", "--weights", bad, "-o", tmp_path / "m.pt"]):
-        rc, out, err = _cli(capsys, *args)
+        rc, out, err = run_main(capsys, *args)
         assert rc == 1 and out == "", err
         assert "1 mis-shaped: body.conv1.weight (8x1x5x5, the network has 8x1x3x3)" in err, err
         assert "1 unexpected: nope" in err and "missing: body.bn1.weight" in err, err
@@ -171,7 +163,7 @@ def test_provenance_mismatch_warns_and_still_loads(compiled, tmp_path, capsys):
         load_weights(path, c3)
     # the CLI prints it as one "warning:" line on stderr; stdout stays the result
     out = tmp_path / "m.onnx"
-    rc, stdout, err = _cli(capsys, "compile", other, "--set", "size=8",
+    rc, stdout, err = run_main(capsys, "compile", other, "--set", "size=8",
                            "--set", "channels=8", "-t", "onnx", "--weights", path, "-o", out)
     assert rc == 0 and stdout == "" and out.exists()
     assert err.startswith("warning: weights") and "spec text differs" in err
@@ -179,7 +171,7 @@ def test_provenance_mismatch_warns_and_still_loads(compiled, tmp_path, capsys):
 
 def test_torch_state_target_writes_safetensors_with_provenance(tmp_path, capsys):
     out = tmp_path / "init.safetensors"
-    rc, _, err = _cli(capsys, "compile", SPEC, "--set", "size=8", "-t", "torch-state", "--seed", "4",
+    rc, _, err = run_main(capsys, "compile", SPEC, "--set", "size=8", "-t", "torch-state", "--seed", "4",
                       "--column", "2", "-o", out)
     assert rc == 0, err
     w = weights_file.read(out)
