@@ -1,8 +1,11 @@
 """Pure-numpy reference executor for lowered (``onnx-xnor``) graphs: the oracle for the runtime.
 
 Every ``ai.fractalc`` op is implemented with exact integer arithmetic (popcount over uint64
-words, `packing.popcount`); standard ops run in ``onnx.reference.ReferenceEvaluator``. Slow
-but exact: use small inputs.
+words, `packing.popcount`); the other ops run in ``onnx.reference.ReferenceEvaluator``, the
+float ones replaced by the native engine's float arithmetic (`floatexact`, the contract in
+docs/float-arithmetic.md): its summation orders, its fmaf chains, and a BatchNormalization read
+only by a Conv folded into the Conv's weights as the engine's loader folds it. So on any
+weights the outputs equal the engine's byte for byte. Slow but exact: use small inputs.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import floatexact as fx
 from . import ops, packing
 
 
@@ -141,15 +145,166 @@ def _op_classes():
         def _run(self, x, **_):
             return ((1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))).astype(np.asarray(x).dtype),)
 
-    return [PackBits, UnpackBits, XnorConv, Sigmoid]
+    return [PackBits, UnpackBits, XnorConv, Sigmoid] + _float_classes(OpRun)
 
 
-def evaluator(model):
-    """A ``ReferenceEvaluator`` for `model` (path, bytes or ModelProto) with our ops."""
+def _float_classes(OpRun):
+    """The standard float ops with the engine's arithmetic (floatexact); attributes are read
+    from the node (ONNX defaults where absent)."""
+    def at(node):
+        from onnx import helper
+        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    def pads_of(a, k):
+        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise NotImplementedError("auto_pad is not part of the float contract")
+        return tuple(a.get("pads", (0,) * (2 * k)))
+
+    class Conv(OpRun):
+        op_domain = ""
+
+        def _run(self, x, w, b=None, **_):
+            a = at(self.onnx_node)
+            p = pads_of(a, 2)
+            st, dl = tuple(a.get("strides", (1, 1))), tuple(a.get("dilations", (1, 1)))
+            if len(set(p)) != 1 or st[0] != st[1] or dl[0] != dl[1]:
+                raise NotImplementedError("asymmetric conv attributes are not part of the float contract")
+            return (fx.conv(x, w, b, st[0], p[0], dl[0], int(a.get("group", 1))),)
+
+    class Gemm(OpRun):
+        op_domain = ""
+
+        def _run(self, x, w, b=None, **_):
+            a = at(self.onnx_node)
+            if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
+                raise NotImplementedError("Gemm with transA, alpha or beta is not part of the float contract")
+            w2 = w if a.get("transB", 0) else np.asarray(w).T
+            return (fx.gemm(x, w2, None if b is None else np.asarray(b).reshape(-1)),)
+
+    class BatchNormalization(OpRun):
+        op_domain = ""
+
+        def _run(self, x, gamma, beta, mean, var, **_):
+            return (fx.batchnorm(x, gamma, beta, mean, var, float(at(self.onnx_node).get("epsilon", 1e-5))),)
+
+    def pool_class(kind):
+        class Pool(OpRun):
+            op_domain = ""
+
+            def _run(self, x, **_):
+                a = at(self.onnx_node)
+                if a.get("ceil_mode", 0) or tuple(a.get("dilations", (1, 1))) != (1, 1) or \
+                        (kind == "avg" and a.get("count_include_pad", 0) != 1):
+                    raise NotImplementedError(f"this {self.onnx_node.op_type} is not part of the float contract")
+                ks = tuple(a["kernel_shape"])
+                return (fx.pool(x, kind, ks, tuple(a.get("strides", (1, 1))), pads_of(a, 2)),)
+        Pool.__name__ = "MaxPool" if kind == "max" else "AveragePool"
+        return Pool
+
+    def global_class(kind):
+        class GlobalPool(OpRun):
+            op_domain = ""
+
+            def _run(self, x, **_):
+                return (fx.global_pool(x, kind),)
+        GlobalPool.__name__ = "GlobalMaxPool" if kind == "max" else "GlobalAveragePool"
+        return GlobalPool
+
+    class Relu(OpRun):
+        op_domain = ""
+
+        def _run(self, x, **_):
+            return (fx.relu(x),)
+
+    class PRelu(OpRun):
+        op_domain = ""
+
+        def _run(self, x, slope, **_):
+            return (fx.prelu(x, slope),)
+
+    class Sum(OpRun):
+        op_domain = ""
+
+        def _run(self, *xs, **_):
+            return (fx.total(xs),)
+
+    class Max(OpRun):
+        op_domain = ""
+
+        def _run(self, *xs, **_):
+            return (fx.maximum(xs),)
+
+    return [Conv, Gemm, BatchNormalization, pool_class("max"), pool_class("avg"), global_class("max"),
+            global_class("avg"), Relu, PRelu, Sum, Max]
+
+
+def engine_graph(proto, keep: set[str] = frozenset()):
+    """A copy of `proto` with the engine loader's arithmetic rewrites (docs/float-arithmetic.md):
+
+    - a BatchNormalization whose input is read by nothing else and comes from a Conv (float32
+      parameters, no other attribute than epsilon / momentum) becomes that Conv with the BN
+      folded into its weights and bias (`floatexact.fold_bn`); the unfolded Conv is dropped
+      unless its output is in `keep`;
+    - a Mul of a value by a float32 initializer becomes x * s + 0 (the engine's per-channel
+      affine map; the only visible difference: -0 becomes +0).
+    """
+    from onnx import helper, numpy_helper
+    m = type(proto)()
+    m.CopyFrom(proto)
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    readers: dict[str, int] = {}
+    for nd in g.node:
+        for i in nd.input:
+            readers[i] = readers.get(i, 0) + 1
+    for o in g.output:
+        readers[o.name] = readers.get(o.name, 0) + 1
+    producer = {o: nd for nd in g.node for o in nd.output}
+    arr = lambda n: numpy_helper.to_array(inits[n]) if n in inits else None
+    nodes = []
+    drop = set()
+    for nd in g.node:
+        conv = producer.get(nd.input[0]) if nd.input else None
+        if nd.op_type == "BatchNormalization" and nd.domain in ("", "ai.onnx") and len(nd.input) == 5 \
+                and conv is not None and conv.op_type == "Conv" and conv.domain in ("", "ai.onnx") \
+                and readers.get(nd.input[0]) == 1 and len(conv.input) in (2, 3) and conv.input[1] in inits:
+            ps = [arr(i) for i in nd.input[1:]]
+            attrs = {a.name: helper.get_attribute_value(a) for a in nd.attribute}
+            w = arr(conv.input[1])
+            co = w.shape[0]
+            b = arr(conv.input[2]) if len(conv.input) == 3 else None
+            if all(p is not None and p.dtype == np.float32 and p.shape == (co,) for p in ps) \
+                    and not set(attrs) - {"epsilon", "momentum"} and (len(conv.input) == 2 or b is not None):
+                wf, bf = fx.fold_bn(w, b, *ps, float(attrs.get("epsilon", 1e-5)))
+                names = [f"{nd.name}.folded_weight", f"{nd.name}.folded_bias"]
+                g.initializer.extend([numpy_helper.from_array(wf, names[0]), numpy_helper.from_array(bf, names[1])])
+                folded = helper.make_node("Conv", [conv.input[0]] + names, list(nd.output), name=f"{nd.name}.folded")
+                folded.attribute.extend(conv.attribute)
+                nodes.append(folded)
+                if conv.output[0] not in keep:
+                    drop.add(id(conv))
+                continue
+        if nd.op_type == "Mul" and nd.domain in ("", "ai.onnx") and len(nd.input) == 2 and nd.input[1] in inits \
+                and arr(nd.input[1]).dtype == np.float32:
+            mid = f"{nd.output[0]}.product"
+            zero = f"{nd.name}.plus_zero"
+            g.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), zero))
+            nodes.append(helper.make_node("Mul", list(nd.input), [mid], name=nd.name))
+            nodes.append(helper.make_node("Add", [mid, zero], list(nd.output), name=f"{nd.name}.plus_zero"))
+            continue
+        nodes.append(nd)
+    del g.node[:]
+    g.node.extend(n for n in nodes if id(n) not in drop)
+    return m
+
+
+def evaluator(model, keep: set[str] = frozenset()):
+    """A ``ReferenceEvaluator`` for `model` (path, bytes or ModelProto) with our ops and the
+    engine's float arithmetic (`engine_graph`; values named in `keep` stay computed)."""
     from onnx.reference import ReferenceEvaluator
 
     from .loader import load_model
-    proto = load_model(model)
+    proto = engine_graph(load_model(model), keep)
     return ReferenceEvaluator(proto, new_ops=_op_classes())
 
 
@@ -160,7 +315,7 @@ def run_reference(model: "str | Path | bytes | object", x: np.ndarray,
     Returns the first graph output as an array; with `outputs`, a dict of those values
     (any intermediate value name is allowed).
     """
-    ev = evaluator(model)
+    ev = evaluator(model, set(outputs or ()))
     feeds = {ev.input_names[0]: np.asarray(x, dtype=np.float32)}
     if outputs is None:
         return ev.run(None, feeds)[0]
