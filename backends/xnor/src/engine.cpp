@@ -404,6 +404,10 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
             pool.fused = true;
             ops[i].kind += "+" + pool.kind;
         }
+        // A padded float conv that alone reads the input (an RGB stem) gets it transposed straight
+        // into its zero-padded buffer: no NHWC copy of the input, no second pass to pad it.
+        // (The sole reader of the input is the first op: nothing else is defined before it.)
+        if (readers[0] == 1 && reader[0] == 0 && ops[0].r.type == OP_CONV && ops[0].temp_bytes) padded_input_ = 0;
     }
     // The AVX-512 float conv reads its weights in contiguous 32-channel blocks (re-laid here).
     if (xnor::cpu_supports(Isa::avx512))
@@ -438,7 +442,7 @@ void Engine::plan(int64_t n) {
     for (std::size_t v = 0; v < V; ++v) items[v] = {align64(vals[v].bytes * n), -1, -1};
     items[0].first = -1;
     items[0].last = -1;
-    used[0] = 1;
+    used[0] = padded_input_ < 0;  // else the input goes straight into its reader's scratch
     for (std::size_t i = 0; i < O; ++i) {
         const OpRec& r = ops[i].r;
         if (ops[i].fused) continue;  // its input is never stored and its output is written by the conv
@@ -578,7 +582,11 @@ void Engine::run(const float* in, int64_t n, float* out, std::size_t out_len) {
     const int T = threads;
     const int N = static_cast<int>(n);
     const Value& iv = vals[0];
-    xnor::nchw_to_nhwc(in, N, iv.c, iv.h * iv.w, F(0), T);
+    if (padded_input_ >= 0)
+        xnor::nchw_to_nhwc_padded(in, N, iv.c, iv.h, iv.w, ops[padded_input_].r.p[5],
+                                  reinterpret_cast<float*>(A + temp_off_[padded_input_]), T);
+    else
+        xnor::nchw_to_nhwc(in, N, iv.c, iv.h * iv.w, F(0), T);
     using clk = std::chrono::steady_clock;
     for (std::size_t i = 0; i < ops.size(); ++i) {
         Op& op = ops[i];
@@ -649,7 +657,9 @@ void Engine::run(const float* in, int64_t n, float* out, std::size_t out_len) {
             case OP_CONV: {
                 const int pad = r.p[5];
                 const float* xp = F(r.in[0]);
-                if (pad) {
+                if (static_cast<long>(i) == padded_input_) {
+                    xp = reinterpret_cast<const float*>(A + temp_off_[i]);
+                } else if (pad) {
                     float* tmp = reinterpret_cast<float*>(A + temp_off_[i]);
                     xnor::pad_nhwc(xp, N, x.h, x.w, x.c, pad, tmp, T);
                     xp = tmp;

@@ -125,6 +125,7 @@ private:
     int64_t planned_n_ = -1;
     std::vector<std::size_t> val_off_, temp_off_;
     std::size_t arena_size_ = 0, unplanned_ = 0;
+    long padded_input_ = -1;  // the op whose padded scratch receives the input (value 0), or -1
     std::shared_ptr<uint8_t> arena_;
     std::size_t arena_cap_ = 0;
 };

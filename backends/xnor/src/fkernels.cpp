@@ -30,6 +30,9 @@ struct ConvJob {
     // out + (m - m_base) * Co (a full conv: 0, all pixels, 0; the fused pool: a band of rows).
     std::size_t m_start = 0, m_end = 0, m_base = 0;
     const float* wb = nullptr;  // the weights in 32-channel blocks (block_weights), or null
+    // AVX-512 RGB stems (stride x C = 6): tiles of up to `chunk` pixels that never cross an
+    // output row (row_tiles per row), so every tile takes the one-pointer path; 0: flat tiles.
+    int row_tiles = 0, chunk = 0;
 };
 
 // Pointer to the first input of output pixel m (kernel row 0, column 0).
@@ -101,6 +104,7 @@ inline void tile_scalar(const ConvJob& j, const float* const* rows, int np, std:
 // 18.4 KB) from L1; a 64-channel block (37 KB) does not fit Zen 4's 32 KB L1 and ran at ~75 %
 // of the FMA peak instead of ~90 %. Same fma chain per output as every other path.
 constexpr int kPix512 = 12;
+constexpr int kStemPix = 14;  // row tiles of the RGB stems (stem_tile_avx512)
 
 // S > 0: the NP pixels lie in one output row, S floats apart (stride x C), so one pointer and
 // constant offsets address them all (12 pointers spilled registers in the inner loop).
@@ -114,7 +118,7 @@ FK_AVX512 inline void tile_avx512(const ConvJob& j, const float* const* base, st
     const std::size_t L = static_cast<std::size_t>(j.kw) * j.C;
     const std::size_t rowstep = static_cast<std::size_t>(j.Wp) * j.C;
     __m512 acc[NP][2];
-#pragma GCC unroll 12
+#pragma GCC unroll 14
     for (int p = 0; p < NP; ++p) acc[p][0] = acc[p][1] = _mm512_setzero_ps();
     // Blocked weights: one contiguous K x 32 block. HWIO rows of Co = 64 floats would put the
     // block's 128-byte half rows in half of L1's sets, where 147 of them no longer fit.
@@ -123,13 +127,16 @@ FK_AVX512 inline void tile_avx512(const ConvJob& j, const float* const* base, st
     const std::size_t wstep = j.wb ? 32 : static_cast<std::size_t>(j.Co);
     for (int ky = 0; ky < j.kh; ++ky) {
         const float* x[NP];
-#pragma GCC unroll 12
+#pragma GCC unroll 14
         for (int p = 0; p < NP; ++p) x[p] = base[p] + ky * rowstep;
         const float* x0 = base[0] + ky * rowstep;
         for (std::size_t t = 0; t < L; ++t, wc += wstep) {
-            const __m512 w0 = _mm512_maskz_loadu_ps(k0, wc);
-            const __m512 w1 = _mm512_maskz_loadu_ps(k1, wc + 16);
-#pragma GCC unroll 12
+            // Blocked weights are zero past Co: whole vectors (lanes past Co are never stored).
+            // The masked loads, masks spilled to the stack, held the stem at ~88 % of the FMA
+            // peak; these reach ~97 %.
+            const __m512 w0 = j.wb ? _mm512_loadu_ps(wc) : _mm512_maskz_loadu_ps(k0, wc);
+            const __m512 w1 = j.wb ? _mm512_loadu_ps(wc + 16) : _mm512_maskz_loadu_ps(k1, wc + 16);
+#pragma GCC unroll 14
             for (int p = 0; p < NP; ++p) {
                 const __m512 a = _mm512_set1_ps(S ? x0[t + p * S] : x[p][t]);
                 acc[p][0] = _mm512_fmadd_ps(a, w0, acc[p][0]);
@@ -139,7 +146,7 @@ FK_AVX512 inline void tile_avx512(const ConvJob& j, const float* const* base, st
     }
     const __m512 b0 = _mm512_maskz_loadu_ps(k0, j.b + co0), b1 = _mm512_maskz_loadu_ps(k1, j.b + co0 + 16);
     const __m512 zero = _mm512_setzero_ps();
-#pragma GCC unroll 12
+#pragma GCC unroll 14
     for (int p = 0; p < NP; ++p) {
         __m512 y0 = _mm512_add_ps(acc[p][0], b0), y1 = _mm512_add_ps(acc[p][1], b1);
         if (j.relu) {  // max(0, y) = (0 > y ? 0 : y): y < 0 ? 0 : y, NaN and -0.0 kept
@@ -152,7 +159,39 @@ FK_AVX512 inline void tile_avx512(const ConvJob& j, const float* const* base, st
     }
 }
 
+// Item i of an RGB stem with row tiles: NP <= 14 pixels of one output row, 6 floats apart.
+FK_AVX512 void stem_tile_avx512(const ConvJob& j, std::size_t i) {
+    const int cb = static_cast<int>(i / j.tiles);
+    const std::size_t t = i % j.tiles;
+    const std::size_t row = j.m_start / j.Wo + t / j.row_tiles;  // n * Ho + oy
+    const int ox = static_cast<int>(t % j.row_tiles) * j.chunk;
+    const int np = std::min(j.chunk, j.Wo - ox);
+    const std::size_t n = row / j.Ho, oy = row % j.Ho;
+    const float* base[1] = {j.xp + ((n * j.Hp + oy * j.s) * j.Wp + static_cast<std::size_t>(ox) * j.s) * j.C};
+    const std::size_t m0 = row * j.Wo + ox;
+    switch (np) {
+        case 14: return tile_avx512<14, 6>(j, base, m0, cb);
+        case 13: return tile_avx512<13, 6>(j, base, m0, cb);
+        case 12: return tile_avx512<12, 6>(j, base, m0, cb);
+        case 11: return tile_avx512<11, 6>(j, base, m0, cb);
+        case 10: return tile_avx512<10, 6>(j, base, m0, cb);
+        case 9: return tile_avx512<9, 6>(j, base, m0, cb);
+        case 8: return tile_avx512<8, 6>(j, base, m0, cb);
+        case 7: return tile_avx512<7, 6>(j, base, m0, cb);
+        case 6: return tile_avx512<6, 6>(j, base, m0, cb);
+        case 5: return tile_avx512<5, 6>(j, base, m0, cb);
+        case 4: return tile_avx512<4, 6>(j, base, m0, cb);
+        case 3: return tile_avx512<3, 6>(j, base, m0, cb);
+        case 2: return tile_avx512<2, 6>(j, base, m0, cb);
+        default: return tile_avx512<1, 6>(j, base, m0, cb);
+    }
+}
+
 FK_AVX512 void work_avx512(const ConvJob& j, std::size_t i0, std::size_t i1) {
+    if (j.row_tiles) {
+        for (std::size_t i = i0; i < i1; ++i) stem_tile_avx512(j, i);
+        return;
+    }
     const float* base[kPix512];
     for (std::size_t i = i0; i < i1; ++i) {
         const int cb = static_cast<int>(i / j.tiles);
@@ -260,8 +299,17 @@ void setup_tiles(ConvJob& j) {
     const std::size_t px = j.m_end - j.m_start;
 #if defined(__x86_64__)
     if (j.isa == Isa::avx512) {  // 32-channel blocks x 12-pixel tiles, block-major (tile_avx512)
-        j.tiles = (px + kPix512 - 1) / kPix512;
         j.nco = (j.Co + 31) / 32;
+        // An RGB stem over whole output rows: row tiles of up to 14 pixels (28 accumulators), as
+        // even as the row allows (112 = 8 x 14). A 12-pixel tile crossing a row (one in ten of
+        // Bi-Real's) took the 12-pointer path.
+        if (j.s * j.C == 6 && j.Wo >= 8 && j.m_start % j.Wo == 0 && j.m_end % j.Wo == 0) {
+            j.row_tiles = (j.Wo + kStemPix - 1) / kStemPix;
+            j.chunk = (j.Wo + j.row_tiles - 1) / j.row_tiles;
+            j.tiles = px / j.Wo * j.row_tiles;
+            return;
+        }
+        j.tiles = (px + kPix512 - 1) / kPix512;
         return;
     }
 #endif
@@ -397,6 +445,38 @@ void nchw_to_nhwc(const float* x, int N, int C, int HW, float* out, int threads)
                 float* o = out + r * C;
                 for (int c = 0; c < C; ++c) o[c] = src[static_cast<std::size_t>(c) * HW + q];
             }
+        }
+    });
+}
+
+void nchw_to_nhwc_padded(const float* x, int N, int C, int H, int W, int pad, float* out, int threads) {
+#if defined(__x86_64__)
+    static const bool avx512 = cpu_supports(Isa::avx512);
+#endif
+    const int Hp = H + 2 * pad, Wp = W + 2 * pad;
+    const std::size_t HW = static_cast<std::size_t>(H) * W, rowp = static_cast<std::size_t>(Wp) * C,
+                      edge = static_cast<std::size_t>(pad) * C;
+    split_rows(static_cast<std::size_t>(N) * Hp, threads, 64, [&](std::size_t r0, std::size_t r1) {
+        for (std::size_t r = r0; r < r1; ++r) {
+            const std::size_t n = r / Hp;
+            const int y = static_cast<int>(r % Hp) - pad;
+            float* o = out + r * rowp;
+            if (y < 0 || y >= H) {
+                std::memset(o, 0, rowp * sizeof(float));
+                continue;
+            }
+            std::memset(o, 0, edge * sizeof(float));
+            std::memset(o + edge + static_cast<std::size_t>(W) * C, 0, edge * sizeof(float));
+            const float* src = x + n * C * HW;
+            const std::size_t p0 = static_cast<std::size_t>(y) * W;
+#if defined(__x86_64__)
+            if (C == 3 && avx512) {
+                nchw3_to_nhwc_avx512(src, HW, p0, p0 + W, o + edge);
+                continue;
+            }
+#endif
+            for (int q = 0; q < W; ++q)
+                for (int c = 0; c < C; ++c) o[edge + static_cast<std::size_t>(q) * C + c] = src[c * HW + p0 + q];
         }
     });
 }

@@ -17,7 +17,8 @@ namespace xnor {
 //   acc = fma(x, w, acc) over ky, then t = kx*C + c ascending, from 0; y = acc + b; relu opt.
 // The kw*C inputs under one kernel row are contiguous, so no im2col is needed: a register tile
 // of pixels x output channels walks them (AVX-512: 12 x 32 in 24 zmm, read in place, items
-// channel-block major so the block's weights stay in L1; AVX2: 3 x 32 on gathered windows).
+// channel-block major so the block's weights stay in L1; RGB stems: up to 14 x 32 within one
+// output row; AVX2: 3 x 32 on gathered windows).
 // wb, optional: the same weights from block_weights (read by the AVX-512 path, whose 32-channel
 // blocks are then contiguous; the same results).
 void conv_float(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
@@ -39,6 +40,8 @@ void pad_nhwc(const float* x, int N, int H, int W, int C, int pad, float* out, i
 
 // NCHW -> NHWC (one image plane set at a time) and back.
 void nchw_to_nhwc(const float* x, int N, int C, int HW, float* out, int threads);
+// NCHW (N, C, H, W) -> zero-padded NHWC (N, H+2p, W+2p, C): nchw_to_nhwc then pad_nhwc, in one pass.
+void nchw_to_nhwc_padded(const float* x, int N, int C, int H, int W, int pad, float* out, int threads);
 void nhwc_to_nchw(const float* x, int N, int HW, int C, float* out, int threads);
 
 // Max / average pool on NHWC with explicit pads (max ignores padded taps; average counts them,
