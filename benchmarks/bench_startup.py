@@ -6,17 +6,25 @@ importing click (the floor of any click program). Every contender is a fresh pro
 rotated order, so load on the machine hits all of them alike. Reports the median (and min) of
 --rounds per contender and its ratio to the click median, as a table and as JSON (--json).
 
+Bytecode: the measured tree is compiled first (`compileall`, as `pip install` and `make setup`
+do), so the contenders read .pyc files like an installed fractalc; a sandbox that sets
+PYTHONDONTWRITEBYTECODE would otherwise compile every fractalc module from source in every
+process. The same check from source (a copy of the tree without .pyc files, nothing written) is
+timed too, as `(-S, from source)` beside `(-S, this tree)`.
+
 Contenders: click alone; `fractalc check` and `stats --no-layers` on --specs; the same check
-with the caches off (FRACTALC_NO_PARSER_CACHE=1: the parser built and the library parsed in
-the process, as before the caches); and with --baseline DIR, `python -m fractalc check` from another source
-tree (e.g. `git archive OLD fractalc grammars specs | tar -x -C DIR`), timed against this tree
-the same way, for a before/after in the same run.
+with the library's parse cache off (FRACTALC_NO_PARSER_CACHE=1: the bundled library parsed in
+the process); `python -S -m fractalc check` from this tree and from a copy without bytecode
+(-S skips site, hence the editable install's import redirect, so PYTHONPATH picks the tree);
+and with --baseline DIR, the same from another source tree (e.g. `git archive OLD fractalc
+grammars specs | tar -x -C DIR`, bytecode-compiled here too), for a before/after in one run.
 
     .venv/bin/python benchmarks/bench_startup.py [--rounds 21] [--json benchmarks/results/bench_startup.json]
 """
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -54,18 +62,44 @@ def contenders(specs, baseline: str | None) -> list[tuple[str, list[str], dict]]
         out.append((f"stats {s}", [*fc, "stats", path, "--no-layers"], {}))
     first = str(ROOT / "specs" / specs[0])
     out.append((f"check {specs[0]} (no caches)", [*fc, "check", first], {"FRACTALC_NO_PARSER_CACHE": "1"}))
+    # `python -S` skips site, hence the editable install's import redirect, so PYTHONPATH
+    # decides which tree is imported; every tree below is timed that way, a fair set.
+    import sysconfig
+    site = sysconfig.get_paths()["purelib"]
+    trees = [("this tree", ROOT, {}), ("from source", _source_copy(), {"PYTHONDONTWRITEBYTECODE": "1"})]
     if baseline:
-        # `python -S` skips site, hence the editable install's import redirect, so PYTHONPATH
-        # decides which tree is imported; both trees are timed that way, a fair pair.
-        import sysconfig
-        site = sysconfig.get_paths()["purelib"]
-        for label, tree in (("this tree", ROOT), ("baseline tree", Path(baseline).resolve())):
-            out.append((f"check {specs[0]} (-S, {label})", [py, "-S", "-m", "fractalc", "check", first],
-                        {"PYTHONPATH": f"{tree}{os.pathsep}{site}"}))
+        trees.append(("baseline tree", Path(baseline).resolve(), {}))
+    for label, tree, env in trees:
+        out.append((f"check {specs[0]} (-S, {label})", [py, "-S", "-m", "fractalc", "check", first],
+                    {"PYTHONPATH": f"{tree}{os.pathsep}{site}", **env}))
     return out
 
 
+def compile_tree(tree: Path) -> None:
+    """Write .pyc files for the tree's packages (py_compile writes them whatever
+    PYTHONDONTWRITEBYTECODE says; Python reads them either way)."""
+    for pkg in ("fractalc", "backends"):
+        if (tree / pkg).is_dir():
+            compileall.compile_dir(str(tree / pkg), quiet=1, workers=1)
+
+
+def _source_copy() -> Path:
+    """This tree's fractalc package (and what it reads at run time) without any bytecode."""
+    import shutil
+    dest = Path(_NEUTRAL) / "source"
+    if not dest.exists():
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for part in ("fractalc", "grammars", "specs"):
+            shutil.copytree(ROOT / part, dest / part, ignore=ignore, symlinks=True)
+    return dest
+
+
 _NEUTRAL = tempfile.mkdtemp(prefix="bench_startup.")
+
+
+def _cleanup() -> None:
+    import shutil
+    shutil.rmtree(_NEUTRAL, ignore_errors=True)
 
 
 # Where a `check` goes, phase by phase, in one fresh process (imports in dependency order, so
@@ -76,20 +110,22 @@ t = [time.perf_counter()]
 def mark():
     t.append(time.perf_counter())
 import click; mark()
-import lark; mark()
 import fractalc.cli; mark()
 import fractalc.compiler, fractalc.cost; mark()
 from fractalc.lang import syntax; syntax.parser(); mark()
 from fractalc.lang.resolve import load; spec = load(sys.argv[1]); mark()
 from fractalc.compiler import compile_spec; c = compile_spec(spec); mark()
 fractalc.cost.depth(c.graph); mark()
-# the compile path must not load networkx (the IR graph has its own adjacency)
-assert "networkx" not in sys.modules, "networkx was imported"
+# the compile path loads neither networkx (the IR graph has its own adjacency) nor lark (the
+# parser is generated ahead of time)
+for heavy in ("networkx", "lark"):
+    assert heavy not in sys.modules, heavy + " was imported"
 print(json.dumps([b - a for a, b in zip(t, t[1:])]))
 """
-PHASES = ("import click", "import lark (more)",
-          "import fractalc.cli and its commands (more)", "import the compiler's modules (more)",
-          "parser from the cache", "parse + resolve the spec and its imports",
+PHASES = ("import click",
+          "import fractalc.cli and its commands (more)",
+          "import the compiler's modules (more, the parser's included)",
+          "load the generated parser's tables", "parse + resolve the spec and its imports",
           "expand + passes (collapse_joins, verify)", "depth")
 
 
@@ -123,9 +159,20 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", default=None, help="another source tree to time `check` from")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
+    compile_tree(ROOT)
+    if args.baseline:
+        compile_tree(Path(args.baseline))
+    try:
+        return _run(args)
+    finally:
+        _cleanup()
+
+
+def _run(args) -> int:
     cs = contenders(args.specs, args.baseline)
     for _, cmd, env in cs:  # untimed: warms the OS file cache and the parser cache
         run_once(cmd, env)
+    load0 = os.getloadavg()[0]
     times: dict[str, list[float]] = {name: [] for name, _, _ in cs}
     for r in range(args.rounds):
         k = r % len(cs)
@@ -140,6 +187,9 @@ def main(argv=None) -> int:
     cpu = cpu_model()
     print(f"start-up, {args.rounds} interleaved rounds, CPU {cpu}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}; target: ratio <= {TARGET}")
+    print(f"load average (1 min) before / after the timed rounds: {load0:.2f} / {os.getloadavg()[0]:.2f}")
+    print(f"bytecode: compiled first for {ROOT.name}/fractalc{' and the baseline' if args.baseline else ''} "
+          "(.pyc, as an installed package has); '(-S, from source)' runs a copy without it")
     w = max(len(r["contender"]) for r in rows)
     print(f"{'contender':<{w}}  median ms   min ms   x click")
     for r in rows:
@@ -156,7 +206,7 @@ def main(argv=None) -> int:
         print(f"  {name:<46} {1e3 * dt:7.1f} ms")
     if args.json:
         doc = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-               "rounds": args.rounds, "target_ratio": TARGET, "rows": rows,
+               "rounds": args.rounds, "target_ratio": TARGET, "bytecode": "compiled first", "rows": rows,
                "phases_ms": {name: round(1e3 * dt, 2) for name, dt in phases}}
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
     return 0

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -12,9 +11,10 @@ from fractalc.lang import expand as _expand
 from fractalc import ir
 from fractalc.ir import passes
 from fractalc.lang.resolve import Spec, load
+from fractalc.records import field, record, replace
 
 
-@dataclass
+@record(frozen=False)
 class Compiled:
     """A compiled spec: the resolved spec, the parameter values and the verified IR.
 

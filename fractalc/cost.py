@@ -21,13 +21,13 @@ Conventions (reference doc, section 6):
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 
 from fractalc import ir
 from fractalc.ir import ops
+from fractalc.records import fields, record
 
 
-@dataclass(frozen=True)
+@record
 class LayerCost:
     id: str
     op: str
@@ -74,7 +74,7 @@ def depth(g: ir.Graph) -> int:
     return best[g.output_id]
 
 
-@dataclass(frozen=True)
+@record
 class Cost:
     layers: tuple[LayerCost, ...]
     depth: int
@@ -107,7 +107,7 @@ class Cost:
         }
         if per_layer:
             out["layers"] = [
-                {**{k: v for k, v in asdict(l).items() if k != "shape"}, "shape": list(l.shape),
+                {**{f.name: getattr(l, f.name) for f in fields(l) if f.name != "shape"}, "shape": list(l.shape),
                  "bits": l.bits, "flops": l.flops}
                 for l in self.layers
             ]

@@ -6,7 +6,7 @@ a caret, which is what the CLI prints (never a traceback).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from fractalc.records import record
 
 # Source text of every file the parser has read, so errors can show the offending line.
 _SOURCES: dict[str, str] = {}
@@ -37,7 +37,7 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else "?" for c in text)
 
 
-@dataclass(frozen=True)
+@record
 class Loc:
     """A position in a spec file (1-based line and column)."""
 

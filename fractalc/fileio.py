@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import stat
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -29,6 +27,23 @@ from pathlib import Path
 from .errors import FractalcError
 
 STALE_AFTER_S = 60.0  # a temporary file this old belongs to no write in progress
+
+# signal and tempfile are imported where a write needs them: a command that writes nothing
+# (`check`) does not pay for them (tempfile alone pulls in shutil, random and the compressors).
+
+
+def sha256(data: bytes = b""):
+    """A new sha256 hash object of `data` (hashlib's interface and digests). Python's own C
+    implementation is loaded directly where it has one (``_sha256``; ``_sha2`` from 3.12):
+    importing hashlib loads OpenSSL, ~3 ms of a short command's start-up."""
+    try:
+        from _sha256 import sha256 as make
+    except ImportError:
+        try:
+            from _sha2 import sha256 as make
+        except ImportError:
+            from hashlib import sha256 as make
+    return make(data)
 
 
 def _umask() -> int:
@@ -82,6 +97,7 @@ def _remove_stale(parent: Path, name: str) -> None:
 @contextmanager
 def unlink_on_sigterm(tmp: str):
     """While the block runs, a SIGTERM that would end the process removes `tmp` first."""
+    import signal
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -150,6 +166,7 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
             raise FractalcError(f"cannot write {shown!r}: it is {what}")
         mode = stat.S_IMODE(st.st_mode)
     _remove_stale(parent, path.name)
+    import tempfile
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent)
     except OSError as exc:

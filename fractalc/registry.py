@@ -20,21 +20,20 @@ This module never imports torch (nor lark, until `describe` compiles a spec).
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from fractalc.errors import FractalcError
+from fractalc.records import record
 
 
 class ModelNameError(FractalcError):
     """A name that is neither an existing spec file nor a registered model name."""
 
 
-@dataclass(frozen=True)
+@record
 class Entry:
     """One registered model: network `network` of the spec file `path` (`relpath` below the
     shipped spec folder)."""
@@ -109,6 +108,7 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 def _close(name: str, names) -> list[str]:
     names = list(names)
+    import difflib  # only for an unknown name
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     if not close:  # a prefix or a part of a name: "resnet21" -> rf_c3d4_resnet21, f_c3d4_resnet21
         close = [n for n in names if name and name in n][:3]
@@ -187,7 +187,7 @@ def family(name: str) -> str:
 WIDTH_PARAMS = ("width", "growth", "channels")
 
 
-@dataclass(frozen=True)
+@record
 class ModelInfo:
     """One row of `fractalc list`: the cost of a model at its spec's default parameters.
 

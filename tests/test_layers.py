@@ -2,7 +2,7 @@
 
 Layers, lowest first; a module may import its own layer and lower ones only:
 
-  base      errors, limits, fileio, version, weights_file
+  base      errors, limits, fileio, version, records, weights_file
   ir        fractalc.ir: the node kinds, the op table, shapes, the printer and the passes
   lang      fractalc.lang: syntax, parser_cache, resolve, formatter, expand
   compile   compiler, cost, report, registry (models by name), model_summary (fractalc.summary)
@@ -24,7 +24,7 @@ import networkx as nx
 ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS = {
-    "base": ["errors", "limits", "fileio", "version", "weights_file"],
+    "base": ["errors", "limits", "fileio", "version", "records", "weights_file"],
     "ir": ["ir"],
     "lang": ["lang"],
     "compile": ["compiler", "cost", "report", "registry", "model_summary"],

@@ -1,16 +1,15 @@
-"""The per-user parser cache (fractalc/parser_cache.py) and compile_spec's three kinds of input.
+"""The per-user cache of the bundled library's parse (fractalc/lang/parser_cache.py) and
+compile_spec's three kinds of input.
 
-References: a parser built fresh by lark from the grammar (the cached one must parse to the
-same trees), and compile_spec on the path (text and Spec inputs must give the same graph)."""
+References: a fresh parse of the same text (a cached AST must equal it), and compile_spec on
+the path (text and Spec inputs must give the same graph)."""
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
 
 import pytest
-from lark import Lark
 
 from fractalc.lang import parser_cache as pc
 from fractalc.lang import syntax as S
@@ -21,10 +20,6 @@ from fractalc.ir.printer import emit_json
 from conftest import SPECS
 
 
-def _fresh():
-    return Lark(S.grammar_text(), **S._PARSER_OPTIONS)
-
-
 @pytest.fixture()
 def cache(tmp_path, monkeypatch):
     d = tmp_path / "cache"
@@ -33,105 +28,83 @@ def cache(tmp_path, monkeypatch):
     return d
 
 
-def _build_counted():
+@pytest.fixture()
+def lib(tmp_path):
+    """A library file and its fresh parse."""
+    f = tmp_path / "lib.fr"
+    text = (SPECS / "lib" / "sofar.fr").read_text()
+    f.write_text(text)
+    return f, S.parse(text, str(f))
+
+
+@pytest.fixture()
+def parses(monkeypatch):
+    """Counts the parses that did not come from the cache."""
     calls = []
-
-    def build():
-        calls.append(1)
-        return _fresh()
-    return build, calls
+    real = S.parse
+    monkeypatch.setattr(S, "parse", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
 
 
-def test_key_changes_with_the_grammar_and_lark_version():
-    g = S.grammar_text()
-    k = pc.cache_key(g, S._PARSER_OPTIONS, "1.3.1")
-    assert k == pc.cache_key(g, dict(S._PARSER_OPTIONS), "1.3.1")  # deterministic
-    assert k != pc.cache_key(g + "\n// changed\n", S._PARSER_OPTIONS, "1.3.1")
-    assert k != pc.cache_key(g.replace("param", "parm", 1), S._PARSER_OPTIONS, "1.3.1")
-    assert k != pc.cache_key(g, {**S._PARSER_OPTIONS, "strict": False}, "1.3.1")
-    assert k != pc.cache_key(g, S._PARSER_OPTIONS, "1.3.2")
-
-
-def test_second_load_comes_from_the_cache_and_parses_the_same(cache):
-    text = (SPECS / "rf_c3d4.fr").read_text()
-    build, calls = _build_counted()
-    pc.load_or_build(S.grammar_text(), S._PARSER_OPTIONS, build)
-    files = list(cache.iterdir())
-    assert len(calls) == 1 and len(files) == 1
-    assert oct(cache.stat().st_mode & 0o777) == oct(0o700)
-    assert files[0].stat().st_mode & 0o077 == 0
-    loaded = pc.load_or_build(S.grammar_text(), S._PARSER_OPTIONS, build)
-    assert len(calls) == 1  # not rebuilt
-    ref = _fresh()
-    assert loaded.parse(text, start="start") == ref.parse(text, start="start")
-    t1, t2 = loaded.parse("f[a](z) @ \"c{x}\"", start="expr"), ref.parse("f[a](z) @ \"c{x}\"", start="expr")
-    assert t1 == t2 and (t1.meta.line, t1.meta.column, t1.meta.end_column) == (t2.meta.line, t2.meta.column, t2.meta.end_column)
-
-
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "global", "other-key"])
-def test_a_damaged_or_foreign_file_is_ignored_and_rewritten(cache, damage):
-    build, calls = _build_counted()
-    pc.load_or_build(S.grammar_text(), S._PARSER_OPTIONS, build)
-    (f,) = cache.iterdir()
-    data = f.read_bytes()
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "other-key", "not-an-ast"])
+def test_a_damaged_or_foreign_entry_is_ignored_and_rewritten(cache, lib, parses, damage):
+    f, fresh = lib
+    assert S.parse_file(f, cache=True) == fresh
+    (entry,) = cache.glob("ast-*.json")
+    assert oct(cache.stat().st_mode & 0o777) == oct(0o700) and entry.stat().st_mode & 0o077 == 0
+    data = entry.read_bytes()
     header = data[: data.index(b"\n") + 1]
-    if damage == "truncate":
-        f.write_bytes(data[: len(data) // 2])
-    elif damage == "garbage":
-        f.write_bytes(header + b"\x80\x05not a pickle")
-    elif damage == "global":  # would run code if unpickled blindly
-        f.write_bytes(header + pickle.dumps({"data": os.system, "memo": 1}))
-    else:
-        f.write_bytes(data.replace(header, pc._MAGIC + b"0" * 64 + b"\n"))
-    p = pc.load_or_build(S.grammar_text(), S._PARSER_OPTIONS, build)
-    assert len(calls) == 2 and p.parse("1 + 2", start="expr")
-    assert f.read_bytes().startswith(header) and f.read_bytes() != data[: len(data) // 2]
-    pc.load_or_build(S.grammar_text(), S._PARSER_OPTIONS, build)
-    assert len(calls) == 2  # the rewritten file is whole and used
+    entry.write_bytes({"truncate": data[: len(data) // 2],
+                       "garbage": header + b"\x80\x05not json",
+                       "other-key": data.replace(header, pc._MAGIC + b"0" * 64 + b"\n"),
+                       "not-an-ast": header + b'["os.system", "echo hi"]'}[damage])
+    assert S.parse_file(f, cache=True) == fresh and parses == [1, 1]
+    assert entry.read_bytes() == data  # rewritten whole
+    assert S.parse_file(f, cache=True) == fresh and parses == [1, 1]  # and used
 
 
-def test_an_untrusted_folder_or_file_is_not_used(cache):
-    build, calls = _build_counted()
+def test_an_untrusted_folder_or_entry_is_not_used(cache, lib, parses):
+    f, fresh = lib
     cache.mkdir(mode=0o777)
     os.chmod(cache, 0o777)
-    pc.load_or_build(S.grammar_text(), S._PARSER_OPTIONS, build)
+    S.parse_file(f, cache=True)
     assert cache.stat().st_mode & 0o077 == 0  # ours: tightened, then used
-    (f,) = cache.iterdir()
-    os.chmod(f, 0o666)  # a file others could have written is never read
-    pc.load_or_build(S.grammar_text(), S._PARSER_OPTIONS, build)
-    assert len(calls) == 2
+    (entry,) = cache.glob("ast-*.json")
+    os.chmod(entry, 0o666)  # an entry others could have written is never read
+    assert S.parse_file(f, cache=True) == fresh and parses == [1, 1]
     link = cache.parent / "link"
     link.symlink_to(cache)
     os.environ["FRACTALC_CACHE_DIR"] = str(link)
-    pc.load_or_build(S.grammar_text(), S._PARSER_OPTIONS, build)
-    assert len(calls) == 3  # a symlinked folder is not trusted
+    assert S.parse_file(f, cache=True) == fresh and parses == [1, 1, 1]  # a symlinked folder: not trusted
 
 
-def test_unwritable_cache_still_parses(tmp_path, monkeypatch):
+def test_unwritable_or_disabled_cache_still_parses(tmp_path, monkeypatch, lib, parses):
+    f, fresh = lib
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("FRACTALC_CACHE_DIR", str(blocker / "sub"))
-    build, calls = _build_counted()
-    assert pc.load_or_build(S.grammar_text(), S._PARSER_OPTIONS, build).parse("1", start="expr")
+    assert S.parse_file(f, cache=True) == fresh
     monkeypatch.setenv("FRACTALC_NO_PARSER_CACHE", "1")
     assert pc.cache_dir() is None
+    assert S.parse_file(f, cache=True) == fresh and parses == [1, 1]
 
 
-def test_a_fresh_process_uses_the_cache_for_errors_and_the_formatter(tmp_path):
+def test_a_fresh_process_reports_errors_and_formats_without_lark(tmp_path):
     """Syntax errors (which look up terminal patterns) and `fmt` (the comment-keeping lexer)
-    work the same from a cached parser as from a fresh one."""
+    work from the generated parser alone: lark is never imported."""
     bad = tmp_path / "bad.fr"
     bad.write_text("network n {\n    input [1, 2, 2]\n    body = conv[4] >> \n}\n")
     env = {**os.environ, "FRACTALC_CACHE_DIR": str(tmp_path / "c")}
     code = ("import sys; from fractalc.lang import syntax as S, formatter as F\n"
             "try:\n    S.parse(open(sys.argv[1]).read(), 'bad.fr')\n"
             "except Exception as e:\n    print(e.format())\n"
-            "print(F.format_source(open(sys.argv[2]).read(), 'x.fr'), end='')\n")
-    runs = [subprocess.run([sys.executable, "-c", code, str(bad), str(SPECS / "rf_c3d4.fr")],
-                           capture_output=True, text=True, env=env, timeout=120) for _ in range(2)]
-    assert runs[0].returncode == 0, runs[0].stderr
-    assert runs[0].stdout == runs[1].stdout and "expected" in runs[0].stdout
-    assert len(list((tmp_path / "c").iterdir())) == 1
+            "print(F.format_source(open(sys.argv[2]).read(), 'x.fr'), end='')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lark', 'interegular')))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(bad), str(SPECS / "rf_c3d4.fr")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "bad.fr:4:1: unexpected '}'; expected" in r.stdout and "network rf_c3d4" in r.stdout
+    assert r.stdout.rstrip().endswith("[]")
 
 
 # ----------------------------------------------------------------------------- compile_spec

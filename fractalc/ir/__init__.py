@@ -1,6 +1,6 @@
 """The IR layer: what a network is once the language is gone.
 
-- `graph`: the node kinds (frozen dataclasses) and `Graph`, re-exported here so that
+- `graph`: the node kinds (frozen records, `fractalc.records`) and `Graph`, re-exported here so that
   ``from fractalc import ir; ir.Conv(...)`` reads as the IR's vocabulary;
 - `ops`: the op table (one `OpDef` per node kind: shape rule, tensors, cost, style, hooks);
 - `prims`: the language's view of the table (primitive names, defaults);

@@ -3,7 +3,7 @@
 A graph is a DAG whose node keys are stable path ids (``stage2.block1.col3.conv2``), used
 unchanged as torch module paths, ONNX node names and DOT ids. Each node has attributes:
 
-- ``op``: one of the frozen dataclasses below (what the node computes);
+- ``op``: one of the frozen records below (what the node computes; `fractalc.records`);
 - ``inputs``: the ordered tuple of input node ids (order matters for concat; an id may repeat);
 - ``loc``: the spec `Loc` that created it (for errors), or None;
 - ``seq``: creation order, used to make every traversal deterministic;
@@ -21,21 +21,21 @@ backend uses it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from fractalc.records import field, fields, record
 import heapq
 from typing import Iterator, Union
 
 Shape = tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@record
 class Input:
     """The network input, shape (channels, height, width)."""
 
     shape: Shape
 
 
-@dataclass(frozen=True)
+@record
 class Conv:
     """Full-precision 2-D convolution (weights out x in/groups x k x k)."""
 
@@ -54,7 +54,7 @@ def _opt(default):
     return field(default=default, metadata={"omit_default": True})
 
 
-@dataclass(frozen=True)
+@record
 class BinaryConv:
     """Binary convolution: conv(binarize(x), alpha * sign(W)).
 
@@ -79,7 +79,7 @@ class BinaryConv:
     binary_input: bool = _opt(True)
 
 
-@dataclass(frozen=True)
+@record
 class BatchNorm:
     """Per-channel batch normalisation: scale and shift (learned), mean and variance (buffers).
     ``scale=False``: no scale (gamma fixed at 1, as XNOR-Net's BNs)."""
@@ -88,14 +88,14 @@ class BatchNorm:
     scale: bool = _opt(True)
 
 
-@dataclass(frozen=True)
+@record
 class Activation:
     """Element-wise activation: relu, tanh, sign (sign(0) = +1) or identity."""
 
     fn: str
 
 
-@dataclass(frozen=True)
+@record
 class Pool:
     """max / avg pooling; ``global_`` pools the whole spatial extent to 1x1."""
 
@@ -106,7 +106,7 @@ class Pool:
     global_: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class BlurPool:
     """QuickNet's fixed blur pool: a depthwise 3x3 conv with the constant kernel
     [[1,2,1],[2,4,2],[1,2,1]]/16, zero padding 1, stride ``stride``."""
@@ -114,7 +114,7 @@ class BlurPool:
     stride: int = 2
 
 
-@dataclass(frozen=True)
+@record
 class Linear:
     """Fully connected layer on the flattened input."""
 
@@ -122,12 +122,12 @@ class Linear:
     bias: bool = True
 
 
-@dataclass(frozen=True)
+@record
 class Join:
     """Element-wise mean of all inputs, equal weights (FractalNet's join)."""
 
 
-@dataclass(frozen=True)
+@record
 class WeightedJoin:
     """Element-wise weighted sum of the inputs, ``w[0] * x[0] + w[1] * x[1] + ...`` summed in
     input order (the weights are used as given: weights 1/n are the mean). Fixed ``weights``
@@ -138,22 +138,22 @@ class WeightedJoin:
     learn: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class MaxJoin:
     """Element-wise maximum of all inputs."""
 
 
-@dataclass(frozen=True)
+@record
 class Add:
     """Element-wise sum (residual shortcut)."""
 
 
-@dataclass(frozen=True)
+@record
 class Concat:
     """Concatenation along channels, in input order (dense connectivity)."""
 
 
-@dataclass(frozen=True)
+@record
 class Slice:
     """Channels [start, stop) of the input."""
 
@@ -161,30 +161,30 @@ class Slice:
     stop: int
 
 
-@dataclass(frozen=True)
+@record
 class Dropout:
     """Dropout with probability p in training, identity in evaluation."""
 
     p: float
 
 
-@dataclass(frozen=True)
+@record
 class RSign:
     """ReActNet's RSign threshold: x - t per channel (t learned). Its output is meant for a
     binary conv, which binarizes it: sign(x - t); lowered, it folds into ``PackBits``."""
 
 
-@dataclass(frozen=True)
+@record
 class Shift:
     """Learned per-channel bias: x + b."""
 
 
-@dataclass(frozen=True)
+@record
 class Scale:
     """Learned per-channel multiplier: x * s."""
 
 
-@dataclass(frozen=True)
+@record
 class PReLU:
     """Per-channel PReLU (x where x >= 0, else a * x, a learned); with ``shifts``, ReActNet's
     RPReLU: (PReLU(x + b1)) + b2, b1 and b2 learned per channel."""
@@ -192,13 +192,13 @@ class PReLU:
     shifts: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class Mul:
     """Element-wise product of two tensors of one shape, or of a CxHxW tensor and a per-channel
     Cx1x1 one (broadcast over H and W: Real-to-Binary's gating)."""
 
 
-@dataclass(frozen=True)
+@record
 class Output:
     """The network output (identity)."""
 

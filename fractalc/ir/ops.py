@@ -20,11 +20,11 @@ handle it (see tests/test_op_table.py, which adds one without touching any backe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from fractalc import ir
 from fractalc.errors import FractalcError
+from fractalc.records import field, record
 
 REQUIRED = object()  # a primitive parameter without a default
 
@@ -35,7 +35,7 @@ class MissingHook(FractalcError):
     """A backend has no hook for an op kind (an op registered without that backend's support)."""
 
 
-@dataclass(frozen=True)
+@record
 class PrimSpec:
     """A language primitive: ``name[params](tensors)`` in a spec."""
 
@@ -57,7 +57,7 @@ def p(name: str, typ: str, default=REQUIRED) -> tuple[str, str, object]:
     return (name, typ, default)
 
 
-@dataclass(frozen=True)
+@record
 class Tensor:
     """A parameter tensor of a node: ``<node id>.<name>`` in a state_dict.
 
@@ -84,7 +84,7 @@ def _no_mults(op, ins, out) -> tuple[int, int]:
     return (0, 0)
 
 
-@dataclass
+@record(frozen=False)
 class OpDef:
     kind: type
     shape: Callable[[Any, list[Shape], list[str], Callable[[str], None]], Shape]  # op, inputs, names, fail

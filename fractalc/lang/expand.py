@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
 
@@ -26,6 +25,7 @@ from fractalc import ir, limits
 from fractalc.ir import shapes
 from fractalc.lang import syntax as S
 from fractalc.errors import Loc, ShapeError, SizeGuardError, SpecError
+from fractalc.records import record
 from fractalc.ir.prims import BUILTINS, PRIMS, REQUIRED, PrimSpec, id_stem, make_op
 from fractalc.lang.resolve import Spec, suggest, param_names
 
@@ -37,13 +37,13 @@ _LABEL = re.compile(r"[A-Za-z0-9_]+")
 # ----------------------------------------------------------------------------- values
 
 
-@dataclass(frozen=True)
+@record
 class Tensor:
     id: str | None  # None while counting
     shape: tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@record
 class RuleFn:
     rule: S.Rule
     bound: tuple[tuple[str, Any], ...] = ()
@@ -53,7 +53,7 @@ class RuleFn:
         return self.rule.name
 
 
-@dataclass(frozen=True)
+@record
 class PrimFn:
     prim: PrimSpec
     bound: tuple[tuple[str, Any], ...] = ()
@@ -63,23 +63,23 @@ class PrimFn:
         return self.prim.name
 
 
-@dataclass(frozen=True)
+@record
 class Compose:
     fns: tuple
 
 
-@dataclass(frozen=True)
+@record
 class Repeat:
     fn: Any
     n: int
 
 
-@dataclass(frozen=True)
+@record
 class Builtin:
     name: str
 
 
-@dataclass(frozen=True)
+@record
 class DefFn:
     """A `def`: called with parentheses on values, gives a value."""
 

@@ -20,14 +20,13 @@ where the grammar needs them (and around an `if` used as a condition or `then` b
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import functools
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from fractalc import limits
 from fractalc.lang import syntax as S
 from fractalc.errors import FractalcError, Loc
+from fractalc.records import field, fields, is_record, record, replace
 
 WIDTH = 100
 INDENT = "    "
@@ -173,7 +172,7 @@ def render_expr(e, col: int, min_level: int = _IF) -> list[str]:
 # ----------------------------------------------------------------------------- items
 
 
-@dataclass
+@record(frozen=False)
 class _Slot:
     """Comments and blank line around one printed unit (an item, a section, a brace)."""
 
@@ -182,14 +181,14 @@ class _Slot:
     trailing: str | None = None  # comment after the unit's last line
 
 
-@dataclass
+@record(frozen=False)
 class _Item:
     node: Any  # S.Import | S.Param | S.Rule | S.Network
     slot: _Slot = field(default_factory=_Slot)
     parts: list[_Slot] = field(default_factory=list)  # network: input, sections..., closing brace
 
 
-@dataclass
+@record(frozen=False)
 class _Line:
     code: str
     comment: str | None = None  # a trailing comment (aligned with its neighbours)
@@ -301,11 +300,10 @@ def _full_lexer():
     since building it costs far more than lexing a spec."""
     from copy import copy
 
-    from lark.lexer import BasicLexer
+    from fractalc.lang._parser_generated import BasicLexer
 
-    # What lark's own `Lark.lex(dont_ignore=True)` does, but once: its lexer configuration
-    # (public `Lark.lexer_conf`, also present on a parser loaded from the cache) with no
-    # ignored terminals.
+    # What lark's own `Lark.lex(dont_ignore=True)` does, but once: the parser's lexer
+    # configuration (`Lark.lexer_conf`) with no ignored terminals.
     conf = copy(S.parser().lexer_conf)
     conf.ignore = ()
     return BasicLexer(conf)
@@ -316,11 +314,8 @@ def _tokens(text: str) -> list:
     mark skipped, as `syntax.parse` does)."""
     if text.startswith("\ufeff"):
         text = text[1:]
-    try:
-        from lark.lexer import LexerThread
-        stream = LexerThread.from_text(_full_lexer(), text).lex(None)
-    except (ImportError, AttributeError):  # an older lark: the public (uncached) way
-        stream = S.parser().lex(text, dont_ignore=True)
+    from fractalc.lang._parser_generated import LexerThread
+    stream = LexerThread.from_text(_full_lexer(), text).lex(None)
     return [t for t in stream if t.type != "WS"]
 
 
@@ -439,7 +434,7 @@ class Document:
         library parameter, which the language allows)."""
         for it in self.items:
             if isinstance(it.node, S.Param) and it.node.name == name:
-                it.node = dataclasses.replace(it.node, default=value)
+                it.node = replace(it.node, default=value)
                 return
         at = max((k for k, it in enumerate(self.items) if isinstance(it.node, (S.Param, S.Import))),
                  default=-1)
@@ -450,7 +445,7 @@ class Document:
     def map_imports(self, fn: Callable[[str], str]) -> None:
         for it in self.items:
             if isinstance(it.node, S.Import):
-                it.node = dataclasses.replace(it.node, path=fn(it.node.path))
+                it.node = replace(it.node, path=fn(it.node.path))
 
     # --- output
     def render(self) -> str:
@@ -490,8 +485,8 @@ def normalize(x):
     two parses of equivalent text compare equal."""
     if isinstance(x, S.Lit):
         return ("Lit", type(x.value).__name__, x.value)
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return (type(x).__name__,) + tuple(normalize(getattr(x, f.name)) for f in dataclasses.fields(x)
+    if is_record(x) and not isinstance(x, type):
+        return (type(x).__name__,) + tuple(normalize(getattr(x, f.name)) for f in fields(x)
                                            if f.name not in ("loc", "file"))
     if isinstance(x, tuple):
         return tuple(normalize(v) for v in x)

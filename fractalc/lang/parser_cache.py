@@ -1,57 +1,38 @@
-"""A per-user on-disk cache of the built LALR parser (and of the bundled library's parse), so
-a process does not rebuild them.
-
-Building the strict LALR parser from ``grammars/fractal.lark`` costs 0.2-0.4 s (most of it
-lark's strict regex-collision check); loading the built tables costs a few milliseconds. Short
-commands (`fractalc check`, `stats`) are dominated by that difference.
-
-Why a cache rather than lark's standalone generator: the standalone module is a second copy of
-lark's runtime (its own Token, Tree, Transformer and exception classes), so the AST transformer,
-the syntax-error messages and the formatter's comment-keeping lexer would have to be written
-against two APIs, and a generated file checked into the tree can silently go stale when the
-grammar changes. Lark's own ``cache=`` option is not used either: it writes in place (a reader
-can see half a file), by default into the shared temp directory, and unpickles whatever it
-finds there. This module uses lark's public ``Lark.save`` / ``Lark.load`` instead:
-
-- Key: sha256 of the grammar text, the parser options, lark's version, Python's version and a
-  format number (`cache_key`). A changed grammar is a different key, hence a different file;
-  nothing stale is ever read.
-- Place: ``$FRACTALC_CACHE_DIR``, else ``$XDG_CACHE_HOME/fractalc``, else
-  ``~/.cache/fractalc``; created with mode 0700. The folder must be a real directory (not a
-  symlink) owned by the current user and not writable by others, and the file a regular file
-  owned by the user and writable by nobody else; otherwise the cache is not used.
-- Reading is not a code-execution vector even so: the bytes are first unpickled by an
-  unpickler that refuses every global (lark saves plain dicts, lists, strings and numbers), and
-  only bytes that pass are handed to ``Lark.load``.
-- Writing is atomic (a temporary file in the folder, then a rename). Any failure to read
-  (missing, truncated, corrupt, foreign) means "build and rewrite"; any failure to write means
-  "no cache". ``FRACTALC_NO_PARSER_CACHE=1`` turns the cache off.
+"""A per-user on-disk cache of the bundled library's parse, so a process does not reparse it.
 
 The bundled library (specs/lib, which nearly every spec imports) is parsed in ~25 ms a
 command; `parse_cached` keeps its AST as JSON (one entry per file, keyed by the text, the
 grammar and syntax.py's source), decoded in ~2 ms into AST classes only.
+
+(The parser itself needs no cache: it is generated ahead of time, tables included, into
+`fractalc.lang._parser_generated` by scripts/gen_parser.py. This module cached lark's built
+tables before that.)
+
+- Key: sha256 of a format number, the caller's salt (syntax.py's source and the grammar's
+  sha256), the file name and its text. A changed text, grammar or AST class is a different
+  key; nothing stale is ever read.
+- Place: ``$FRACTALC_CACHE_DIR``, else ``$XDG_CACHE_HOME/fractalc``, else
+  ``~/.cache/fractalc``; created with mode 0700. The folder must be a real directory (not a
+  symlink) owned by the current user and not writable by others, and the file a regular file
+  owned by the user and writable by nobody else; otherwise the cache is not used.
+- Entries are JSON decoded into AST classes only (never pickles): a foreign file could at worst
+  change a parse, and is refused before that by the ownership checks.
+- Writing is atomic (a temporary file in the folder, then a rename). Any failure to read
+  (missing, truncated, corrupt, foreign) means "parse and rewrite"; any failure to write means
+  "no cache". ``FRACTALC_NO_PARSER_CACHE=1`` turns the cache off.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import pickle
 import stat
-import sys
 from pathlib import Path
 from typing import Callable
 
+from fractalc.fileio import sha256
+
 FORMAT = 1
 _MAGIC = b"fractalc-parser-cache "
-_MAX_BYTES = 8 << 20  # the grammar's tables are ~40 kB; anything huge is not ours
-
-
-def cache_key(grammar: str, options: dict, lark_version: str) -> str:
-    """The hex key of a parser built from `grammar` with `options` by lark `lark_version`."""
-    text = "\0".join([f"format {FORMAT}", grammar, repr(sorted(options.items())), lark_version,
-                      "%d.%d" % sys.version_info[:2]])
-    return hashlib.sha256(text.encode()).hexdigest()
+_MAX_BYTES = 8 << 20  # the library's ASTs are a few hundred kB; anything huge is not ours
 
 
 def cache_dir() -> Path | None:
@@ -85,27 +66,6 @@ def _private_dir(path: Path) -> bool:
         except OSError:
             return False
     return True
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """Unpickles plain data only: any class or function reference is an error."""
-
-    def find_class(self, module, name):
-        raise pickle.UnpicklingError(f"refusing global {module}.{name}")
-
-
-def _read(path: Path, key: str) -> bytes | None:
-    """The pickled parser stored under `key` at `path`, or None when absent or not trusted."""
-    body = _read_entry(path, key)
-    if body is None:
-        return None
-    try:
-        doc = _PlainUnpickler(io.BytesIO(body)).load()
-    except Exception:  # truncated or corrupt: any error means "not usable"
-        return None
-    if not (isinstance(doc, dict) and set(doc) == {"data", "memo"}):
-        return None
-    return body
 
 
 def _read_entry(path: Path, key: str) -> bytes | None:
@@ -144,35 +104,9 @@ def _write(folder: Path, path: Path, key: str, body: bytes) -> None:
             pass
 
 
-def load_or_build(grammar: str, options: dict, build: Callable[[], object]):
-    """The lark parser for `grammar` and `options`: from the cache when a trusted entry exists,
-    else `build()` (whose result is then stored). Never raises because of the cache."""
-    import lark
-
-    folder = cache_dir()
-    if folder is None or not _private_dir(folder):
-        return build()
-    key = cache_key(grammar, options, lark.__version__)
-    path = folder / f"parser-{key[:40]}.pickle"
-    body = _read(path, key)
-    if body is not None:
-        try:
-            return lark.Lark.load(io.BytesIO(body))
-        except Exception:  # a lark that reads its own format differently: rebuild below
-            pass
-    parser = build()
-    buf = io.BytesIO()
-    try:
-        parser.save(buf)
-    except Exception:
-        return parser
-    _write(folder, path, key, buf.getvalue())
-    return parser
-
-
 def _ast_key(file: str, text: str, salt: bytes) -> str:
     parts = [f"ast format {FORMAT}".encode(), salt, file.encode(), text.encode()]
-    return hashlib.sha256(b"\0".join(parts)).hexdigest()
+    return sha256(b"\0".join(parts)).hexdigest()
 
 
 def parse_cached(file: str, text: str, parse: Callable[[], object], *, salt: Callable[[], bytes],
@@ -184,7 +118,7 @@ def parse_cached(file: str, text: str, parse: Callable[[], object], *, salt: Cal
     Meant for the bundled library, which nearly every spec imports: parsing it is most of
     a short command's parse time. Entries are JSON (`syntax.ast_to_data`), decoded into AST
     classes only, so a foreign file could at worst change a parse, and is refused before
-    that by the same ownership checks as the parser's.
+    that by the ownership checks of `_read_entry`.
 
     The caller (`syntax`, which this module does not import) gives ``salt()``: bytes that
     change with the grammar and the AST classes (an `OSError` from it means: no cache), and
@@ -196,7 +130,7 @@ def parse_cached(file: str, text: str, parse: Callable[[], object], *, salt: Cal
         key = _ast_key(file, text, salt())
     except OSError:  # syntax.py not readable (a bytecode-only install): no cache
         return parse()
-    stem = "ast-" + hashlib.sha256(file.encode()).hexdigest()[:16]
+    stem = "ast-" + sha256(file.encode()).hexdigest()[:16]
     path = folder / f"{stem}-{key[:40]}.json"
     body = _read_entry(path, key)
     if body is not None:

@@ -8,23 +8,21 @@ checked during expansion (`expand.py`).
 """
 from __future__ import annotations
 
-import difflib
-import hashlib
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from fractalc import limits
 from fractalc.lang import syntax as S
 from fractalc.errors import SpecError
-from fractalc.fileio import FileRefused, read_limited
+from fractalc.fileio import FileRefused, read_limited, sha256
+from fractalc.records import field, record
 from fractalc.ir.prims import BUILTINS, PRIMS
 
 
 
-@dataclass
+@record(frozen=False)
 class Spec:
     """A resolved spec: every definition visible from the main file."""
 
@@ -50,6 +48,7 @@ class Spec:
 
 
 def suggest(name: str, options) -> str:
+    import difflib  # only for a misspelt name
     close = difflib.get_close_matches(name, list(options), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -148,7 +147,7 @@ def load(path: str | Path, *, allow_import: Iterable[str | Path] | None = None,
     """
     main = str(path)
     spec = Spec(main=main)
-    digest = hashlib.sha256()
+    digest = sha256()
     seen: set[Path] = set()
     below: dict[str, set[str]] = {}  # file -> the files it imports, transitively
     roots = import_roots(main, allow_import)

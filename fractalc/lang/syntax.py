@@ -1,35 +1,36 @@
-"""Parse `.fr` text into an AST of frozen dataclasses.
+"""Parse `.fr` text into an AST of frozen records (`fractalc.records`).
 
-The syntax lives only in ``grammars/fractal.lark`` (LALR, strict). This module maps lark's
-tree to the dataclasses below, every node carrying its `Loc`, and turns lark's parse errors
-into `SpecSyntaxError` with a human description of what was expected (never lark's internal
-terminal names).
+The syntax lives only in ``grammars/fractal.lark`` (LALR, strict). The parser is lark's
+standalone parser generated from it (`fractalc.lang._parser_generated`, written by
+scripts/gen_parser.py), so parsing imports neither lark nor its grammar loader. This module
+maps the parse tree to the records below, every node carrying its `Loc`, and turns parse
+errors into `SpecSyntaxError` with a human description of what was expected (never lark's
+internal terminal names).
 """
 from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Union
 
-import lark
-from lark import Lark, Transformer, v_args
 
 from fractalc import limits
 from fractalc.errors import Loc, SpecSyntaxError, register_source
+from fractalc.lang import _parser_generated as _lark
+from fractalc.lang._parser_generated import Transformer, v_args
+from fractalc.records import fields, record
 
 # ----------------------------------------------------------------------------- AST
 
 
-@dataclass(frozen=True)
+@record
 class Var:
     name: str
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class Lit:
     """An int, float, bool or string literal."""
 
@@ -37,13 +38,13 @@ class Lit:
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class ListLit:
     items: tuple["Expr", ...]
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class If:
     cond: "Expr"
     then: "Expr"
@@ -51,7 +52,7 @@ class If:
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class BinOp:
     """Arithmetic (+ - * / // %), comparison (== != < <= > >=), logic (and or) and `>>`."""
 
@@ -61,21 +62,21 @@ class BinOp:
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class Unary:
     op: str  # "-" or "not"
     operand: "Expr"
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class Arg:
     name: str | None  # None for a positional argument
     value: "Expr"
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class Index:
     """``target[args]``: binds parameters of a rule/primitive, or indexes a list."""
 
@@ -84,7 +85,7 @@ class Index:
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class Call:
     """``target(args)``: applies a function to tensors, or calls a builtin on numbers."""
 
@@ -93,7 +94,7 @@ class Call:
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class Scoped:
     """``expr @ "label{expr}"``: evaluate expr with node ids under the scope label."""
 
@@ -102,7 +103,7 @@ class Scoped:
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class Let:
     """``let name = value in body``: `body` evaluated with `name` bound to `value`'s result (a
     tensor, function or value, computed once: both branches of a block can read one tensor)."""
@@ -135,13 +136,13 @@ def children(e: Expr) -> tuple:
     return ()
 
 
-@dataclass(frozen=True)
+@record
 class Import:
     path: str
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class Param:
     name: str
     default: Expr
@@ -149,14 +150,14 @@ class Param:
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class ParamDecl:
     name: str
     default: Expr | None
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class Rule:
     name: str
     params: tuple[ParamDecl, ...]
@@ -165,7 +166,7 @@ class Rule:
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class Def:
     """``def name(p1, p2) = body``: a function of values that gives a value (a number, boolean,
     string, list or function; never a tensor), called as ``name(a, b)``."""
@@ -176,14 +177,14 @@ class Def:
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class Section:
     name: str
     expr: Expr
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class Network:
     name: str
     input: tuple[Expr, Expr, Expr]
@@ -191,7 +192,7 @@ class Network:
     loc: Loc
 
 
-@dataclass(frozen=True)
+@record
 class Module:
     file: str
     imports: tuple[Import, ...]
@@ -208,7 +209,7 @@ _AST_TYPES = {c.__name__: c for c in (Var, Lit, ListLit, If, BinOp, Unary, Arg, 
                                        Module)}
 
 
-_FIELDS = {name: tuple(cls.__dataclass_fields__) for name, cls in _AST_TYPES.items()}
+_FIELDS = {name: tuple(f.name for f in fields(cls)) for name, cls in _AST_TYPES.items()}
 
 
 def ast_to_data(module: Module):
@@ -219,7 +220,7 @@ def ast_to_data(module: Module):
         if isinstance(x, Loc):
             return ["Loc", x.line, x.column]
         if type(x).__name__ in _AST_TYPES and type(x) is _AST_TYPES[type(x).__name__]:
-            return [type(x).__name__, *(enc(getattr(x, f)) for f in x.__dataclass_fields__)]
+            return [type(x).__name__, *(enc(getattr(x, f)) for f in _FIELDS[type(x).__name__])]
         if isinstance(x, tuple):
             return {"t": [enc(v) for v in x]}
         if x is None or isinstance(x, (str, int, float)):  # bool is an int
@@ -245,8 +246,7 @@ def ast_from_data(data, file: str) -> Module:
                 raise ValueError(f"{name} takes {len(names)} fields, got {len(fields)}")
             if cls is Module:
                 fields[0] = file
-            # Filled directly, as the frozen dataclass's own __init__ would, at a third of
-            # its cost (it goes through object.__setattr__ field by field).
+            # Filled directly, as the record's own __init__ does, without its argument checks.
             obj = object.__new__(cls)
             obj.__dict__.update(zip(names, (dec(v) for v in fields)))
             return obj
@@ -268,24 +268,19 @@ def ast_from_data(data, file: str) -> Module:
 
 
 def grammar_text() -> str:
-    """The grammar, from the installed package (fractalc/grammars) or the source tree."""
+    """The grammar, from the installed package (fractalc/grammars) or the source tree. (Parsing
+    does not read it: the generated parser holds its tables.)"""
+    from importlib import resources
     try:
         return resources.files("fractalc").joinpath("grammars/fractal.lark").read_text()
     except (FileNotFoundError, OSError):  # running from a source tree without install
         return (Path(__file__).resolve().parents[2] / "grammars" / "fractal.lark").read_text()
 
 
-_PARSER_OPTIONS = dict(parser="lalr", strict=True, propagate_positions=True,
-                       start=["start", "expr"], maybe_placeholders=True)
-
-
 @functools.cache
-def parser() -> Lark:
-    """The parser, built once per process; across processes the built tables come from the
-    per-user cache of `parser_cache` (keyed by the grammar text, so a new grammar rebuilds)."""
-    from fractalc.lang.parser_cache import load_or_build
-    text = grammar_text()
-    return load_or_build(text, _PARSER_OPTIONS, lambda: Lark(text, **_PARSER_OPTIONS))
+def parser() -> "_lark.Lark":
+    """The parser (the generated module's `Lark`), loaded once per process from its tables."""
+    return _lark.Lark_StandAlone()
 
 
 _TERMINAL_WORDS = {
@@ -302,7 +297,7 @@ def _describe(term: str) -> str:
         pattern = parser().get_terminal(term).pattern
     except KeyError:
         return term.lower()
-    if isinstance(pattern, lark.lexer.PatternStr):
+    if isinstance(pattern, _lark.PatternStr):
         return f"'{pattern.value}'"
     keyword = re.fullmatch(r"([a-z]+)\(\?!.*\)", pattern.value)  # _PARAM: /param(?!...)/
     if keyword:
@@ -310,7 +305,7 @@ def _describe(term: str) -> str:
     return term.lower()
 
 
-def _token_text(tok: lark.Token) -> str:
+def _token_text(tok: _lark.Token) -> str:
     if tok.type == "$END":
         return "end of file"
     if tok.type in _TERMINAL_WORDS:  # "a name" -> "name 'paramw'"
@@ -505,11 +500,11 @@ class _ToAst(Transformer):
         return ListLit(tuple(x for x in c if x is not None), self._loc(meta))
 
 
-def _syntax_error(exc: lark.exceptions.UnexpectedInput, file: str, line0: int, col0: int) -> SpecSyntaxError:
+def _syntax_error(exc: _lark.UnexpectedInput, file: str, line0: int, col0: int) -> SpecSyntaxError:
     line = exc.line + line0 if exc.line > 0 else 1
     col = exc.column + (col0 if exc.line == 1 else 0) if exc.column > 0 else 1
     loc = Loc(file, line, col)
-    if isinstance(exc, lark.exceptions.UnexpectedCharacters):
+    if isinstance(exc, _lark.UnexpectedCharacters):
         ch = exc.char
         if ch == '"':
             return SpecSyntaxError('unterminated string: a string ends with \'"\' on the line '
@@ -518,7 +513,7 @@ def _syntax_error(exc: lark.exceptions.UnexpectedInput, file: str, line0: int, c
             return SpecSyntaxError("a byte order mark (U+FEFF) in the middle of the text; "
                                    "remove it (one at the very start of a file is allowed)", loc)
         return SpecSyntaxError(f"unexpected character {ch!r}", loc)
-    if isinstance(exc, lark.exceptions.UnexpectedToken):
+    if isinstance(exc, _lark.UnexpectedToken):
         expected = sorted({_describe(t) for t in exc.accepts or exc.expected})
         got = _token_text(exc.token)
         msg = f"unexpected {got}"
@@ -526,7 +521,7 @@ def _syntax_error(exc: lark.exceptions.UnexpectedInput, file: str, line0: int, c
             shown = ", ".join(expected[:8]) + (", ..." if len(expected) > 8 else "")
             msg += f"; expected {shown}"
         return SpecSyntaxError(msg, loc)
-    if isinstance(exc, lark.exceptions.UnexpectedEOF):
+    if isinstance(exc, _lark.UnexpectedEOF):
         expected = sorted({_describe(t) for t in exc.expected})
         return SpecSyntaxError("unexpected end of file; expected " + ", ".join(expected), loc)
     return SpecSyntaxError(str(exc).splitlines()[0], loc)
@@ -537,7 +532,7 @@ def _short(text) -> str:
     return text if len(text) <= 24 else f"{text[:10]}...{text[-6:]} ({len(text)} characters)"
 
 
-def _check_depth(tree: lark.Tree, transformer: "_ToAst") -> None:
+def _check_depth(tree: _lark.Tree, transformer: "_ToAst") -> None:
     """Refuse expressions nested deeper than `limits.MAX_EXPR_DEPTH`, before any recursive stage
     (the transformer, resolve, the evaluator, the formatter) walks them. Iterative."""
     stack = [(tree, 0, None)]  # (node, depth, the whole expression it is part of)
@@ -550,19 +545,19 @@ def _check_depth(tree: lark.Tree, transformer: "_ToAst") -> None:
                 f"expression nested too deeply: more than {limits.MAX_EXPR_DEPTH} levels of "
                 "lists, parentheses, operators or pipeline stages; name a part with a "
                 "parameter or a rule", transformer._loc((top or node).meta))
-        stack.extend((c, depth + 1, top) for c in node.children if isinstance(c, lark.Tree))
+        stack.extend((c, depth + 1, top) for c in node.children if isinstance(c, _lark.Tree))
 
 
 _STATEMENTS = {"start", "import_stmt", "param_stmt", "choices", "rule_def", "rule_params",
                "param_decl", "def_def", "network_def", "input_decl", "section"}
 
 
-def _transform(tree: lark.Tree, transformer: "_ToAst"):
+def _transform(tree: _lark.Tree, transformer: "_ToAst"):
     _check_depth(tree, transformer)
     try:
         with limits.recursion_room():
             return transformer.transform(tree)
-    except lark.exceptions.VisitError as exc:  # errors raised inside the transformer
+    except _lark.VisitError as exc:  # errors raised inside the transformer
         if isinstance(exc.orig_exc, SpecSyntaxError):
             raise exc.orig_exc from None
         raise
@@ -578,7 +573,7 @@ def _parse_expr_text(text: str, file: str, line0: int = 0, col0: int = 0) -> Exp
     _check_size(text, file)
     try:
         tree = parser().parse(text, start="expr")
-    except lark.exceptions.UnexpectedInput as exc:
+    except _lark.UnexpectedInput as exc:
         raise _syntax_error(exc, file, line0, col0) from None
     return _transform(tree, _ToAst(file, line0, col0))
 
@@ -600,7 +595,7 @@ def parse(text: str, file: str = "<string>") -> Module:
     _check_size(text, file)
     try:
         tree = parser().parse(text, start="start")
-    except lark.exceptions.UnexpectedInput as exc:
+    except _lark.UnexpectedInput as exc:
         raise _syntax_error(exc, file, 0, 0) from None
     return _transform(tree, _ToAst(file))
 
@@ -636,9 +631,8 @@ def read_spec(path: str | Path) -> str:
 
 def _ast_salt() -> bytes:
     """What a cached AST depends on besides its text: this module's own bytes (a changed AST
-    class or transformer is a different key) and the grammar."""
-    import hashlib
-    return hashlib.sha256(Path(__file__).read_bytes()).digest() + grammar_text().encode()
+    class or transformer is a different key) and the grammar the parser was generated from."""
+    return Path(__file__).read_bytes() + _lark.GRAMMAR_SHA256.encode()
 
 
 def parse_file(path: str | Path, data: bytes | None = None, *, cache: bool = False) -> Module:

@@ -8,11 +8,12 @@ refuses when even v = 1 exceeds the budget.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from fractalc.errors import FractalcError
+from fractalc.records import replace
 
 
 METRICS = {"params": ("bits",), "flops": ("flops",), "both": ("bits", "flops")}

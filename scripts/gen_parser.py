@@ -1,0 +1,166 @@
+"""Regenerate fractalc/lang/_parser_generated.py, the spec parser, from grammars/fractal.lark.
+
+    .venv/bin/python scripts/gen_parser.py            # write the module
+    .venv/bin/python scripts/gen_parser.py --check    # exit 1 when the module is out of date
+
+The module is lark's standalone LALR parser (``lark.tools.standalone``): lark's parsing runtime
+and the built tables in one file, so parsing a spec imports neither lark nor its grammar
+loader (~30 ms a process). The parser is built here with `PARSER_OPTIONS`, strict mode
+included (a shift/reduce conflict or a regex collision fails the build); the options that shape
+trees and errors (lexer, start symbols, positions, placeholders) are stored in the tables.
+
+Two edits to lark's runtime text keep its imports off the start-up path without changing what
+it does: the ``lark`` logger (level CRITICAL, so silent for anything a parse logs) and
+``pickle, zlib, base64`` (used only by ``Lark.save``/``load`` and lark's cache) are created on
+first use. Each edit must match lark's text exactly once, so a lark whose runtime reads
+differently fails here rather than producing a half-edited module.
+
+The module records the grammar's sha256: tests/test_parser_generated.py fails when the grammar
+changed and this script was not run, and runs ``--check`` against the installed lark.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GRAMMAR = ROOT / "grammars" / "fractal.lark"
+OUT = ROOT / "fractalc" / "lang" / "_parser_generated.py"
+
+# What `fractalc.lang.syntax` parses with (the options the former lark.Lark parser was built with).
+PARSER_OPTIONS = dict(parser="lalr", lexer="contextual", strict=True, propagate_positions=True,
+                      start=["start", "expr"], maybe_placeholders=True, keep_all_tokens=False)
+
+_LAZY = '''
+class _OnFirstUse:
+    """Stands for a module-level object that costs an import: made by `make` on first use."""
+
+    def __init__(self, make):
+        object.__setattr__(self, "_make", make)
+        object.__setattr__(self, "_made", None)
+
+    def _get(self):
+        if self._made is None:
+            object.__setattr__(self, "_made", self._make())
+        return self._made
+
+    def __getattr__(self, name):
+        return getattr(self._get(), name)
+
+
+def _lark_logger():
+    import logging
+    made = logging.getLogger("lark")
+    made.addHandler(logging.StreamHandler())
+    made.setLevel(logging.CRITICAL)
+    return made
+
+
+'''
+
+# (lark's text, its replacement): each must occur exactly once.
+_EDITS = [
+    ("import logging\n", ""),
+    ('logger: logging.Logger = logging.getLogger("lark")\nlogger.addHandler(logging.StreamHandler())\n',
+     _LAZY + "logger = _OnFirstUse(_lark_logger)\n"),
+    ("\nlogger.setLevel(logging.CRITICAL)\n", "\n"),
+    ("\nimport pickle, zlib, base64\n",
+     "\nimport importlib as _importlib\n"
+     "pickle, zlib, base64 = (_OnFirstUse(lambda m=m: _importlib.import_module(m))\n"
+     "                        for m in ('pickle', 'zlib', 'base64'))\n"),
+]
+
+
+def _canonical_tables(data: dict, memo: dict) -> tuple[dict, dict]:
+    """`data` with the LALR table renumbered in a fixed order (lark numbers states by the
+    order of a set of item sets hashed by identity, which differs from run to run): tokens by
+    name, states breadth-first from the start states, following tokens by name. The same
+    grammar then gives the same text; the parser is the same either way."""
+    table = data["parser"]["parser"]
+    tokens, states = table["tokens"], table["states"]
+    tok_new = {old: new for new, (old, _) in enumerate(sorted(tokens.items(), key=lambda kv: kv[1]))}
+    order: dict[int, int] = {}
+    queue = [table["start_states"][s] for s in sorted(table["start_states"])]
+    queue += [table["end_states"][s] for s in sorted(table["end_states"])]
+    while queue:
+        st = queue.pop(0)
+        if st in order:
+            continue
+        order[st] = len(order)
+        for tok, (action, arg) in sorted(states[st].items(), key=lambda kv: tokens[kv[0]]):
+            if action == 0:  # shift: arg is the next state
+                queue.append(arg)
+    for st in states:  # unreachable states (none in an LALR table), kept all the same
+        order.setdefault(st, len(order))
+    new_states = {}
+    for st, new in sorted(order.items(), key=lambda kv: kv[1]):
+        acts = sorted(states[st].items(), key=lambda kv: tok_new[kv[0]])
+        new_states[new] = {tok_new[t]: ((0, order[arg]) if action == 0 else (action, arg))
+                           for t, (action, arg) in acts}
+    table.update(tokens={tok_new[k]: v for k, v in sorted(tokens.items(), key=lambda kv: tok_new[kv[0]])},
+                 states=new_states,
+                 start_states={k: order[v] for k, v in sorted(table["start_states"].items())},
+                 end_states={k: order[v] for k, v in sorted(table["end_states"].items())})
+    return data, memo
+
+
+def generate() -> str:
+    """The module's text, from the grammar file and the installed lark."""
+    import lark
+    from lark.tools.standalone import gen_standalone
+
+    text = GRAMMAR.read_text()
+    parser = lark.Lark(text, **PARSER_OPTIONS)
+    serialize = parser.memo_serialize  # what gen_standalone writes out, made canonical
+    parser.memo_serialize = lambda types: _canonical_tables(*serialize(types))
+    buf = io.StringIO()
+    gen_standalone(parser, out=buf)
+    body = buf.getvalue()
+    for old, new in _EDITS:
+        if body.count(old) != 1:
+            raise SystemExit(f"lark {lark.__version__}'s standalone text has {body.count(old)} copies "
+                             f"of {old!r} (expected 1): update _EDITS in {Path(__file__).name}")
+        body = body.replace(old, new)
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    head = (
+        '"""The spec parser: lark\'s standalone LALR parser for grammars/fractal.lark.\n\n'
+        "GENERATED by scripts/gen_parser.py from the grammar and lark's runtime: do not edit; run\n"
+        "the script after changing the grammar (tests/test_parser_generated.py checks it). The\n"
+        "generated code is under the Mozilla Public License 2.0 (see lark's note below).\n"
+        '"""\n'
+        f"GRAMMAR_SHA256 = {sha!r}\n"
+        f"LARK_VERSION = {lark.__version__!r}\n"
+        f"OPTIONS = {PARSER_OPTIONS!r}\n\n"
+    )
+    return head + body
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 when the module differs")
+    args = ap.parse_args(argv)
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        # lark numbers the LALR states in set order, which follows string hashes: one fixed
+        # seed makes the module the same text on every run (any seed gives an equal parser).
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        return subprocess.run([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:])],
+                              env=env).returncode
+    text = generate()
+    if args.check:
+        current = OUT.read_text() if OUT.exists() else ""
+        if current != text:
+            print(f"{OUT.relative_to(ROOT)} is out of date: run scripts/gen_parser.py", file=sys.stderr)
+            return 1
+        return 0
+    OUT.write_text(text)
+    print(f"wrote {OUT.relative_to(ROOT)} ({len(text):,} characters)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
