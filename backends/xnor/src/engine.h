@@ -97,6 +97,9 @@ struct Op {
     // OP_POOL: true when a conv computes it, so it is skipped.
     long fused_pool = -1;
     bool fused = false;
+    // OP_CONV with a fused pool: the PackBits op reading the pool's output, run inside it (it
+    // packs the pooled rows while in cache), or -1; that op is then `fused`.
+    long fused_pack = -1;
     // OP_CONV, OP_GEMM on a CPU with AVX-512: the weights in 32-channel blocks (block_weights)
     std::vector<float> wblock;
 };

@@ -651,6 +651,7 @@ struct ConvPoolJob {
     int kh, kw, sh, sw, pt, pl, Ho, Wo;  // the pool, on the conv's (conv.Ho, conv.Wo) output
     float* out;
     std::size_t rows;                    // N * Ho pool output rows, split over parts
+    PackOut pack;                        // bits null: no fused PackBits
 };
 
 // A part: a run of pool output rows. Per image, bands of kBand pool rows: the conv rows they
@@ -701,6 +702,14 @@ void conv_pool_work(void* ctx, int part, int nparts) {
         pool_rows(band.data(), c.Ho, c.Wo, c.Co, J.is_max, J.kh, J.kw, J.sh, J.sw, J.pt, J.pl, J.Ho, J.Wo,
                   J.out + static_cast<std::size_t>(n) * J.Ho * J.Wo * c.Co, static_cast<std::size_t>(py) * J.Wo,
                   static_cast<std::size_t>(pe) * J.Wo, lo, hi - lo);
+        if (J.pack.bits) {  // the pooled rows' signs, read back from L1/L2
+            const std::size_t img = static_cast<std::size_t>(n) * J.Ho * J.Wo;
+            const std::size_t p0 = img + static_cast<std::size_t>(py) * J.Wo, p1 = img + static_cast<std::size_t>(pe) * J.Wo;
+            if (J.pack.t)
+                pack_nhwc_threshold_rows(J.out, c.Co, p0, p1, c.Co, J.pack.t, J.pack.flip, J.pack.bits, c.isa);
+            else
+                pack_nhwc_rows(J.out, p0, p1, c.Co, J.pack.bits, c.isa);
+        }
         r += pe - py;
     }
 }
@@ -709,11 +718,13 @@ void conv_pool_work(void* ctx, int part, int nparts) {
 
 void conv_pool_float(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
                      int Co, const float* b, bool relu, bool is_max, int pkh, int pkw, int psh, int psw, int ppt,
-                     int ppl, int PHo, int PWo, float* out, int threads, Isa isa, const float* wb) {
+                     int ppl, int PHo, int PWo, float* out, int threads, Isa isa, const float* wb,
+                     const PackOut* pack) {
     ConvPoolJob J{{xp, N, Hp, Wp, C, kh, kw, stride, (Hp - kh) / stride + 1, (Wp - kw) / stride + 1, Co, w, b, relu,
                    nullptr, 0, 0, isa},
-                  is_max, pkh, pkw, psh, psw, ppt, ppl, PHo, PWo, out, static_cast<std::size_t>(N) * PHo};
+                  is_max, pkh, pkw, psh, psw, ppt, ppl, PHo, PWo, out, static_cast<std::size_t>(N) * PHo, {}};
     J.conv.wb = wb;
+    if (pack) J.pack = *pack;
     if (J.rows == 0) return;
     // Few parts (each recomputes up to kh - sh shared conv rows): whole images when there are
     // enough of them, else two runs of rows per thread.

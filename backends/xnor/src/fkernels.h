@@ -27,13 +27,23 @@ void conv_float(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, i
 // (K, Co) weights -> (ceil(Co/32), K, 32), channels past Co zero.
 std::vector<float> block_weights(const float* w, std::size_t K, int Co);
 
+// The packed signs of a float output (a fused PackBits): (pixels, ceil(C/64)) words, bit 1 where
+// x < t[c] (x > t[c] where flip[c]), or where x < 0 when t is null: pack_nhwc_threshold_rows /
+// pack_nhwc_rows.
+struct PackOut {
+    uint64_t* bits = nullptr;
+    const float* t = nullptr;
+    const uint8_t* flip = nullptr;
+};
+
 // conv_float followed by pool_nhwc on its (N, Ho, Wo, Co) output (pool window pkh x pkw,
 // strides psh/psw, top/left pads ppt/ppl, output PHo x PWo), without materialising the conv
-// output: bands of conv rows are computed into a per-thread buffer and pooled while in cache.
-// The same bytes as the two calls.
+// output: bands of conv rows are computed into a per-thread buffer and pooled while in cache;
+// pack (optional) also packs the pooled rows while in cache. The same bytes as the two (three) calls.
 void conv_pool_float(const float* xp, int N, int Hp, int Wp, int C, int kh, int kw, int stride, const float* w,
                      int Co, const float* b, bool relu, bool is_max, int pkh, int pkw, int psh, int psw, int ppt,
-                     int ppl, int PHo, int PWo, float* out, int threads, Isa isa, const float* wb = nullptr);
+                     int ppl, int PHo, int PWo, float* out, int threads, Isa isa, const float* wb = nullptr,
+                     const PackOut* pack = nullptr);
 
 // Zero-padded NHWC copy: x (N, H, W, C) -> out (N, H+2p, W+2p, C).
 void pad_nhwc(const float* x, int N, int H, int W, int C, int pad, float* out, int threads);
