@@ -17,6 +17,7 @@ calls, so a def recursion is bounded by the same step budget and nesting limit).
 from __future__ import annotations
 
 import math
+import operator
 import re
 from typing import Any
 
@@ -268,8 +269,7 @@ class Evaluator:
         self.steps += 1
         if self.steps > self.max_steps:
             self.too_long(e.loc)
-        m = getattr(self, "eval_" + type(e).__name__)
-        return m(e, env)
+        return _EVAL[type(e)](self, e, env)  # eval_<kind>, looked up once per class
 
     def eval_Var(self, e: S.Var, env):
         return self.lookup(e.name, env, e.loc)
@@ -335,14 +335,13 @@ class Evaluator:
         if op in ("<", "<=", ">", ">="):
             if not (numeric or (isinstance(a, str) and isinstance(b, str))):
                 self.fail(f"cannot compare {describe(a)} with {describe(b)}", e.loc)
-            return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+            return _COMPARE[op](a, b)
         if not numeric:
             self.fail(f"'{op}' cannot combine {describe(a)} and {describe(b)}", e.loc)
         if op in ("/", "//", "%") and b == 0:
             self.fail("division by zero", e.loc)
         try:
-            v = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
-                 "//": lambda: a // b, "%": lambda: a % b}[op]()
+            v = _ARITH[op](a, b)
         except OverflowError:
             self.fail(f"the result of '{op}' is too large", e.loc)
         return self.number(v, e.loc)
@@ -669,6 +668,13 @@ class Evaluator:
         if key is not None:
             self.memo[key] = (self.b.count - before, self.steps - steps, out.shape)
         return out
+
+
+_EVAL = {kind: getattr(Evaluator, "eval_" + kind.__name__)
+         for kind in (S.Var, S.Lit, S.ListLit, S.If, S.BinOp, S.Unary, S.Index, S.Call, S.Scoped, S.Let)}
+_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+          "//": operator.floordiv, "%": operator.mod}
 
 
 def _typed(v):
