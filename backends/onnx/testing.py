@@ -106,7 +106,7 @@ def torch_values(g: ir.Graph, model, x: np.ndarray, dtype=None) -> dict[str, np.
     t = torch.from_numpy(np.asarray(x)).to(dtype or torch.float32)
     vals = []
     with torch.no_grad():
-        exact = model._fc_exact if model.deployed_arithmetic else (None,) * len(model._fc_exact)
+        exact = model._fc_roles()  # the roles its forward uses (by model.deployed_arithmetic)
         for (kind, layer, ins, args), ex in zip(model._fc_steps, exact):
             vals.append(run_step(kind, layer, [vals[i] for i in ins], args, t, None, model.mode, False, ex))
         final = model(t)

@@ -17,6 +17,7 @@ from fractalc.ir import ops
 
 from .binarize import binary_conv2d, deployed, deployed_sign_bn
 from .drop_path import join, max_join, weighted_join
+from .floatexact import deployed_float
 from . import runtime
 from .plan import RUNTIME_LAYERS, Plan
 from .runtime import (NetworkControls, activation, add, attach, batchnorm_noscale, blur_pool, init_parameters,
@@ -30,10 +31,15 @@ class GraphNetwork(NetworkControls, nn.Module):
     (None: on only for networks without binary convs), ``drop_prob`` (local drop probability),
     ``global_ratio`` (share of batches using global drop-path).
 
-    ``deployed_arithmetic`` (default True): in eval and binary mode, compute binary convs and
-    the BNs around them exactly as the lowered graph deploys them (bit-identical to the native
-    runtime's binary layers); False keeps torch's float arithmetic everywhere (what a standard
-    ONNX export computes, up to rounding).
+    ``deployed_arithmetic`` (default True): in eval and binary mode, compute every layer as the
+    native runtime computes the lowered graph: binary convs and the BNs around them exactly as
+    lowered (binarize.py), float convs, linear layers, BNs, pools and ReLUs in the engine's
+    order and roundings (floatexact.py, docs/float-arithmetic.md), so the output equals the
+    runtime's byte for byte (float32 inputs). The float layers' emulated fmaf chains are slow
+    (tens of tensor operations per multiply-add): ``"binary"`` computes only the binary layers
+    as deployed (cheap; float layers in torch's order, within rounding of the runtime); False
+    keeps torch's float arithmetic everywhere (what a standard ONNX export computes, up to
+    rounding).
     """
 
     def __init__(self, plan: Plan, *, seed: int = 0, mode: str = "binary",
@@ -55,6 +61,7 @@ class GraphNetwork(NetworkControls, nn.Module):
                                 st.inputs, st.args) for st in plan.steps)
         # per step, its `exact` role with the folded BN's module (run_step's `exact`)
         self._fc_exact = tuple(_exact_arg(self, st.exact) for st in plan.steps)
+        self._fc_exact_binary = tuple(None if e is None or e[0] in FLOAT_ROLES else e for e in self._fc_exact)
         self._fc_setup(mode, drop_path, drop_prob, global_ratio, plan.has_binary)
         self.deployed_arithmetic = True
 
@@ -62,10 +69,24 @@ class GraphNetwork(NetworkControls, nn.Module):
         dp = self._fc_drop_state(x)
         mode = self._fc_mode
         vals: list[torch.Tensor] = []
-        exact = self._fc_exact if self.deployed_arithmetic else (None,) * len(self._fc_exact)
+        exact = self._fc_roles()
         for (kind, layer, ins, args), ex in zip(self._fc_steps, exact):
             vals.append(run_step(kind, layer, [vals[i] for i in ins], args, x, dp, mode, self.training, ex))
         return vals[self._fc_output]
+
+    def _fc_roles(self) -> tuple:
+        """Per step, the `exact` role the forward passes to run_step (by deployed_arithmetic)."""
+        da = self.deployed_arithmetic
+        if isinstance(da, str) and da == "binary":
+            return self._fc_exact_binary
+        if da is True:
+            return self._fc_exact
+        if da is False:
+            return (None,) * len(self._fc_exact)
+        raise ValueError(f"deployed_arithmetic must be True, False or 'binary', got {da!r}")
+
+
+FLOAT_ROLES = ("float", "ffolded")  # plan.float_roles' roles (the rest are the binary layers')
 
 
 def _exact_arg(net: nn.Module, role: tuple):
@@ -75,6 +96,8 @@ def _exact_arg(net: nn.Module, role: tuple):
         return None
     if role[0] == "conv":
         return (net.get_submodule(role[1]) if role[1] else None, role[2], role[3])
+    if role[0] == "float":
+        return ("float", net.get_submodule(role[1]) if role[1] else None, role[2])
     return role
 
 
@@ -83,7 +106,13 @@ def run_step(kind, layer, xs, args, x, dp, mode, training, exact=None):
 
     In eval and binary mode, a step with an `exact` role computes what the lowered graph
     deploys, bit for bit (binarize.deployed_conv2d; a folded BN passes the conv's value on; a
-    BN read only by binary convs gets the exact sign of BN(x))."""
+    BN read only by binary convs gets the exact sign of BN(x); a float layer's role
+    ("float", folded BN module or None, scale flag): floatexact.deployed_float)."""
+    if exact is not None and exact[0] in FLOAT_ROLES:
+        # the engine's float arithmetic is a float32 contract: other dtypes keep the float path
+        if deployed(mode, training) and xs[0].dtype == torch.float32:
+            return xs[0] if exact[0] == "ffolded" else deployed_float(kind, layer, xs, args, exact[1], exact[2])
+        exact = None
     if exact is not None and deployed(mode, training):
         if kind == "bconv":
             return binary_conv2d(xs[0], layer.weight, *args[:4], mode, *args[4:], exact=exact)

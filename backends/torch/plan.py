@@ -39,7 +39,9 @@ class Step:
     layer: tuple[str, tuple, tuple[tuple[str, Any], ...]] | None = None
     # the lowered graph's role of the node in eval + binary mode (`exact_roles`): () none,
     # ("conv", folded BN id or None, its scale flag, bits) for a binary conv, ("folded",) or
-    # ("sign", scale flag) for a BatchNorm
+    # ("sign", scale flag) for a BatchNorm; a float layer computed as the native engine does
+    # (floatexact.deployed_float): ("float", folded BN id or None, scale flag), and
+    # ("ffolded",) for the BatchNorm folded into such a conv
     exact: tuple = ()
 
 
@@ -231,8 +233,43 @@ def exact_roles(g: ir.Graph) -> dict[str, tuple]:
         out[n] = ("conv", p.bn, scale, p.bits)
         if p.bn:
             out[p.bn] = ("folded",)
-    for n in lower.sign_only_bns(g, plans):
+    sign_bns = lower.sign_only_bns(g, plans)
+    for n in sign_bns:
         out[n] = ("sign", bool(getattr(g.op(n), "scale", True)))
+    for n, role in float_roles(g, set(out)).items():
+        out.setdefault(n, role)
+    return out
+
+
+def _readers(g: ir.Graph, n: str) -> list[str]:
+    """The nodes reading `n`'s value, looking through Dropouts (no node in ONNX: an alias)."""
+    out = []
+    for c in g.consumers(n):
+        out += _readers(g, c) if isinstance(g.op(c), ir.Dropout) else [c]
+    return out
+
+
+def float_roles(g: ir.Graph, taken: set[str]) -> dict[str, tuple]:
+    """The float layers of `g` the native engine computes with its own arithmetic
+    (docs/float-arithmetic.md), skipping nodes in `taken` (binary roles): a float conv (or a
+    BinaryConv with ``binary_input=false``, a float conv in the lowered graph) with the
+    BatchNorm the engine folds into it (the conv's only reader, not a sign-only BN), a
+    BatchNorm, a linear layer, a pool, a ReLU, a blur pool."""
+    out: dict[str, tuple] = {}
+    for n in g.order():
+        op = g.op(n)
+        if n in taken or n in out:
+            continue
+        if isinstance(op, ir.Conv) or (isinstance(op, ir.BinaryConv) and not op.binary_input):
+            rd = _readers(g, n)
+            bn = rd[0] if len(rd) == 1 and isinstance(g.op(rd[0]), ir.BatchNorm) and rd[0] not in taken else None
+            out[n] = ("float", bn, bool(g.op(bn).scale) if bn else True)
+            if bn:
+                out[bn] = ("ffolded",)
+        elif isinstance(op, ir.BatchNorm):
+            out[n] = ("float", None, bool(op.scale))
+        elif isinstance(op, (ir.Linear, ir.Pool, ir.BlurPool)) or (isinstance(op, ir.Activation) and op.fn == "relu"):
+            out[n] = ("float", None, True)
     return out
 
 

@@ -23,7 +23,7 @@ from fractalc.version import __version__
 
 from .plan import RUNTIME_LAYERS, Plan, Step, make_plan
 
-_RUNTIME_FILES = ("binarize.py", "drop_path.py", "runtime.py")
+_RUNTIME_FILES = ("binarize.py", "drop_path.py", "runtime.py", "floatexact.py")
 _IMPORTS = """\
 from __future__ import annotations
 
@@ -142,6 +142,14 @@ def _exact_rhs(st: Step, rhs: str, x0: str) -> str:
     """The line of a step with an `exact` role (build.run_step's eval + binary branch)."""
     role = st.exact
     eval_binary = "deployed(mode, self.training)"
+    if role[0] in ("float", "ffolded"):  # the engine's float arithmetic: float32 values only
+        cond = f"{eval_binary} and {x0}.dtype == torch.float32"
+        if role[0] == "ffolded":
+            return f"{x0} if {cond} else {rhs}"
+        layer = _module_expr(st.id) if st.layer else "None"
+        bn = _module_expr(role[1]) if role[1] else "None"
+        call = f"deployed_float({st.kind!r}, {layer}, ({x0},), {st.args!r}, {bn}, {role[2]!r})"
+        return f"{call} if {cond} else {rhs}"
     if role[0] == "conv":
         assert rhs.endswith(")"), rhs
         bn = _module_expr(role[1]) if role[1] else "None"
