@@ -46,6 +46,38 @@ def test_order_ancestors_descendants_match_networkx(seed):
         assert sorted(g.to_networkx().edges) == sorted(d.edges)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_order_follows_every_edit(seed):
+    """`order` is kept between calls: after each add, remove or set_inputs it must still be
+    networkx's order of the edited graph, and a caller editing the returned list changes
+    nothing."""
+    rng = random.Random(seed)
+    g = _random_dag(rng, rng.randrange(5, 40))
+
+    def reference():
+        d = g.to_networkx()
+        seq = nx.get_node_attributes(d, "seq")
+        return list(nx.lexicographical_topological_sort(d, key=lambda n: seq[n]))
+
+    for step in range(12):
+        first = g.order()
+        assert first == reference()
+        first.reverse()
+        assert g.order() == reference()
+        nodes = g.order()
+        edit = rng.choice(["add", "remove", "rewire"])
+        if edit == "add" or len(nodes) < 3:
+            g.add(f"new{step}", ir.Add(), tuple(rng.sample(nodes, min(2, len(nodes)))))
+        elif edit == "remove":
+            victim = nodes[-1]  # a sink: nothing consumes it
+            g.remove(victim)
+        else:  # a node rewired to inputs created before it: still a DAG
+            i = rng.randrange(1, len(nodes))
+            before = [n for n in nodes if g.attrs(n)["seq"] < g.attrs(nodes[i])["seq"]]
+            if before:
+                g.set_inputs(nodes[i], tuple(rng.sample(before, min(2, len(before)))))
+
+
 def test_copy_is_independent_and_cycles_are_found():
     g = ir.Graph("c")
     g.add("a", ir.Input((1, 1, 1)))

@@ -237,6 +237,9 @@ class Graph:
         self._succ: dict[str, dict[str, None]] = {}  # ordered sets
         self._pred: dict[str, dict[str, None]] = {}
         self._seq = 0
+        # `order()`'s last answer, until an edit changes the nodes or edges (compiling and
+        # costing a spec ask for it about eight times)
+        self._order: list[str] | None = None
 
     # --- construction
     def add(self, node_id: str, op: Op, inputs: tuple[str, ...] = (), loc=None) -> str:
@@ -246,6 +249,7 @@ class Graph:
         if missing:
             raise ValueError(f"node {node_id!r}: unknown input {missing[0]!r}")
         self._attrs[node_id] = {"op": op, "inputs": tuple(inputs), "loc": loc, "seq": self._seq}
+        self._order = None
         self._succ[node_id], self._pred[node_id] = {}, {}
         self._seq += 1
         for src in dict.fromkeys(inputs):
@@ -254,6 +258,7 @@ class Graph:
         return node_id
 
     def set_inputs(self, node_id: str, inputs: tuple[str, ...]) -> None:
+        self._order = None
         for src in self._pred[node_id]:
             del self._succ[src][node_id]
         self._pred[node_id] = {}
@@ -275,6 +280,7 @@ class Graph:
 
     def remove(self, node_id: str) -> None:
         """Remove a node and its edges (consumers keep it in ``inputs``: callers rewire them)."""
+        self._order = None
         for src in self._pred.pop(node_id):
             del self._succ[src][node_id]
         for dst in self._succ.pop(node_id):
@@ -331,6 +337,11 @@ class Graph:
         """Deterministic topological order: of the nodes whose inputs are all placed, the one
         created first comes next (networkx's lexicographical_topological_sort keyed by creation
         order). Raises `CycleError` if there is none."""
+        if self._order is None:
+            self._order = self._topological()
+        return list(self._order)  # the caller's own list
+
+    def _topological(self) -> list[str]:
         seq = {n: a["seq"] for n, a in self._attrs.items()}
         indeg = {n: len(p) for n, p in self._pred.items()}
         ready = [(seq[n], n) for n, d in indeg.items() if d == 0]
