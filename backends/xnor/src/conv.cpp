@@ -421,7 +421,7 @@ void ConvPlan::run(const uint64_t* x, int N, int H, int W, const Output& out, in
     std::vector<int32_t> thr, flip;
     j.out = out;
     if (j.out.stride == 0) j.out.stride = static_cast<std::size_t>(c_out);
-    if (out.kind == OutKind::affine) {
+    if (out.kind == OutKind::affine && c_out % kCoTile != 0) {  // (whole tiles are used in place)
         mul.assign(out.mul, out.mul + c_out);
         bias.assign(out.bias, out.bias + c_out);
         mul.resize(cpad, 0.0f);

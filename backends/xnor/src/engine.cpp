@@ -170,39 +170,16 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
         };
         auto no_out2 = [&] { chk(r.out2 == kNone, "no second output allowed"); };
         switch (r.type) {
-            case OP_XCONV: {
-                const int ci = in_range(0, 1, kMaxCh), co = in_range(1, 1, kMaxCh), kh = in_range(2, 1, kMaxK),
-                          kw = in_range(3, 1, kMaxK), s = in_range(4, 1, kMaxK), pad = in_range(5, 0, kMaxK);
+            case OP_XCONV: {  // the checks it shares with the grouped / dilated conv: validate_xconv
+                XconvParams q;
+                q.ci = in_range(0, 1, kMaxCh), q.co = in_range(1, 1, kMaxCh), q.kh = in_range(2, 1, kMaxK);
+                q.kw = in_range(3, 1, kMaxK), q.stride = in_range(4, 1, kMaxK), q.pad = in_range(5, 0, kMaxK);
                 const bool zero = flag(6);
-                const int kind = in_range(7, 1, 2);
-                const bool res = flag(8);
-                chk(r.n_in == (res ? 2u : 1u), "input count does not match the residual flag");
-                chk(x.kind == kBits && x.c == ci, "input must be bits with in_channels channels");
-                chk(x.h + 2 * pad >= kh && x.w + 2 * pad >= kw, "kernel larger than the padded input");
-                const int ho = out_size(x.h, kh, s, pad, pad), wo = out_size(x.w, kw, s, pad, pad);
-                const int64_t K = int64_t{kh} * kw * ci;
-                const uint64_t wwords = uint64_t(co) * kh * kw * words(ci);
-                const auto* wt = static_cast<const uint64_t*>(wref(0, wwords * 8));
-                if (ci % 64)
-                    for (uint64_t q = words(ci) - 1; q < wwords; q += words(ci))
-                        chk((wt[q] >> (ci % 64)) == 0, "weights have bits set above in_channels");
-                if (kind == 1) {
-                    chk(K <= (int64_t{1} << 24), "kernel x channels above 2^24 for a float output");
-                    shape(y, kF4, co, ho, wo, "output");
-                    if (res) shape(vals[r.in[1]], kF4, co, ho, wo, "residual");
-                    if (r.out2 != kNone) shape(vals[r.out2], kBits, co, ho, wo, "sign bits");
-                } else {
-                    chk(!res, "a residual needs a float output");
-                    no_out2();
-                    shape(y, kBits, co, ho, wo, "output");
-                }
-                wref(1, uint64_t(co) * 4);
-                wref(2, uint64_t(co) * 4);
-                if (kind == 2) {
-                    const auto* fl = static_cast<const int32_t*>(op.w[2]);
-                    for (int c = 0; c < co; ++c) chk(fl[c] == 0 || fl[c] == 1, "flip values must be 0 or 1");
-                }
-                op.conv = std::make_unique<xnor::ConvPlan>(wt, co, kh, kw, ci, s, pad, zero);
+                q.kind = in_range(7, 1, 2);
+                q.residual = flag(8);
+                const uint64_t* wt = validate_xconv(op, q, vals, blob, h.blob_bytes, who);
+                nw = 3;
+                op.conv = std::make_unique<xnor::ConvPlan>(wt, q.co, q.kh, q.kw, q.ci, q.stride, q.pad, zero);
                 break;
             }
             case OP_PACK: {
@@ -618,6 +595,9 @@ void Engine::run(const float* in, int64_t n, float* out, std::size_t out_len) {
         switch (r.type) {
             case OP_XCONV: {
                 xnor::Output o;
+                // Bit outputs are stored as whole 32-channel halves of their words, so only an
+                // odd number of halves leaves bits unwritten that must be zero.
+                const bool partial_words = (r.p[1] + 31) / 32 % 2 != 0;
                 if (r.p[7] == 1) {
                     o.kind = xnor::OutKind::affine;
                     o.data = F(r.out);
@@ -625,12 +605,12 @@ void Engine::run(const float* in, int64_t n, float* out, std::size_t out_len) {
                     o.bias = static_cast<const float*>(op.w[2]);
                     if (r.p[8]) o.residual = F(r.in[1]);
                     if (r.out2 != kNone) {
-                        std::memset(U(r.out2), 0, vals[r.out2].bytes * n);
+                        if (partial_words) std::memset(U(r.out2), 0, vals[r.out2].bytes * n);
                         o.sign_bits = U(r.out2);
                     }
                 } else {
                     o.kind = xnor::OutKind::bits;
-                    std::memset(U(r.out), 0, y.bytes * n);
+                    if (partial_words) std::memset(U(r.out), 0, y.bytes * n);
                     o.data = U(r.out);
                     o.thr = static_cast<const int32_t*>(op.w[1]);
                     o.flip = static_cast<const int32_t*>(op.w[2]);

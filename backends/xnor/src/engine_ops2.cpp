@@ -20,7 +20,62 @@ constexpr int kMaxCh = 1 << 16, kMaxK = 64;
 
 int words(int c) { return (c + 63) / 64; }
 
+// the output size of a (dilated) kernel with symmetric padding; the caller checked it fits
+int out_size(int in, int k, int s, int pad, int d) { return (in + 2 * pad - d * (k - 1) - 1) / s + 1; }
+
 }  // namespace
+
+const uint64_t* validate_xconv(Op& op, const XconvParams& q, const std::vector<Value>& vals, const uint8_t* blob,
+                               uint64_t blob_bytes, const std::string& who) {
+    const OpRec& r = op.r;
+    auto chk = [&](bool ok, const std::string& m) {
+        if (!ok) throw Error(FRT_ERR_FORMAT, who + ": " + m);
+    };
+    auto shape = [&](const Value& v, uint32_t kind, int c, int hh, int ww, const char* what) {
+        chk(v.kind == kind && v.c == c && v.h == hh && v.w == ww, std::string(what) + " has the wrong kind or shape");
+    };
+    auto wref = [&](int k, uint64_t bytes) {
+        const WRef& wr = r.w[k];
+        chk(wr.off % 64 == 0 && wr.off <= blob_bytes && wr.bytes == bytes && bytes <= blob_bytes - wr.off,
+            "weight " + std::to_string(k) + " is out of the blob, misaligned or has the wrong size");
+        op.w[k] = blob + wr.off;
+        return op.w[k];
+    };
+    const Value& x = vals[r.in[0]];
+    const Value& y = vals[r.out];
+    const int co = q.co, d = q.dilation;
+    chk(q.ci % q.groups == 0 && co % q.groups == 0, "groups must divide in_channels and out_channels");
+    chk(r.n_in == (q.residual ? 2u : 1u), "input count does not match the residual flag");
+    chk(x.kind == kBits && x.c == q.ci, "input must be bits with in_channels channels");
+    const int ekh = d * (q.kh - 1) + 1, ekw = d * (q.kw - 1) + 1;  // <= 4033
+    chk(x.h + 2 * q.pad >= ekh && x.w + 2 * q.pad >= ekw,
+        std::string(d > 1 ? "dilated " : "") + "kernel larger than the padded input");
+    const int ho = out_size(x.h, q.kh, q.stride, q.pad, d), wo = out_size(x.w, q.kw, q.stride, q.pad, d);
+    const int cg = q.ci / q.groups;
+    const int64_t K = int64_t{q.kh} * q.kw * cg;
+    const uint64_t wwords = uint64_t(co) * q.kh * q.kw * words(cg);
+    const auto* wt = static_cast<const uint64_t*>(wref(0, wwords * 8));
+    if (cg % 64)
+        for (uint64_t i = words(cg) - 1; i < wwords; i += words(cg))
+            chk((wt[i] >> (cg % 64)) == 0, "weights have bits set above the (group's) input channels");
+    if (q.kind == 1) {
+        chk(K <= (int64_t{1} << 24), "kernel x channels above 2^24 for a float output");
+        shape(y, kF4, co, ho, wo, "output");
+        if (q.residual) shape(vals[r.in[1]], kF4, co, ho, wo, "residual");
+        if (r.out2 != kNone) shape(vals[r.out2], kBits, co, ho, wo, "sign bits");
+    } else {
+        chk(!q.residual, "a residual needs a float output");
+        chk(r.out2 == kNone, "no second output allowed");
+        shape(y, kBits, co, ho, wo, "output");
+    }
+    wref(1, uint64_t(co) * 4);
+    wref(2, uint64_t(co) * 4);
+    if (q.kind == 2) {
+        const auto* fl = static_cast<const int32_t*>(op.w[2]);
+        for (int c = 0; c < co; ++c) chk(fl[c] == 0 || fl[c] == 1, "flip values must be 0 or 1");
+    }
+    return wt;
+}
 
 const char* op2_name(uint32_t t) {
     switch (t) {
@@ -60,47 +115,22 @@ int validate_op2(Op& op, const std::vector<Value>& vals, const uint8_t* blob, ui
         return op.w[k];
     };
     auto no_out2 = [&] { chk(r.out2 == kNone, "no second output allowed"); };
-    // the output size of a (dilated) kernel with symmetric padding; the caller checked it fits
-    auto out_size = [](int in, int k, int s, int pad, int d) { return (in + 2 * pad - d * (k - 1) - 1) / s + 1; };
 
     switch (r.type) {
         case OP_GXCONV: {  // p: c_in, c_out, kh, kw, stride, pad, zero_padding, out_kind, residual, groups, dilation
-            const int ci = in_range(0, 1, kMaxCh), co = in_range(1, 1, kMaxCh), kh = in_range(2, 1, kMaxK),
-                      kw = in_range(3, 1, kMaxK), s = in_range(4, 1, kMaxK), pad = in_range(5, 0, kMaxK);
+            XconvParams q;
+            q.ci = in_range(0, 1, kMaxCh), q.co = in_range(1, 1, kMaxCh), q.kh = in_range(2, 1, kMaxK);
+            q.kw = in_range(3, 1, kMaxK), q.stride = in_range(4, 1, kMaxK), q.pad = in_range(5, 0, kMaxK);
             const bool zero = flag(6);
-            const int kind = in_range(7, 1, 2);
-            const bool res = flag(8);
-            const int groups = in_range(9, 1, kMaxCh), dil = in_range(10, 1, kMaxK);
-            chk(ci % groups == 0 && co % groups == 0, "groups must divide in_channels and out_channels");
-            chk(r.n_in == (res ? 2u : 1u), "input count does not match the residual flag");
-            chk(x.kind == kBits && x.c == ci, "input must be bits with in_channels channels");
-            const int ekh = dil * (kh - 1) + 1, ekw = dil * (kw - 1) + 1;  // <= 4033
-            chk(x.h + 2 * pad >= ekh && x.w + 2 * pad >= ekw, "dilated kernel larger than the padded input");
-            const int ho = out_size(x.h, kh, s, pad, dil), wo = out_size(x.w, kw, s, pad, dil);
-            const int cg = ci / groups;
-            const int64_t K = int64_t{kh} * kw * cg;
-            const uint64_t wwords = uint64_t(co) * kh * kw * words(cg);
-            const auto* wt = static_cast<const uint64_t*>(wref(0, wwords * 8));
-            if (cg % 64)
-                for (uint64_t q = words(cg) - 1; q < wwords; q += words(cg))
-                    chk((wt[q] >> (cg % 64)) == 0, "weights have bits set above the group's channels");
-            if (kind == 1) {
-                chk(K <= (int64_t{1} << 24), "kernel x channels above 2^24 for a float output");
-                shape(y, kF4, co, ho, wo, "output");
-                if (res) shape(vals[r.in[1]], kF4, co, ho, wo, "residual");
-                if (r.out2 != kNone) shape(vals[r.out2], kBits, co, ho, wo, "sign bits");
-            } else {
-                chk(!res, "a residual needs a float output");
-                no_out2();
-                shape(y, kBits, co, ho, wo, "output");
-            }
-            wref(1, uint64_t(co) * 4);
-            wref(2, uint64_t(co) * 4);
-            if (kind == 2) {
-                const auto* fl = static_cast<const int32_t*>(op.w[2]);
-                for (int c = 0; c < co; ++c) chk(fl[c] == 0 || fl[c] == 1, "flip values must be 0 or 1");
-            }
-            op.aux = std::make_shared<xnor::GroupedConvPlan>(wt, co, kh, kw, ci, groups, s, pad, dil, zero);
+            q.kind = in_range(7, 1, 2);
+            q.residual = flag(8);
+            q.groups = in_range(9, 1, kMaxCh), q.dilation = in_range(10, 1, kMaxK);
+            const uint64_t* wt = validate_xconv(op, q, vals, blob, blob_bytes, who);
+            nw = 3;
+            const int groups = q.groups, dil = q.dilation, kind = q.kind;
+            const bool res = q.residual;
+            op.aux = std::make_shared<xnor::GroupedConvPlan>(wt, q.co, q.kh, q.kw, q.ci, groups, q.stride, q.pad, dil,
+                                                             zero);
             op.kind = std::string("XnorConv(") + (groups > 1 ? "grouped" : "") + (groups > 1 && dil > 1 ? "," : "") +
                       (dil > 1 ? "dilated" : "") + (groups == 1 && dil == 1 ? "plain" : "") + ")";
             if (res) op.kind += "+Add";

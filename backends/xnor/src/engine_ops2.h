@@ -28,6 +28,18 @@ const char* op2_name(uint32_t t);  // "?" for any other type
 int validate_op2(Op& op, const std::vector<Value>& vals, const uint8_t* blob, uint64_t blob_bytes,
                  const std::string& who);
 
+// The checks a binary conv (OP_XCONV, or OP_GXCONV with groups / dilation) makes once its
+// parameters are range-checked (1..2^16 channels, kernel, stride, pad, dilation 1..64, kind 1 or
+// 2): the input count and kind, the kernel inside the padded input, the weights (slot 0: packed,
+// no bits above the group's channels; 1, 2: per-channel mul / bias or threshold / flip), the
+// output shapes and the flips. Points op.w at the weights and returns the packed ones.
+struct XconvParams {
+    int ci, co, kh, kw, stride, pad, kind, groups = 1, dilation = 1;
+    bool residual;
+};
+const uint64_t* validate_xconv(Op& op, const XconvParams& q, const std::vector<Value>& vals, const uint8_t* blob,
+                               uint64_t blob_bytes, const std::string& who);
+
 // Runs op `op` on n images; values live in `arena` at `val_off`.
 void run_op2(const Op& op, const std::vector<Value>& vals, uint8_t* arena, const std::vector<std::size_t>& val_off,
              int n, int threads, xnor::Isa isa);
