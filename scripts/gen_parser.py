@@ -9,11 +9,14 @@ loader (~30 ms a process). The parser is built here with `PARSER_OPTIONS`, stric
 included (a shift/reduce conflict or a regex collision fails the build); the options that shape
 trees and errors (lexer, start symbols, positions, placeholders) are stored in the tables.
 
-Two edits to lark's runtime text keep its imports off the start-up path without changing what
-it does: the ``lark`` logger (level CRITICAL, so silent for anything a parse logs) and
-``pickle, zlib, base64`` (used only by ``Lark.save``/``load`` and lark's cache) are created on
-first use. Each edit must match lark's text exactly once, so a lark whose runtime reads
-differently fails here rather than producing a half-edited module.
+Edits to lark's runtime text keep its imports off the start-up path without changing what it
+does: the ``lark`` logger (level CRITICAL, so silent for anything a parse logs) and ``pickle,
+zlib, base64`` (used only by ``Lark.save``/``load`` and lark's cache) are created on first use;
+and the lexers get an ``re`` whose patterns are compiled ahead of time (`_LEXER_RE`: Python
+compiles regular expressions in pure Python, ~10 ms of a first parse; the table is checked
+against `re` by the tests and used only by the Python version that wrote it). Each edit must
+match lark's text exactly once, so a lark whose runtime reads differently fails here rather
+than producing a half-edited module.
 
 The module records the grammar's sha256: tests/test_parser_generated.py fails when the grammar
 changed and this script was not run, and runs ``--check`` against the installed lark.
@@ -69,11 +72,96 @@ _EDITS = [
     ('logger: logging.Logger = logging.getLogger("lark")\nlogger.addHandler(logging.StreamHandler())\n',
      _LAZY + "logger = _OnFirstUse(_lark_logger)\n"),
     ("\nlogger.setLevel(logging.CRITICAL)\n", "\n"),
+    ("lexer_conf.re_module = regex if options.regex else re\n",
+     "lexer_conf.re_module = regex if options.regex else _lexer_re  # see the end of the file\n"),
     ("\nimport pickle, zlib, base64\n",
      "\nimport importlib as _importlib\n"
      "pickle, zlib, base64 = (_OnFirstUse(lambda m=m: _importlib.import_module(m))\n"
      "                        for m in ('pickle', 'zlib', 'base64'))\n"),
 ]
+
+
+# Appended to lark's text: the `re` the lexers use (see the module doc).
+_LEXER_RE = '''
+
+# --- added by scripts/gen_parser.py ---------------------------------------------------------
+# The lexers' regular expressions, compiled ahead of time. Python compiles a pattern in pure
+# Python (re._parser, re._compiler), and the contextual lexer builds a scanner per set of
+# terminals a parser state accepts: ~10 ms of a short command's first parse. _RE_CODE holds, per
+# (pattern, flags), what re._compiler.compile hands to _sre.compile, valid for the interpreter
+# named by _RE_KEY; any other pattern, or any other interpreter, is compiled by `re` as usual.
+import _sre
+
+
+class _LexerRe:
+    """`re`, as the lexers call it (compile, match), with _RE_CODE's patterns precompiled."""
+
+    error = re.error
+
+    def __init__(self):
+        self._compiled = {}
+        self._precompiled = _RE_CODE if _RE_KEY == (*sys.version_info[:2], _sre.MAGIC, _sre.CODESIZE) else {}
+
+    def compile(self, pattern, flags=0):
+        key = (pattern, flags)
+        got = self._compiled.get(key)
+        if got is None:
+            entry = self._precompiled.get(key)
+            if entry is None:
+                got = re.compile(pattern, flags)
+            else:
+                final_flags, code, groups, groupindex, indexgroup = entry
+                got = _sre.compile(pattern, final_flags, list(code), groups, dict(groupindex), indexgroup)
+            self._compiled[key] = got
+        return got
+
+    def match(self, pattern, string, flags=0):
+        return self.compile(pattern, flags).match(string)
+
+    def __getattr__(self, name):
+        return getattr(re, name)
+
+
+'''
+
+
+def _regex_table(module_text: str) -> str:
+    """The text of _RE_KEY and _RE_CODE for the module `module_text` (whose own table is empty):
+    every pattern its lexers compile, found by building every lexer's scanner, with the
+    arguments re._compiler.compile passes to _sre.compile for it."""
+    import re
+    import re._compiler
+    import re._parser
+    import types
+    import _sre
+
+    mod = types.ModuleType("_parser_generated_draft")
+    sys.modules[mod.__name__] = mod  # lark's one dataclass looks its module up there
+    try:
+        exec(compile(module_text, str(OUT), "exec"), mod.__dict__)
+    finally:
+        del sys.modules[mod.__name__]
+    seen: set[tuple[str, int]] = set()
+    real = mod._lexer_re.compile
+    mod._lexer_re.compile = lambda pattern, flags=0: seen.add((pattern, flags)) or real(pattern, flags)
+    lexer = mod.Lark_StandAlone().parser.lexer
+    for each in {id(x): x for x in [*lexer.lexers.values(), lexer.root_lexer]}.values():
+        each.scanner  # builds it: its union pattern and the keyword (unless) patterns
+    lines = [f"_RE_KEY = {(*sys.version_info[:2], _sre.MAGIC, _sre.CODESIZE)!r}", "_RE_CODE = {"]
+    for pattern, flags in sorted(seen):
+        p = re._parser.parse(pattern, flags)
+        code = re._compiler._code(p, flags)
+        groupindex = dict(p.state.groupdict)
+        indexgroup = [None] * p.state.groups
+        for name, i in groupindex.items():
+            indexgroup[i] = name
+        # (the opcodes are named int constants: written as the plain ints _sre reads)
+        entry = (int(flags | p.state.flags), tuple(int(c) for c in code), p.state.groups - 1,
+                 groupindex, tuple(indexgroup))
+        lines.append(f"    {(pattern, flags)!r}: {entry!r},")
+    lines.append("}")
+    lines.append("_lexer_re = _LexerRe()")
+    return "\n".join(lines) + "\n"
 
 
 def _canonical_tables(data: dict, memo: dict) -> tuple[dict, dict]:
@@ -137,7 +225,10 @@ def generate() -> str:
         f"LARK_VERSION = {lark.__version__!r}\n"
         f"OPTIONS = {PARSER_OPTIONS!r}\n\n"
     )
-    return head + body
+    draft = head + body + _LEXER_RE + "_RE_KEY = None\n_RE_CODE = {}\n_lexer_re = _LexerRe()\n"
+    final = head + body + _LEXER_RE + _regex_table(draft)
+    compile(final, str(OUT), "exec")  # a syntax error here, not at the next import
+    return final
 
 
 def main(argv=None) -> int:

@@ -126,3 +126,22 @@ def test_check_and_stats_do_not_import_lark(command, tmp_path):
                 if line.startswith("import time:")}
     assert "fractalc.lang._parser_generated" in imported  # the log is complete
     assert not {m for m in imported if m.split(".")[0] in ("lark", "interegular")}
+
+
+def test_precompiled_lexer_patterns_are_what_re_compiles():
+    """The lexers' patterns are stored compiled (scripts/gen_parser.py, `_LEXER_RE`); each must
+    be the very pattern `re.compile` makes (CPython compares patterns by flags and code)."""
+    import re
+
+    if not G._lexer_re._precompiled:  # another Python: every pattern goes through `re`
+        pytest.skip(f"table written by Python {G._RE_KEY[:2]}, this is {sys.version_info[:2]}")
+    assert len(G._RE_CODE) > 20
+    for (pattern, flags) in G._RE_CODE:
+        mine, ref = G._lexer_re.compile(pattern, flags), re.compile(pattern, flags)
+        assert mine == ref and mine.groupindex == ref.groupindex and mine.groups == ref.groups
+    # every scanner the parser can build finds its patterns in the table
+    lexer = S.parser().parser.lexer
+    compiled_before = dict(G._lexer_re._compiled)
+    for each in [*lexer.lexers.values(), lexer.root_lexer]:
+        each.scanner
+    assert set(G._lexer_re._compiled) <= set(G._RE_CODE) | set(compiled_before)
