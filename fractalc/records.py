@@ -129,6 +129,10 @@ def _make_init(cls, flds: tuple[Field, ...]):
             bad = next(x for x in names[:k] if x in kw)
             raise TypeError(f"{qual}.__init__() got multiple values for argument {bad!r}")
         d = dict(zip(names, args))
+        if k + len(kw) == n:  # every field given (no duplicates, all known: checked above)
+            for name in names[k:]:  # in field order, whatever the call's order
+                d[name] = kw[name]
+            return d
         missing = []
         for name, default, factory in specs[k:]:  # in field order, whatever the call's order
             if name in kw:

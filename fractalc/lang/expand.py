@@ -272,7 +272,10 @@ class Evaluator:
         return _EVAL[type(e)](self, e, env)  # eval_<kind>, looked up once per class
 
     def eval_Var(self, e: S.Var, env):
-        return self.lookup(e.name, env, e.loc)
+        name = e.name
+        if name in env:  # the common case, without a call to lookup
+            return env[name]
+        return self.lookup(name, env, e.loc)
 
     def eval_Lit(self, e: S.Lit, env):
         return e.value
