@@ -117,6 +117,15 @@ def test_fma_emulation_equals_libm_fmaf():
     got_t = tx.fma(torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c)).numpy()
     assert np.array_equal(_bits(got_np), _bits(want)), int((_bits(got_np) != _bits(want)).sum())
     assert np.array_equal(_bits(got_t), _bits(want)), int((_bits(got_t) != _bits(want)).sum())
+    # the chains' fast step (float64 sum, exact rounding only where it can go wrong)
+    for grain in (None, npx.grain(a, b)):
+        chain = npx.FmaChain(a.shape, grain)
+        chain.acc[...] = c
+        chain.step(a.astype(np.float64), b.astype(np.float64))
+        tchain = tx.FmaChain(a.shape, grain)
+        tchain.acc = torch.from_numpy(c.copy())
+        tchain.step(torch.from_numpy(a).double(), torch.from_numpy(b).double())
+        assert np.array_equal(_bits(chain.acc), _bits(want)) and np.array_equal(_bits(tchain.acc.numpy()), _bits(want))
     # the traps are traps: one float64 rounding, then float32, is wrong on some of them
     double = (a.astype(np.float64) * b + c).astype(F32)
     assert (_bits(double) != _bits(want)).sum() > 100
@@ -219,8 +228,13 @@ def test_plain_multiply_add_differs(name, monkeypatch):
     t, ref, data = _outputs(c, state, x)
     want = Session(data, threads=1).run(x)
     assert t.tobytes() == want.tobytes() == ref.tobytes()
-    monkeypatch.setattr(npx, "fma", lambda a, b, c: (np.asarray(a, F32) * np.asarray(b, F32) + np.asarray(c, F32)))
-    monkeypatch.setattr(tx, "fma", lambda a, b, c: a.to(torch.float32) * b.to(torch.float32) + c.to(torch.float32))
+    def np_step(self, a, b):
+        self.acc = (np.asarray(a, F32) * np.asarray(b, F32) + self.acc).astype(F32)
+
+    def torch_step(self, a, b):
+        self.acc = a.to(torch.float32) * b.to(torch.float32) + self.acc
+    monkeypatch.setattr(npx.FmaChain, "step", np_step)
+    monkeypatch.setattr(tx.FmaChain, "step", torch_step)
     t2, ref2, _ = _outputs(c, state, x)
     assert t2.tobytes() != want.tobytes() and ref2.tobytes() != want.tobytes()
     assert np.abs(t2 - want).max() < 1e-4  # within rounding, not a different network

@@ -34,6 +34,50 @@ def fma(a, b, c) -> np.ndarray:
     return bits.view(F64).astype(F32)
 
 
+_MID, _LOW29 = 0x10000000, 0x1FFFFFFF  # float64 bits below float32 precision: exactly half an ulp
+_TINY = 897 << 52  # float64 bits of 2^-126: below it float32 rounds coarser (subnormals)
+_ABS = 0x7FFFFFFFFFFFFFFF
+
+
+class FmaChain:
+    """acc = fma(a, b, acc) step after step, acc starting at +0 (an engine's per-output chain,
+    vectorised over all outputs); a, b float64 arrays holding float32 values.
+
+    Fast form of `fma`: s = a * b + acc rounds once in float64, and float32(s) is already the
+    correctly rounded result unless s lies exactly halfway between two float32 values (a
+    float64 rounding may have made it so) or in float32's subnormal range; only those
+    elements (rare on real data) go through `fma`'s exact rounding. `grain`: if every product
+    and the start are multiples of 2^-grain with grain <= 126, so is every sum, and a nonzero
+    one is never below 2^-126: the subnormal test is skipped (None: always tested)."""
+
+    def __init__(self, shape, grain: int | None = None):
+        self.acc = np.zeros(shape, F32)
+        self._tiny = grain is None or grain > 126
+        self._p, self._s = np.empty(shape, F64), np.empty(shape, F64)
+        self._m = np.empty(shape, np.int64)
+        self._f, self._g = np.empty(shape, bool), np.empty(shape, bool)
+
+    def step(self, a, b) -> None:
+        p, s, m, f, g = self._p, self._s, self._m, self._f, self._g
+        np.multiply(a, b, out=p)  # exact
+        np.add(p, self.acc, out=s)
+        sv = s.view(np.int64)
+        np.bitwise_and(sv, _LOW29, out=m)
+        np.equal(m, _MID, out=f)
+        if self._tiny:
+            np.bitwise_and(sv, _ABS, out=m)
+            np.subtract(m, 1, out=m)  # zero -> -1: huge as unsigned, so not "tiny" (an exact 0)
+            np.less(m.view(np.uint64), np.uint64(_TINY - 1), out=g)
+            np.logical_or(f, g, out=f)
+        if f.any():
+            idx = np.flatnonzero(f)
+            fixed = fma(p.reshape(-1)[idx], 1.0, self.acc.reshape(-1)[idx])
+            self.acc[...] = s
+            self.acc.reshape(-1)[idx] = fixed
+        else:
+            self.acc[...] = s
+
+
 def frac_bits(v: np.ndarray) -> int | None:
     """The least q with every value of float32 `v` a multiple of 2^-q (None if any is not
     finite; an all-zero array gives -200)."""
@@ -49,6 +93,13 @@ def frac_bits(v: np.ndarray) -> int | None:
     low = np.log2((mant & -mant).astype(F64)).astype(np.int64)  # trailing zeros
     lsb = np.maximum(exp, 1) - 127 - 23 + low  # exponent of the lowest set bit
     return int(-lsb.min())
+
+
+def grain(x, w) -> int | None:
+    """q with every product of a value of `x` and one of `w` a multiple of 2^-q (None: some
+    value is not finite)."""
+    qx, qw = frac_bits(x), frac_bits(w)
+    return None if qx is None or qw is None else qx + qw
 
 
 def sums_exact(x: np.ndarray, w2: np.ndarray) -> bool:
@@ -96,13 +147,13 @@ def conv(x, w, b, stride: int, pad: int, dilation: int = 1, groups: int = 1) -> 
             acc = (cols @ w2.astype(F64).T + 0.0).astype(F32).transpose(0, 3, 1, 2)
             return acc + bb
         x64, w64 = xp.astype(F64), w.astype(F64)
-        acc = np.zeros((n, co, ho, wo), F32)
+        chain = FmaChain((n, co, ho, wo), grain(x, w))
         for ky in range(kh):
             for kx in range(kw):
                 t = _taps(x64, ky, kx, s, 1, ho, wo)
                 for ci in range(c):
-                    acc = fma(t[:, ci:ci + 1], w64[:, ci, ky, kx][None, :, None, None], acc)
-        return acc + bb
+                    chain.step(t[:, ci:ci + 1], w64[:, ci, ky, kx][None, :, None, None])
+        return chain.acc + bb
     og = co // groups
     first = (np.arange(co) // og) * cg  # input channel 0 of output channel o's group
     acc = np.zeros((n, co, ho, wo), F32)
@@ -127,10 +178,10 @@ def gemm(x, w2, b) -> np.ndarray:
     if sums_exact(x, w2):
         return (x.astype(F64) @ w2.astype(F64).T + 0.0).astype(F32) + b
     x64, w64 = x.astype(F64), w2.astype(F64)
-    acc = np.zeros((x.shape[0], co), F32)
+    chain = FmaChain((x.shape[0], co), grain(x, w2))
     for k in range(x.shape[1]):
-        acc = fma(x64[:, k:k + 1], w64[None, :, k], acc)
-    return acc + b
+        chain.step(x64[:, k:k + 1], w64[None, :, k])
+    return chain.acc + b
 
 
 def bn_scale(gamma, var, eps: float) -> np.ndarray:

@@ -17,8 +17,8 @@ docs/float-arithmetic.md), so torch eval equals the runtime byte for byte:
   average sums pixels in order, then divides; ReLU: x < 0 ? 0 : x.
 
 torch has no fused multiply-add, so `fma` computes one exactly (see its docstring). The fmaf
-chains loop over the reduction index (vectorised over all outputs): about 20 tensor operations
-per step, slow for large inputs; where every partial sum is exact in float32 (`sums_exact`)
+chains loop over the reduction index (vectorised over all outputs, `FmaChain`): about 6 tensor
+operations per step, slow for large inputs; where every partial sum is exact in float32 (`sums_exact`)
 any order gives the exact sum, and one float64 conv computes it. Gradients in eval are the
 float path's (as for the binary layers).
 """
@@ -50,6 +50,43 @@ def fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         step = torch.where((e > 0) == (s > 0), 1, -1)
         bits = torch.where(fix, bits + step, bits)
     return bits.view(torch.float64).to(torch.float32)
+
+
+class FmaChain:
+    """acc = fma(a, b, acc) step after step from acc = +0 (the engine's per-output chain,
+    vectorised over all outputs); a, b float64 tensors holding float32 values.
+
+    Fast form of `fma`: s = a * b + acc rounds once in float64, and float32(s) is already the
+    correctly rounded result unless s lies exactly halfway between two float32 values or in
+    float32's subnormal range; only those elements (rare on real data) go through `fma`.
+    `grain`: every product a multiple of 2^-grain with grain <= 126 makes every nonzero sum
+    at least 2^-126, so the subnormal test is skipped (None: always tested)."""
+
+    def __init__(self, shape, grain=None):
+        self.acc = torch.zeros(shape, dtype=torch.float32)
+        self._tiny = grain is None or grain > 126
+
+    def step(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        p = a * b  # exact
+        s = p + self.acc
+        sv = s.view(torch.int64)
+        odd = (sv & 0x1FFFFFFF) == 0x10000000  # exactly half a float32 ulp below s's float32
+        if self._tiny:
+            m = sv & 0x7FFFFFFFFFFFFFFF
+            odd = odd | ((m < (897 << 52)) & (m != 0))  # 0 < |s| < 2^-126
+        new = s.to(torch.float32)
+        if bool(odd.any()):
+            idx = odd.reshape(-1).nonzero().reshape(-1)
+            flat = new.reshape(-1)
+            flat[idx] = fma(p.reshape(-1)[idx], torch.ones(()), self.acc.reshape(-1)[idx])
+            new = flat.reshape(s.shape)
+        self.acc = new
+
+
+def grain(x: torch.Tensor, w: torch.Tensor):
+    """q with every product of a value of x and one of w a multiple of 2^-q (None: not finite)."""
+    qx, qw = frac_bits(x), frac_bits(w)
+    return None if qx is None or qw is None else qx + qw
 
 
 def frac_bits(v: torch.Tensor):
@@ -101,13 +138,13 @@ def conv2d(x, w, b, stride: int, padding: int, dilation: int = 1, groups: int = 
             y = F.conv2d(x.to(torch.float64), w.to(torch.float64), None, s, p) + 0.0
             return y.to(torch.float32) + bias
         x64, w64 = xp.to(torch.float64), w.to(torch.float64)
-        acc = torch.zeros((n, co, ho, wo), dtype=torch.float32)
+        chain = FmaChain((n, co, ho, wo), grain(x, w))
         for ky in range(kh):
             for kx in range(kw):
                 t = taps(x64, ky, kx)
                 for ci in range(c):
-                    acc = fma(t[:, ci:ci + 1], w64[:, ci, ky, kx].reshape(1, co, 1, 1), acc)
-        return acc + bias
+                    chain.step(t[:, ci:ci + 1], w64[:, ci, ky, kx].reshape(1, co, 1, 1))
+        return chain.acc + bias
     og = co // groups
     first = (torch.arange(co) // og) * cg  # input channel 0 of output channel o's group
     oy, ox = torch.arange(ho) * s - p, torch.arange(wo) * s - p
@@ -132,10 +169,10 @@ def linear(x: torch.Tensor, w: torch.Tensor, b) -> torch.Tensor:
     if sums_exact(x, w):
         return ((x.to(torch.float64) @ w.to(torch.float64).T + 0.0).to(torch.float32)) + bias
     x64, w64 = x.to(torch.float64), w.to(torch.float64)
-    acc = torch.zeros((x.shape[0], co), dtype=torch.float32)
+    chain = FmaChain((x.shape[0], co), grain(x, w))
     for k in range(x.shape[1]):
-        acc = fma(x64[:, k:k + 1], w64[None, :, k], acc)
-    return acc + bias
+        chain.step(x64[:, k:k + 1], w64[None, :, k])
+    return chain.acc + bias
 
 
 def _bn_params(bn, bn_scale: bool):
