@@ -12,11 +12,13 @@ trees and errors (lexer, start symbols, positions, placeholders) are stored in t
 Edits to lark's runtime text keep its imports off the start-up path without changing what it
 does: the ``lark`` logger (level CRITICAL, so silent for anything a parse logs) and ``pickle,
 zlib, base64`` (used only by ``Lark.save``/``load`` and lark's cache) are created on first use;
-and the lexers get an ``re`` whose patterns are compiled ahead of time (`_LEXER_RE`: Python
-compiles regular expressions in pure Python, ~10 ms of a first parse; the table is checked
-against `re` by the tests and used only by the Python version that wrote it). Each edit must
-match lark's text exactly once, so a lark whose runtime reads differently fails here rather
-than producing a half-edited module.
+lark's one frozen dataclass (``TextSlice``) is a `fractalc.records` record (the same
+semantics without importing dataclasses and exec-compiling its methods); and the lexers get an
+``re`` whose patterns are compiled ahead of time (`_LEXER_RE`: Python compiles regular
+expressions in pure Python, ~10 ms of a first parse; the table is checked against `re` by the
+tests and used only by the Python version that wrote it). Each edit must match lark's text
+exactly once, so a lark whose runtime reads differently fails here rather than producing a
+half-edited module.
 
 The module records the grammar's sha256: tests/test_parser_generated.py fails when the grammar
 changed and this script was not run, and runs ``--check`` against the installed lark.
@@ -72,6 +74,8 @@ _EDITS = [
     ('logger: logging.Logger = logging.getLogger("lark")\nlogger.addHandler(logging.StreamHandler())\n',
      _LAZY + "logger = _OnFirstUse(_lark_logger)\n"),
     ("\nlogger.setLevel(logging.CRITICAL)\n", "\n"),
+    ("from dataclasses import dataclass\n",
+     "from fractalc.records import record as dataclass  # the same class, without exec (one use)\n"),
     ("lexer_conf.re_module = regex if options.regex else re\n",
      "lexer_conf.re_module = regex if options.regex else _lexer_re  # see the end of the file\n"),
     ("\nimport pickle, zlib, base64\n",

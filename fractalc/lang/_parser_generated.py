@@ -279,7 +279,7 @@ class MissingVariableError(LarkError):
 
 
 import sys, re
-from dataclasses import dataclass
+from fractalc.records import record as dataclass  # the same class, without exec (one use)
 from typing import Generic, AnyStr
 
 
