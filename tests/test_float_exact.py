@@ -9,10 +9,8 @@ backends/onnx/floatexact.py. Checked here:
   where one float64 rounding followed by a float32 rounding is wrong (a product exactly halfway
   between two float32 values plus a tiny addend of either sign), cancellations, signed zeros
   and subnormal results;
-- on every shipped spec and every zoo spec (a small input each), random non-dyadic weights and
-  BN statistics and random normal inputs: the output of torch eval, of `run_reference` and of
-  `fractalc.runtime.Session` (native engine, every available ISA, 1 and 2 threads) are equal
-  as float32 bit patterns, finite and not constant;
+- (every shipped and zoo spec, random weights and inputs: torch eval == `run_reference` ==
+  `fractalc.runtime.Session` as float32 bytes: tests/test_torch_exact.py)
 - the emulation is what makes them equal: with a float32 multiply then add in place of fmaf,
   torch and the reference differ from the runtime;
 - the exact-sum shortcut (`sums_exact`) equals the fmaf chain where it applies and refuses a
@@ -30,14 +28,12 @@ import torch
 
 import onnx  # noqa: F401  (a dependency of `make test`: missing fails, never skips)
 
-from conftest import SPECS, spec_id
-from test_torch_exact import _input, _overrides, random_state
+from conftest import SPECS
+from test_torch_exact import deployed_outputs, network
 from fractalc.backends.onnx import floatexact as npx
-from fractalc.backends.onnx import lower, reference, testing
+from fractalc.backends.onnx import lower, testing
 from fractalc.backends.torch import floatexact as tx
 from fractalc.backends.xnor.engine import write_engine_file
-from fractalc.backends.xnor.kernels import available_isas
-from fractalc.compiler import compile_spec
 from fractalc.runtime import Session
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -181,53 +177,17 @@ def _chain(x, w, b):
     return out
 
 
-# ---- whole networks: torch eval == run_reference == Session ---------------------------------
-
-ZOO = sorted((SPECS / "zoo").glob("*.fr"))
-NETWORKS = [pytest.param(p, id=spec_id(p)) for p in sorted(SPECS.glob("*.fr"))]
-NETWORKS += [pytest.param(p, id="zoo-" + spec_id(p)) for p in ZOO]
-SMALL = {"fractalnet_cifar": {"size": "32", "filters": "[8, 8, 16, 16, 16]"}}  # 845M MACs at full width
-
-
-def _network(path):
-    ov = SMALL.get(path.stem) or _overrides(path)
-    c = compile_spec(path, ov)
-    return c, random_state(c), _input(c)
-
-
-def _outputs(c, state, x):
-    model = testing.torch_model(c.graph, state)
-    with torch.no_grad():
-        t = model(torch.from_numpy(x)).numpy()
-    lowered = lower.to_onnx_xnor(c, state, "test")
-    ref = reference.run_reference(lowered, x)
-    return t, ref, write_engine_file(lowered)  # the engine file: Session loads it natively
-
-
-@pytest.mark.parametrize("path", NETWORKS)
-def test_torch_eval_reference_and_runtime_agree_byte_for_byte(path):
-    c, state, x = _network(path)
-    t, ref, data = _outputs(c, state, x)
-    assert t.dtype == ref.dtype == np.float32 and np.isfinite(t).all()
-    assert np.unique(t).size > 1  # not a degenerate output
-    assert t.tobytes() == ref.tobytes(), f"torch eval vs reference: max diff {np.abs(t - ref).max():.3g}"
-    for isa in available_isas():
-        for threads in (1, 2):
-            s = Session(data, threads=threads, isa=isa)
-            assert s.engine == "native"
-            got = s.run(x)
-            assert got.tobytes() == t.tobytes(), \
-                f"runtime ({isa}, {threads} threads) vs torch eval: max diff {np.abs(got - t).max():.3g}"
-
+# ---- whole networks (every spec and zoo spec: test_torch_exact.test_every_spec_deploys_bit_for_bit)
 
 @pytest.mark.parametrize("name", ["real_to_binary", "bireal_resnet18"])
 def test_plain_multiply_add_differs(name, monkeypatch):
     """Without the exact fmaf (a float32 multiply, then an add) torch eval and the reference
-    no longer equal the runtime: the comparison above can fail."""
-    c, state, x = _network(next(SPECS.rglob(f"{name}.fr")))
-    t, ref, data = _outputs(c, state, x)
+    no longer equal the runtime: the byte comparison of test_torch_exact can fail."""
+    c, state, x = network(next(SPECS.rglob(f"{name}.fr")))
+    t, ref, data = deployed_outputs(c, state, x)
     want = Session(data, threads=1).run(x)
     assert t.tobytes() == want.tobytes() == ref.tobytes()
+
     def np_step(self, a, b):
         self.acc = (np.asarray(a, F32) * np.asarray(b, F32) + self.acc).astype(F32)
 
@@ -235,7 +195,7 @@ def test_plain_multiply_add_differs(name, monkeypatch):
         self.acc = a.to(torch.float32) * b.to(torch.float32) + self.acc
     monkeypatch.setattr(npx.FmaChain, "step", np_step)
     monkeypatch.setattr(tx.FmaChain, "step", torch_step)
-    t2, ref2, _ = _outputs(c, state, x)
+    t2, ref2, _ = deployed_outputs(c, state, x)
     assert t2.tobytes() != want.tobytes() and ref2.tobytes() != want.tobytes()
     assert np.abs(t2 - want).max() < 1e-4  # within rounding, not a different network
 
@@ -243,7 +203,7 @@ def test_plain_multiply_add_differs(name, monkeypatch):
 def test_binary_only_setting_and_bad_values():
     """``deployed_arithmetic="binary"``: binary layers as deployed, float layers in torch's
     order (within rounding of the runtime, not equal here); a bad value is refused clearly."""
-    c, state, x = _network(SPECS / "zoo" / "real_to_binary.fr")
+    c, state, x = network(SPECS / "zoo" / "real_to_binary.fr")
     model = testing.torch_model(c.graph, state)
     want = Session(write_engine_file(lower.to_onnx_xnor(c, state, "test")), threads=1).run(x)
     with torch.no_grad():
@@ -258,7 +218,7 @@ def test_binary_only_setting_and_bad_values():
 def test_eval_gradients_are_the_float_paths():
     """Eval values are the engine's; the gradients those of the float path (train's functions
     with eval statistics), so every parameter of a float network keeps a gradient."""
-    c, state, x = _network(SPECS / "fractalnet_cifar.fr")
+    c, state, x = network(SPECS / "fractalnet_cifar.fr")
     grads = []
     for da in (True, False):
         model = testing.torch_model(c.graph, state)

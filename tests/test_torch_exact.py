@@ -9,13 +9,14 @@ BN(x). Checked, on random weights with BatchNorm statistics away from the identi
   layers, BN, adds, joins, concats: the block specs and the two-binary-conv example), the
   outputs of torch eval, the executor and the native engine are identical, and the old float
   path (conv(sign(x), alpha * sign(W)) in float32) is not;
-- on every shipped spec (and specs/zoo/ when present), every binary layer of the torch network
-  equals the reference implementation of its lowered op (backends/onnx/reference.py: integer
-  popcounts, exact fmaf, integer and float thresholds) applied to torch's own input of that
-  layer, bit for bit. (The float layers around them follow the native engine's arithmetic in
-  torch eval too; whole networks, float layers included, are compared with the reference and
-  the runtime byte for byte in tests/test_float_exact.py. The executor's float nodes run in
-  onnxruntime, within rounding of that arithmetic.)
+- on every shipped spec and every zoo spec (a small input each), every binary layer of the
+  torch network equals the reference implementation of its lowered op (backends/onnx/
+  reference.py: integer popcounts, exact fmaf, integer and float thresholds) applied to torch's
+  own input of that layer, bit for bit; and the whole network, float layers included (they
+  follow the native engine's float arithmetic in eval, docs/float-arithmetic.md), gives the same
+  output bytes in torch eval, `run_reference` and `fractalc.runtime.Session` (every available
+  ISA, 1 and 2 threads). The emulation itself is tested in tests/test_float_exact.py. (The
+  executor's float nodes run in onnxruntime, within rounding of that arithmetic.)
 - training keeps its arithmetic and gradients, and the standalone source (`--target torch`)
   computes the same eval values, float layers included.
 """
@@ -38,8 +39,10 @@ from fractalc.backends.torch.build import run_step
 from fractalc.backends.torch.source import source
 from fractalc.backends.xnor.engine import Engine, write_engine_file
 from fractalc.backends.xnor.executor import Executor
+from fractalc.backends.xnor.kernels import available_isas
 from fractalc.compiler import compile_spec
 from fractalc.errors import FractalcError
+from fractalc.runtime import Session
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -137,7 +140,7 @@ def test_block_specs_bit_for_bit(name):
     assert np.array_equal(t, en), f"torch eval vs engine: max diff {np.abs(t - en).max()}"
 
 
-def _binary_layers_match(c, state, x) -> int:
+def _binary_layers_match(c, state, x, lowered=None) -> int:
     """Every XnorConv and thresholded PackBits of the lowered graph, applied by the reference
     to torch's value of its input, gives torch's value of its output bit for bit. Returns the
     number of layers checked."""
@@ -146,7 +149,7 @@ def _binary_layers_match(c, state, x) -> int:
     if model.deployed_arithmetic is True:  # the float layers' emulation is not checked here: skip its cost
         model.deployed_arithmetic = "binary"
     tv = testing.torch_values(g, model, x)
-    lowered = lower.to_onnx_xnor(c, state, "test")
+    lowered = lowered if lowered is not None else lower.to_onnx_xnor(c, state, "test")
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in lowered.graph.initializer}
     checked = 0
     for nd in lowered.graph.node:
@@ -183,17 +186,53 @@ SPEC_CASES = [pytest.param(p, id=spec_id(p)) for p in sorted(SPECS.glob("*.fr"))
 SPEC_CASES += [pytest.param(p, id="zoo-" + spec_id(p)) for p in ZOO]
 
 
+SMALL = {"fractalnet_cifar": {"size": "32", "filters": "[8, 8, 16, 16, 16]"}}  # 845M MACs at full width
+
+
+def network(path):
+    """(compiled, random state, random input) of a spec at a small size."""
+    c = compile_spec(path, SMALL.get(path.stem) or _overrides(path))
+    return c, random_state(c), _input(c)
+
+
+def deployed_outputs(c, state, x, lowered=None):
+    """(torch eval output, run_reference output, the engine file) of a network."""
+    model = testing.torch_model(c.graph, state)
+    with torch.no_grad():
+        t = model(torch.from_numpy(x)).numpy()
+    lowered = lowered if lowered is not None else lower.to_onnx_xnor(c, state, "test")
+    return t, reference.run_reference(lowered, x), write_engine_file(lowered)
+
+
+def assert_deploys_bit_for_bit(c, state, x, lowered=None) -> None:
+    """torch eval == run_reference == fractalc.runtime.Session (native engine, every available
+    ISA, 1 and 2 threads), as float32 bytes; the output finite and not constant."""
+    t, ref, data = deployed_outputs(c, state, x, lowered)
+    assert t.dtype == ref.dtype == np.float32 and np.isfinite(t).all()
+    assert np.unique(t).size > 1  # not a degenerate output
+    assert t.tobytes() == ref.tobytes(), f"torch eval vs reference: max diff {np.abs(t - ref).max():.3g}"
+    for isa in available_isas():
+        for threads in (1, 2):
+            s = Session(data, threads=threads, isa=isa)
+            assert s.engine == "native"
+            got = s.run(x)
+            assert got.tobytes() == t.tobytes(), \
+                f"runtime ({isa}, {threads} threads) vs torch eval: max diff {np.abs(got - t).max():.3g}"
+
+
 @pytest.mark.parametrize("path", SPEC_CASES)
-def test_every_binary_layer_equals_its_lowered_op(path):
-    c = compile_spec(path, _overrides(path))
-    state = random_state(c)
-    x = _input(c)
-    if not any(lower.xnor_conv(c.graph, n) for n in c.graph.nodes(ir.BinaryConv)):
-        # a float network (fractalnet_cifar): no binary role, only the engine's float arithmetic
+def test_every_spec_deploys_bit_for_bit(path):
+    """Random weights and inputs: every binary layer equals its lowered op applied to torch's
+    own input of it, and the whole network (float layers included: stems, transitions, pools,
+    classifier) gives the same bytes in torch eval, the reference executor and the runtime."""
+    c, state, x = network(path)
+    lowered = lower.to_onnx_xnor(c, state, "test")
+    if any(lower.xnor_conv(c.graph, n) for n in c.graph.nodes(ir.BinaryConv)):
+        assert _binary_layers_match(c, state, x, lowered) >= 1
+    else:  # a float network (fractalnet_cifar): no binary role, only the engine's float arithmetic
         model = testing.torch_model(c.graph, state)
         assert all(r is None or r[0] in ("float", "ffolded") for r in model._fc_exact) and any(model._fc_exact)
-        return
-    assert _binary_layers_match(c, state, x) >= 1
+    assert_deploys_bit_for_bit(c, state, x, lowered)
 
 
 def test_two_bconvs_layers_and_old_path_fails_the_check(tmp_path_factory):
