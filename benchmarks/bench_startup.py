@@ -187,7 +187,8 @@ def _run(args) -> int:
     cpu = cpu_model()
     print(f"start-up, {args.rounds} interleaved rounds, CPU {cpu}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}; target: ratio <= {TARGET}")
-    print(f"load average (1 min) before / after the timed rounds: {load0:.2f} / {os.getloadavg()[0]:.2f}")
+    load1 = os.getloadavg()[0]
+    print(f"load average (1 min) before / after the timed rounds: {load0:.2f} / {load1:.2f}")
     print(f"bytecode: compiled first for {ROOT.name}/fractalc{' and the baseline' if args.baseline else ''} "
           "(.pyc, as an installed package has); '(-S, from source)' runs a copy without it")
     w = max(len(r["contender"]) for r in rows)
@@ -203,10 +204,11 @@ def _run(args) -> int:
     print(f"\nwhere `check {args.specs[0]}` spends its time (in-process phases, median of {args.rounds}; "
           "the interpreter's own start is the rest):")
     for name, dt in phases:
-        print(f"  {name:<46} {1e3 * dt:7.1f} ms")
+        print(f"  {name:<60} {1e3 * dt:7.1f} ms")
     if args.json:
         doc = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-               "rounds": args.rounds, "target_ratio": TARGET, "bytecode": "compiled first", "rows": rows,
+               "rounds": args.rounds, "target_ratio": TARGET, "bytecode": "compiled first",
+               "load_average_1min": [round(load0, 2), round(load1, 2)], "rows": rows,
                "phases_ms": {name: round(1e3 * dt, 2) for name, dt in phases}}
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
     return 0

@@ -15,11 +15,35 @@ def _fmt(shape) -> str:
     return "x".join(str(s) for s in shape)
 
 
-def infer(op: ir.Op, in_shapes: list[tuple[int, ...]], names: list[str] | None = None,
+class InputNames:
+    """The inputs' names in shape errors: ``input 1``, ``input 2``, ... or, given their ids,
+    ``input 1 (stage1.conv2)``; a sequence whose items are made when read (only an error
+    message reads them, and every node's shape is inferred two or three times)."""
+
+    __slots__ = ("_n", "_ids")
+
+    def __init__(self, n: int, ids=None):
+        self._n = n
+        self._ids = ids
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        if not -self._n <= i < self._n:
+            raise IndexError("input index out of range")
+        i %= self._n
+        return f"input {i + 1}" if self._ids is None else f"input {i + 1} ({self._ids[i]})"
+
+
+def infer(op: ir.Op, in_shapes: list[tuple[int, ...]], names=None,
           loc: Loc | None = None) -> tuple[int, ...]:
     """Output shape of `op` given its input shapes; raises `ShapeError` (located at `loc`),
-    also when the output is over the size limits of `fractalc.limits`."""
-    names = names or [f"input {i + 1}" for i in range(len(in_shapes))]
+    also when the output is over the size limits of `fractalc.limits`. `names` name the
+    inputs in errors (a sequence of strings; default `InputNames`)."""
+    names = names or InputNames(len(in_shapes))
 
     def fail(msg: str):
         raise ShapeError(msg, loc)

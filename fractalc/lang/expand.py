@@ -168,7 +168,7 @@ class GraphBuilder:
 
     def node(self, stem: str, op: ir.Op, inputs: list[Tensor], loc: Loc | None,
              node_id: str | None = None) -> Tensor:
-        names = [f"input {i + 1} ({t.id})" for i, t in enumerate(inputs)]
+        names = shapes.InputNames(len(inputs), [t.id for t in inputs])
         shape = shapes.infer(op, [t.shape for t in inputs], names, loc)
         if len(self.graph) >= self.max_nodes:
             raise SizeGuardError(f"expansion refused: more than {self.max_nodes:,} nodes", loc)
