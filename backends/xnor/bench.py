@@ -111,7 +111,8 @@ def openvino_runner(onnx_bytes: bytes, threads: int):
     return run
 
 
-FLOAT_TILES = {"avx512": "12 pixels x 32 channels", "avx2": "3 pixels x 32 channels",
+FLOAT_TILES = {"avx512": "12 pixels x 32 channels (RGB stems: up to 14 pixels of one output row)",
+               "avx2": "3 pixels x 32 channels",
                "neon": "4 pixels x 16 channels", "portable": "1 pixel x 64 channels"}
 
 
