@@ -53,11 +53,13 @@ def layer_cost(g: ir.Graph, n: str) -> LayerCost:
     and shift are float parameters and also reported as ``bn``; buffers are not parameters)
     and multiplications."""
     op = g.op(n)
+    entry = ops.of(op)
+    ins, out = [g.shape(s) for s in g.inputs(n)], g.shape(n)  # what ops.tensors / ops.mults read
     by_role = {"float": 0, "binary": 0, "bn": 0, "buffer": 0, "fixed": 0}
-    for t in ops.tensors(g, n):
+    for t in entry.tensors(op, ins, out):
         by_role[t.role] += t.size
-    float_mults, binary_mults = ops.mults(g, n)
-    return LayerCost(n, ir.op_name(op), tuple(g.shape(n)),
+    float_mults, binary_mults = entry.mults(op, ins, out)
+    return LayerCost(n, entry.name, tuple(out),
                      float_params=by_role["float"] + by_role["bn"] + by_role["fixed"],
                      binary_params=by_role["binary"],
                      bn_params=by_role["bn"], bn_buffers=by_role["buffer"],
