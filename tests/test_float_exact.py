@@ -14,7 +14,9 @@ backends/onnx/floatexact.py. Checked here:
 - the emulation is what makes them equal: with a float32 multiply then add in place of fmaf,
   torch and the reference differ from the runtime;
 - the exact-sum shortcut (`sums_exact`) equals the fmaf chain where it applies and refuses a
-  case where the order matters.
+  case where the order matters;
+- on a network with every float operator the engine has (those no shipped spec uses included),
+  every value torch eval computes equals the reference's value of that name, byte for byte.
 """
 from __future__ import annotations
 
@@ -29,11 +31,12 @@ import torch
 import onnx  # noqa: F401  (a dependency of `make test`: missing fails, never skips)
 
 from conftest import SPECS
-from test_torch_exact import deployed_outputs, network
+from test_torch_exact import _input, deployed_outputs, network, random_state
 from fractalc.backends.onnx import floatexact as npx
-from fractalc.backends.onnx import lower, testing
+from fractalc.backends.onnx import lower, reference, testing
 from fractalc.backends.torch import floatexact as tx
 from fractalc.backends.xnor.engine import write_engine_file
+from fractalc.compiler import compile_spec
 from fractalc.runtime import Session
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -178,6 +181,58 @@ def _chain(x, w, b):
 
 
 # ---- whole networks (every spec and zoo spec: test_torch_exact.test_every_spec_deploys_bit_for_bit)
+
+# Every float operator the engine has, those no shipped spec uses included: a depthwise and a
+# dilated conv under a maxjoin, fixed and learned weighted joins (Mul by a constant: x * w + 0),
+# a scale node after a ReLU (its exact zeros times negative weights: -0 in torch's plain product,
+# +0 in the engine's affine map), padded average and max pools, a sigmoid gate (gap, 1x1 convs)
+# and the gating product, PReLU, RPReLU, the blur pool, a binary_input=false conv, BNs folded
+# and not, a binary conv, a global max pool and the classifier.
+ALL_FLOAT_OPS = """\
+rule gate[c](z) = z >> gap >> conv[c / 4, k=1] >> relu >> conv[c, k=1] >> sigmoid
+rule mj(z) = maxjoin(z >> conv[16, k=3, groups=16, bias=true], z >> conv[16, k=3, dilation=2])
+rule wj(z) = join[weights=[0.375, -1.25]](z >> conv[16, k=1], z >> relu >> scale)
+rule lj(z) = join[learn=true](z >> avgpool[3, s=1, p=1], z >> maxpool[3, s=1, p=1])
+rule gated(z) = mul(z, z >> gate[16])
+network allfloat {
+  input [3, 12, 12]
+  body = conv[16, bias=true] >> bn >> relu >> mj >> bn >> wj >> lj >> gated >> prelu >> rprelu >> blurpool >> bconv[16, binary_input=false] >> bn >> scale >> shift >> bconv[32] >> bn >> relu >> avgpool[2] >> gmp
+  head = linear[10, bias=true]
+}
+"""
+
+
+def test_every_float_operator_node_by_node(tmp_path):
+    """Every value torch eval computes equals the reference's value of the same name byte for
+    byte (but a conv's own output whose BN is folded: the engine never computes it), and the
+    output equals the runtime's."""
+    path = tmp_path / "allfloat.fr"
+    path.write_text(ALL_FLOAT_OPS)
+    c = compile_spec(path)
+    state = random_state(c)
+    rng = np.random.default_rng(9)
+    for k, v in state.items():  # weights of both signs for the scale nodes and the learned join
+        if k.endswith(".weight") and v.ndim == 1 and ("scale" in k or "join" in k):
+            state[k] = rng.normal(0.0, 1.0, v.shape).astype(F32)
+    x = _input(c)
+    model = testing.torch_model(c.graph, state)
+    tv = testing.torch_values(c.graph, model, x)
+    lowered = lower.to_onnx_xnor(c, state, "test")
+    folded = {n for n, r in zip(c.graph.order(), model._fc_exact) if r and r[0] == "float" and r[1] is not None}
+    names = {o for nd in lowered.graph.node for o in nd.output}
+    common = [n for n in c.graph.order() if n in names and n in tv and n not in folded]
+    ref = reference.run_reference(lowered, x, outputs=common)
+    kinds = {type(c.graph.op(n)).__name__ for n in common}
+    assert {"MaxJoin", "WeightedJoin", "Scale", "Pool", "BlurPool", "PReLU", "Mul", "Linear"} <= kinds
+    for n in common:
+        assert tv[n].tobytes() == ref[n].tobytes(), f"{n} ({type(c.graph.op(n)).__name__}) differs"
+    # the scale after the ReLU meets the -0 case: torch's own product would give -0 there
+    sc = "body.scale1"
+    plain = tv[c.graph.inputs(sc)[0]] * state[f"{sc}.weight"][None, :, None, None]
+    assert (np.signbit(plain) != np.signbit(tv[sc])).any()
+    want = Session(write_engine_file(lowered), threads=1).run(x)
+    assert want.tobytes() == tv["output"].tobytes()
+
 
 @pytest.mark.parametrize("name", ["real_to_binary", "bireal_resnet18"])
 def test_plain_multiply_add_differs(name, monkeypatch):

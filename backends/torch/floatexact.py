@@ -14,7 +14,9 @@ docs/float-arithmetic.md), so torch eval equals the runtime byte for byte:
 - a linear layer: an fmaf chain over the features, then the bias;
 - a BatchNorm: x * scale + shift (two roundings) with scale and shift from float64;
 - pools: taps in row-major window order, an average divided by the window size; a global
-  average sums pixels in order, then divides; ReLU: x < 0 ? 0 : x.
+  average sums pixels in order, then divides; ReLU: x < 0 ? 0 : x;
+- a scale node and a weighted join's products: x * s + 0 (the engine's affine map); a
+  maxjoin: m < x ? x : m in input order.
 
 torch has no fused multiply-add, so `fma` computes one exactly (see its docstring). The fmaf
 chains loop over the reduction index (vectorised over all outputs, `FmaChain`): about 6 tensor
@@ -28,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from .binarize import binary_conv2d, deployed_alpha, sign  # inline: drop
-from .runtime import activation, batchnorm_noscale, blur_pool, pool2d  # inline: drop
+from .drop_path import max_join, weighted_join  # inline: drop
+from .runtime import activation, batchnorm_noscale, blur_pool, channel_scale, pool2d  # inline: drop
 
 
 def fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -276,6 +279,19 @@ def _engine_value(kind, layer, xs, args, bn, bn_scale):
         k = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float32)
         kernel = (k[:, None] * k[None, :] / 16).expand(x.shape[1], 1, 3, 3)
         return conv2d(x, kernel, None, args[0], 1, 1, x.shape[1])
+    if kind == "Scale":  # the engine's per-channel affine map: x * s + 0 (-0 becomes +0)
+        return x.detach() * layer.weight.detach().reshape((-1,) + (1,) * (x.dim() - 2)) + 0.0
+    if kind == "WeightedJoin":  # x_i * w_i + 0 each (as Scale), then summed in input order
+        w = layer.weight.detach() if layer is not None else torch.tensor(args[0], dtype=torch.float32)
+        out = xs[0].detach() * w[0] + 0.0
+        for i in range(1, len(xs)):
+            out = out + (xs[i].detach() * w[i] + 0.0)
+        return out
+    if kind == "MaxJoin":  # std::max in input order: m < x ? x : m
+        out = xs[0].detach()
+        for v in xs[1:]:
+            out = torch.where(out < v.detach(), v.detach(), out)
+        return out
     raise ValueError(f"no deployed float arithmetic for step kind {kind!r}")
 
 
@@ -296,19 +312,25 @@ def _float_value(kind, layer, xs, args, bn, bn_scale):
         return pool2d(x, *args)
     if kind == "act":
         return activation(x, *args)
+    if kind == "Scale":
+        return channel_scale(x, layer)
+    if kind == "WeightedJoin":
+        return weighted_join(xs, layer.weight if layer is not None else args[0])
+    if kind == "MaxJoin":
+        return max_join(xs)
     return blur_pool(x, *args)
 
 
 def deployed_float(kind: str, layer, xs, args, bn=None, bn_scale: bool = True) -> torch.Tensor:
     """A float step (kind conv, bconv with binary_input=false, bn, linear, pool, act relu,
-    blurpool; `args` its plan arguments; `bn`: the BatchNorm2d folded into a conv, or None) as
-    the native engine computes it, for float32 inputs. With gradients enabled the value is
-    this one and the gradient the float path's."""
+    blurpool, Scale, WeightedJoin, MaxJoin; `args` its plan arguments; `bn`: the BatchNorm2d
+    folded into a conv, or None) as the native engine computes it, for float32 inputs. With
+    gradients enabled the value is this one and the gradient the float path's."""
     y = _engine_value(kind, layer, xs, args, bn, bn_scale)
     params = list(layer.parameters()) if layer is not None else []
     if bn is not None:
         params += list(bn.parameters())
-    if torch.is_grad_enabled() and (xs[0].requires_grad or any(p.requires_grad for p in params)):
+    if torch.is_grad_enabled() and (any(v.requires_grad for v in xs) or any(p.requires_grad for p in params)):
         ref = _float_value(kind, layer, xs, args, bn, bn_scale)
         y = y + (ref - ref.detach())  # exactly y's value, the float path's gradient
     return y

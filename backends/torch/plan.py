@@ -254,7 +254,8 @@ def float_roles(g: ir.Graph, taken: set[str]) -> dict[str, tuple]:
     (docs/float-arithmetic.md), skipping nodes in `taken` (binary roles): a float conv (or a
     BinaryConv with ``binary_input=false``, a float conv in the lowered graph) with the
     BatchNorm the engine folds into it (the conv's only reader, not a sign-only BN), a
-    BatchNorm, a linear layer, a pool, a ReLU, a blur pool."""
+    BatchNorm, a linear layer, a pool, a ReLU, a blur pool, a scale node, a weighted join, a
+    max join."""
     out: dict[str, tuple] = {}
     for n in g.order():
         op = g.op(n)
@@ -268,7 +269,8 @@ def float_roles(g: ir.Graph, taken: set[str]) -> dict[str, tuple]:
                 out[bn] = ("ffolded",)
         elif isinstance(op, ir.BatchNorm):
             out[n] = ("float", None, bool(op.scale))
-        elif isinstance(op, (ir.Linear, ir.Pool, ir.BlurPool)) or (isinstance(op, ir.Activation) and op.fn == "relu"):
+        elif isinstance(op, (ir.Linear, ir.Pool, ir.BlurPool, ir.Scale, ir.WeightedJoin, ir.MaxJoin)) \
+                or (isinstance(op, ir.Activation) and op.fn == "relu"):
             out[n] = ("float", None, True)
     return out
 

@@ -134,13 +134,14 @@ def _line(st: Step, var: str, ins: list[str]) -> str:
     else:  # an op registered in the op table: its hook writes the expression
         rhs = ops.hook(ops.by_name(k).kind, "torch.source", "torch source")(st, ins)
     if st.exact:
-        rhs = _exact_rhs(st, rhs, x0)
+        rhs = _exact_rhs(st, rhs, ins)
     return f"{var} = {rhs}"
 
 
-def _exact_rhs(st: Step, rhs: str, x0: str) -> str:
+def _exact_rhs(st: Step, rhs: str, ins: list[str]) -> str:
     """The line of a step with an `exact` role (build.run_step's eval + binary branch)."""
     role = st.exact
+    x0 = ins[0]
     eval_binary = "deployed(mode, self.training)"
     if role[0] in ("float", "ffolded"):  # the engine's float arithmetic: float32 values only
         cond = f"{eval_binary} and {x0}.dtype == torch.float32"
@@ -148,7 +149,7 @@ def _exact_rhs(st: Step, rhs: str, x0: str) -> str:
             return f"{x0} if {cond} else {rhs}"
         layer = _module_expr(st.id) if st.layer else "None"
         bn = _module_expr(role[1]) if role[1] else "None"
-        call = f"deployed_float({st.kind!r}, {layer}, ({x0},), {st.args!r}, {bn}, {role[2]!r})"
+        call = f"deployed_float({st.kind!r}, {layer}, {_tuple(ins)}, {st.args!r}, {bn}, {role[2]!r})"
         return f"{call} if {cond} else {rhs}"
     if role[0] == "conv":
         assert rhs.endswith(")"), rhs
