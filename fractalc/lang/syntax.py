@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Union
 
-
 from fractalc import limits
 from fractalc.errors import Loc, SpecSyntaxError, register_source
 from fractalc.lang import _parser_generated as _lark
