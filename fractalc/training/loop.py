@@ -57,19 +57,30 @@ def glorot_(model: nn.Module, seed: int) -> None:
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> dict:
-    """Loss, top-1 and top-5 (top-k with k = min(5, classes)) in eval mode."""
+    """Loss, top-1 and top-5 (top-k with k = min(5, classes)) in eval mode, the binary layers
+    as deployed and the float layers in torch's own order (``deployed_arithmetic="binary"``:
+    the engine's exact float arithmetic, emulated op by op, would make validation many times
+    slower; its outputs are within rounding of these)."""
     model.eval()
+    net = getattr(model, "module", model)  # under DistributedDataParallel
+    saved = getattr(net, "deployed_arithmetic", None)
+    if saved is True:
+        net.deployed_arithmetic = "binary"
     total, loss, c1, c5 = 0, 0.0, 0, 0
-    with torch.no_grad():
-        for i in range(0, len(y), batch):
-            logits = model(x[i:i + batch])
-            t = y[i:i + batch]
-            loss += F.cross_entropy(logits, t, reduction="sum").item()
-            k = min(5, logits.shape[1])
-            top = logits.topk(k, dim=1).indices
-            c1 += (top[:, 0] == t).sum().item()
-            c5 += (top == t[:, None]).any(dim=1).sum().item()
-            total += len(t)
+    try:
+        with torch.no_grad():
+            for i in range(0, len(y), batch):
+                logits = model(x[i:i + batch])
+                t = y[i:i + batch]
+                loss += F.cross_entropy(logits, t, reduction="sum").item()
+                k = min(5, logits.shape[1])
+                top = logits.topk(k, dim=1).indices
+                c1 += (top[:, 0] == t).sum().item()
+                c5 += (top == t[:, None]).any(dim=1).sum().item()
+                total += len(t)
+    finally:
+        if saved is True:
+            net.deployed_arithmetic = saved
     return {"loss": loss / total, "top1": c1 / total, "top5": c5 / total}
 
 
