@@ -5,6 +5,11 @@
 one Python loop over steps, each a prepared closure (a kernel call, a numpy op or a one-node
 onnxruntime session), with no per-node checks, dict lookups or allocations beyond the outputs.
 The input is checked (dtype, shape) on every call; values are released after their last use.
+
+A fast planner, not a reference: its float nodes run in numpy and onnxruntime, whose summation
+orders differ from the float arithmetic the native engine, torch eval and `run_reference` share
+(docs/float-arithmetic.md), so its outputs agree with theirs within rounding (bit for bit where
+every float value is exactly computable).
 """
 from __future__ import annotations
 
