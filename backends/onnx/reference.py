@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fractalc.errors import ModelError
+
 from . import floatexact as fx
 from . import ops, packing
 
@@ -155,9 +157,13 @@ def _float_classes(OpRun):
         from onnx import helper
         return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
-    def pads_of(a, k):
+    def refuse(node, what):
+        return ModelError(f"{node.op_type} node {node.name!r}: {what} is not part of the float contract "
+                          "(docs/float-arithmetic.md)")
+
+    def pads_of(node, a, k):
         if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            raise NotImplementedError("auto_pad is not part of the float contract")
+            raise refuse(node, "auto_pad")
         return tuple(a.get("pads", (0,) * (2 * k)))
 
     class Conv(OpRun):
@@ -165,10 +171,10 @@ def _float_classes(OpRun):
 
         def _run(self, x, w, b=None, **_):
             a = at(self.onnx_node)
-            p = pads_of(a, 2)
+            p = pads_of(self.onnx_node, a, 2)
             st, dl = tuple(a.get("strides", (1, 1))), tuple(a.get("dilations", (1, 1)))
             if len(set(p)) != 1 or st[0] != st[1] or dl[0] != dl[1]:
-                raise NotImplementedError("asymmetric conv attributes are not part of the float contract")
+                raise refuse(self.onnx_node, "an asymmetric pad, stride or dilation")
             return (fx.conv(x, w, b, st[0], p[0], dl[0], int(a.get("group", 1))),)
 
     class Gemm(OpRun):
@@ -177,7 +183,7 @@ def _float_classes(OpRun):
         def _run(self, x, w, b=None, **_):
             a = at(self.onnx_node)
             if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
-                raise NotImplementedError("Gemm with transA, alpha or beta is not part of the float contract")
+                raise refuse(self.onnx_node, "transA, alpha or beta")
             w2 = w if a.get("transB", 0) else np.asarray(w).T
             return (fx.gemm(x, w2, None if b is None else np.asarray(b).reshape(-1)),)
 
@@ -195,9 +201,9 @@ def _float_classes(OpRun):
                 a = at(self.onnx_node)
                 if a.get("ceil_mode", 0) or tuple(a.get("dilations", (1, 1))) != (1, 1) or \
                         (kind == "avg" and a.get("count_include_pad", 0) != 1):
-                    raise NotImplementedError(f"this {self.onnx_node.op_type} is not part of the float contract")
+                    raise refuse(self.onnx_node, "ceil_mode, dilations or count_include_pad=0")
                 ks = tuple(a["kernel_shape"])
-                return (fx.pool(x, kind, ks, tuple(a.get("strides", (1, 1))), pads_of(a, 2)),)
+                return (fx.pool(x, kind, ks, tuple(a.get("strides", (1, 1))), pads_of(self.onnx_node, a, 2)),)
         Pool.__name__ = "MaxPool" if kind == "max" else "AveragePool"
         return Pool
 
