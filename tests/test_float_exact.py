@@ -283,3 +283,18 @@ def test_eval_gradients_are_the_float_paths():
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for k in grads[0]:
         torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-3, atol=1e-5, msg=k)
+
+
+def test_reference_refuses_float_ops_outside_the_contract():
+    """A Conv with auto_pad (never written by fractalc) is refused by name, not run in some
+    other arithmetic."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from fractalc.errors import ModelError
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, 4, 4]) for n in ("input", "output")]
+    w = numpy_helper.from_array(np.ones((1, 1, 3, 3), F32), "w")
+    node = helper.make_node("Conv", ["input", "w"], ["output"], name="c", auto_pad="SAME_UPPER")
+    model = helper.make_model(helper.make_graph([node], "g", io[:1], io[1:], [w]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ModelError, match="Conv node 'c': auto_pad is not part of the float contract"):
+        reference.run_reference(model, np.ones((1, 1, 4, 4), F32))
