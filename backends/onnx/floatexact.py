@@ -102,18 +102,19 @@ def grain(x, w) -> int | None:
     return None if qx is None or qw is None else qx + qw
 
 
-def sums_exact(x: np.ndarray, w2: np.ndarray) -> bool:
+def sums_exact(x: np.ndarray, w2: np.ndarray, q="?") -> bool:
     """Whether every partial sum of every output of a product of `x` with the rows of `w2`
     (Co, K) is exactly representable in float32, whatever the order: all products are
     multiples of 2^-q (q = the fractional bits of x plus those of w) and no sum of their
     magnitudes reaches 2^24 * 2^-q. Then the engine's fmaf chain gives the exact sum, which
-    float64 computes exactly in any order (a shortcut, not an approximation)."""
-    qx, qw = frac_bits(x), frac_bits(w2)
-    if qx is None or qw is None:
+    float64 computes exactly in any order (a shortcut, not an approximation). `q`:
+    `grain(x, w2)` when already known."""
+    q = grain(x, w2) if q == "?" else q
+    if q is None:
         return False
     bound = float(np.abs(np.asarray(x, F64)).max(initial=0.0)) * \
         float(np.abs(np.asarray(w2, F64)).sum(axis=1).max(initial=0.0))
-    return bound * 2.0 ** (qx + qw) < 2.0 ** 24
+    return bound * 2.0 ** q < 2.0 ** 24
 
 
 def _taps(xp, ky, kx, s, d, ho, wo):
@@ -141,16 +142,17 @@ def conv(x, w, b, stride: int, pad: int, dilation: int = 1, groups: int = 1) -> 
     bb = b[None, :, None, None]
     if groups == 1 and dilation == 1:
         w2 = w.transpose(0, 2, 3, 1).reshape(co, -1)  # (Co, K) in the order (ky, kx, c)
-        if sums_exact(x, w2):
+        q = grain(x, w)
+        if sums_exact(x, w2, q):
             cols = np.stack([_taps(xp, ky, kx, s, 1, ho, wo) for ky in range(kh) for kx in range(kw)], axis=2)
             cols = cols.transpose(0, 3, 4, 2, 1).reshape(n, ho, wo, -1).astype(F64)  # (.., K) as w2
             acc = (cols @ w2.astype(F64).T + 0.0).astype(F32).transpose(0, 3, 1, 2)
             return acc + bb
         x64, w64 = xp.astype(F64), w.astype(F64)
-        chain = FmaChain((n, co, ho, wo), grain(x, w))
+        chain = FmaChain((n, co, ho, wo), q)
         for ky in range(kh):
             for kx in range(kw):
-                t = _taps(x64, ky, kx, s, 1, ho, wo)
+                t = np.ascontiguousarray(_taps(x64, ky, kx, s, 1, ho, wo))  # strided operands are slower
                 for ci in range(c):
                     chain.step(t[:, ci:ci + 1], w64[:, ci, ky, kx][None, :, None, None])
         return chain.acc + bb
@@ -175,10 +177,11 @@ def gemm(x, w2, b) -> np.ndarray:
     w2 = np.asarray(w2, F32)
     co = w2.shape[0]
     b = np.zeros(co, F32) if b is None else np.asarray(b, F32).reshape(co)
-    if sums_exact(x, w2):
+    q = grain(x, w2)
+    if sums_exact(x, w2, q):
         return (x.astype(F64) @ w2.astype(F64).T + 0.0).astype(F32) + b
     x64, w64 = x.astype(F64), w2.astype(F64)
-    chain = FmaChain((x.shape[0], co), grain(x, w2))
+    chain = FmaChain((x.shape[0], co), q)
     for k in range(x.shape[1]):
         chain.step(x64[:, k:k + 1], w64[None, :, k])
     return chain.acc + b

@@ -73,7 +73,7 @@ class FmaChain:
         p = a * b  # exact
         s = p + self.acc
         sv = s.view(torch.int64)
-        odd = (sv & 0x1FFFFFFF) == 0x10000000  # exactly half a float32 ulp below s's float32
+        odd = (sv & 0x1FFFFFFF) == 0x10000000  # exactly half a float32 ulp from s's neighbours
         if self._tiny:
             m = sv & 0x7FFFFFFFFFFFFFFF
             odd = odd | ((m < (897 << 52)) & (m != 0))  # 0 < |s| < 2^-126
@@ -108,15 +108,16 @@ def frac_bits(v: torch.Tensor):
     return int(-(torch.clamp(exp, min=1) - 150 + low).min())
 
 
-def sums_exact(x: torch.Tensor, w2: torch.Tensor) -> bool:
+def sums_exact(x: torch.Tensor, w2: torch.Tensor, q="?") -> bool:
     """Whether every partial sum of x times the rows of w2 (Co, K) is exact in float32 in any
-    order: products are multiples of 2^-q and no sum of their magnitudes reaches 2^(24-q)."""
-    qx, qw = frac_bits(x), frac_bits(w2)
-    if qx is None or qw is None:
+    order: products are multiples of 2^-q and no sum of their magnitudes reaches 2^(24-q).
+    `q`: `grain(x, w2)` when already known."""
+    q = grain(x, w2) if q == "?" else q
+    if q is None:
         return False
     xm = float(x.detach().abs().max()) if x.numel() else 0.0
     wm = float(w2.detach().to(torch.float64).abs().sum(dim=1).max()) if w2.numel() else 0.0
-    return xm * wm * 2.0 ** (qx + qw) < 2.0 ** 24
+    return xm * wm * 2.0 ** q < 2.0 ** 24
 
 
 def conv2d(x, w, b, stride: int, padding: int, dilation: int = 1, groups: int = 1) -> torch.Tensor:
@@ -137,14 +138,15 @@ def conv2d(x, w, b, stride: int, padding: int, dilation: int = 1, groups: int = 
     def taps(t, ky, kx):
         return t[:, :, ky * d:ky * d + s * (ho - 1) + 1:s, kx * d:kx * d + s * (wo - 1) + 1:s]
     if groups == 1 and dilation == 1:
-        if sums_exact(x, w.reshape(co, -1)):  # the exact sum: one float64 conv (+0: never -0)
+        q = grain(x, w)
+        if sums_exact(x, w.reshape(co, -1), q):  # the exact sum: one float64 conv (+0: never -0)
             y = F.conv2d(x.to(torch.float64), w.to(torch.float64), None, s, p) + 0.0
             return y.to(torch.float32) + bias
         x64, w64 = xp.to(torch.float64), w.to(torch.float64)
-        chain = FmaChain((n, co, ho, wo), grain(x, w))
+        chain = FmaChain((n, co, ho, wo), q)
         for ky in range(kh):
             for kx in range(kw):
-                t = taps(x64, ky, kx)
+                t = taps(x64, ky, kx).contiguous()  # strided operands are several times slower
                 for ci in range(c):
                     chain.step(t[:, ci:ci + 1], w64[:, ci, ky, kx].reshape(1, co, 1, 1))
         return chain.acc + bias
@@ -169,10 +171,11 @@ def linear(x: torch.Tensor, w: torch.Tensor, b) -> torch.Tensor:
     x, w = x.detach(), w.detach().to(torch.float32)
     co = w.shape[0]
     bias = torch.zeros(co, dtype=torch.float32) if b is None else b.detach().to(torch.float32)
-    if sums_exact(x, w):
+    q = grain(x, w)
+    if sums_exact(x, w, q):
         return ((x.to(torch.float64) @ w.to(torch.float64).T + 0.0).to(torch.float32)) + bias
     x64, w64 = x.to(torch.float64), w.to(torch.float64)
-    chain = FmaChain((x.shape[0], co), grain(x, w))
+    chain = FmaChain((x.shape[0], co), q)
     for k in range(x.shape[1]):
         chain.step(x64[:, k:k + 1], w64[None, :, k])
     return chain.acc + bias
