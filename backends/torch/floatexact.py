@@ -50,7 +50,7 @@ def fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     fix = (e != 0) & ((bits & 1) == 0) & torch.isfinite(s)
     if bool(fix.any()):
         # bits + 1 moves away from zero, bits - 1 toward it, for either sign
-        step = torch.where((e > 0) == (s > 0), 1, -1)
+        step = torch.where((e > 0) == (s > 0), 1, -1).to(bits.device)
         bits = torch.where(fix, bits + step, bits)
     return bits.view(torch.float64).to(torch.float32)
 
@@ -65,8 +65,8 @@ class FmaChain:
     `grain`: every product a multiple of 2^-grain with grain <= 126 makes every nonzero sum
     at least 2^-126, so the subnormal test is skipped (None: always tested)."""
 
-    def __init__(self, shape, grain=None):
-        self.acc = torch.zeros(shape, dtype=torch.float32)
+    def __init__(self, shape, grain=None, device=None):  # device: the tensors' (CPU or GPU)
+        self.acc = torch.zeros(shape, dtype=torch.float32, device=device)
         self._tiny = grain is None or grain > 126
 
     def step(self, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -81,7 +81,7 @@ class FmaChain:
         if bool(odd.any()):
             idx = odd.reshape(-1).nonzero().reshape(-1)
             flat = new.reshape(-1)
-            flat[idx] = fma(p.reshape(-1)[idx], torch.ones(()), self.acc.reshape(-1)[idx])
+            flat[idx] = fma(p.reshape(-1)[idx], torch.ones((), device=p.device), self.acc.reshape(-1)[idx])
             new = flat.reshape(s.shape)
         self.acc = new
 
@@ -128,7 +128,8 @@ def conv2d(x, w, b, stride: int, padding: int, dilation: int = 1, groups: int = 
     x, w = x.detach(), w.detach().to(torch.float32)
     n, c, h, wd = x.shape
     co, cg, kh, kw = w.shape
-    bias = torch.zeros(co, dtype=torch.float32) if b is None else b.detach().to(torch.float32)
+    dev = x.device
+    bias = torch.zeros(co, dtype=torch.float32, device=dev) if b is None else b.detach().to(torch.float32)
     bias = bias.reshape(1, co, 1, 1)
     s, p, d = stride, padding, dilation
     ho = (h + 2 * p - d * (kh - 1) - 1) // s + 1
@@ -143,7 +144,7 @@ def conv2d(x, w, b, stride: int, padding: int, dilation: int = 1, groups: int = 
             y = F.conv2d(x.to(torch.float64), w.to(torch.float64), None, s, p) + 0.0
             return y.to(torch.float32) + bias
         x64, w64 = xp.to(torch.float64), w.to(torch.float64)
-        chain = FmaChain((n, co, ho, wo), q)
+        chain = FmaChain((n, co, ho, wo), q, dev)
         for ky in range(kh):
             for kx in range(kw):
                 t = taps(x64, ky, kx).contiguous()  # strided operands are several times slower
@@ -151,9 +152,9 @@ def conv2d(x, w, b, stride: int, padding: int, dilation: int = 1, groups: int = 
                     chain.step(t[:, ci:ci + 1], w64[:, ci, ky, kx].reshape(1, co, 1, 1))
         return chain.acc + bias
     og = co // groups
-    first = (torch.arange(co) // og) * cg  # input channel 0 of output channel o's group
-    oy, ox = torch.arange(ho) * s - p, torch.arange(wo) * s - p
-    acc = torch.zeros((n, co, ho, wo), dtype=torch.float32)
+    first = (torch.arange(co, device=dev) // og) * cg  # input channel 0 of output channel o's group
+    oy, ox = torch.arange(ho, device=dev) * s - p, torch.arange(wo, device=dev) * s - p
+    acc = torch.zeros((n, co, ho, wo), dtype=torch.float32, device=dev)
     for ky in range(kh):
         for kx in range(kw):
             iy, ix = oy + ky * d, ox + kx * d
@@ -170,12 +171,12 @@ def linear(x: torch.Tensor, w: torch.Tensor, b) -> torch.Tensor:
     k ascending, y = acc + b (the engine's Gemm)."""
     x, w = x.detach(), w.detach().to(torch.float32)
     co = w.shape[0]
-    bias = torch.zeros(co, dtype=torch.float32) if b is None else b.detach().to(torch.float32)
+    bias = torch.zeros(co, dtype=torch.float32, device=x.device) if b is None else b.detach().to(torch.float32)
     q = grain(x, w)
     if sums_exact(x, w, q):
         return ((x.to(torch.float64) @ w.to(torch.float64).T + 0.0).to(torch.float32)) + bias
     x64, w64 = x.to(torch.float64), w.to(torch.float64)
-    chain = FmaChain((x.shape[0], co), q)
+    chain = FmaChain((x.shape[0], co), q, x.device)
     for k in range(x.shape[1]):
         chain.step(x64[:, k:k + 1], w64[None, :, k])
     return chain.acc + bias
@@ -185,9 +186,10 @@ def _bn_params(bn, bn_scale: bool):
     """float64 (gamma, beta, mean, s = sqrt(float32(var + eps))) of a BatchNorm2d."""
     f64 = lambda t: t.detach().to(torch.float32).to(torch.float64)
     c = bn.running_mean.shape[0]
-    gamma = f64(bn.weight) if bn_scale and bn.weight is not None else torch.ones(c, dtype=torch.float64)
-    beta = f64(bn.bias) if bn.bias is not None else torch.zeros(c, dtype=torch.float64)
-    v = bn.running_var.detach().to(torch.float32) + torch.tensor(bn.eps, dtype=torch.float32)
+    dev = bn.running_mean.device
+    gamma = f64(bn.weight) if bn_scale and bn.weight is not None else torch.ones(c, dtype=torch.float64, device=dev)
+    beta = f64(bn.bias) if bn.bias is not None else torch.zeros(c, dtype=torch.float64, device=dev)
+    v = bn.running_var.detach().to(torch.float32) + torch.tensor(bn.eps, dtype=torch.float32, device=dev)
     return gamma, beta, f64(bn.running_mean), torch.sqrt(v.to(torch.float64))
 
 
@@ -220,9 +222,10 @@ def pool(x: torch.Tensor, kind: str, kernel: int, stride: int, padding: int) -> 
     k, s, p = kernel, stride, padding
     ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
     xp = F.pad(x, (p, p, p, p))
-    oy, ox = torch.arange(ho) * s - p, torch.arange(wo) * s - p
-    acc = torch.zeros((n, c, ho, wo), dtype=x.dtype)
-    have = torch.zeros((ho, wo), dtype=torch.bool)
+    dev = x.device
+    oy, ox = torch.arange(ho, device=dev) * s - p, torch.arange(wo, device=dev) * s - p
+    acc = torch.zeros((n, c, ho, wo), dtype=x.dtype, device=dev)
+    have = torch.zeros((ho, wo), dtype=torch.bool, device=dev)
     for ky in range(k):
         for kx in range(k):
             valid = ((oy + ky >= 0) & (oy + ky < h))[:, None] & ((ox + kx >= 0) & (ox + kx < w))[None]
@@ -232,7 +235,7 @@ def pool(x: torch.Tensor, kind: str, kernel: int, stride: int, padding: int) -> 
             have = have | valid
     if kind == "max":
         return acc
-    return acc / torch.tensor(float(k * k), dtype=x.dtype)
+    return acc / torch.tensor(float(k * k), dtype=x.dtype, device=dev)
 
 
 def global_pool(x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -243,7 +246,7 @@ def global_pool(x: torch.Tensor, kind: str) -> torch.Tensor:
     for i in range(1, v.shape[2]):
         acc = torch.where(acc < v[:, :, i], v[:, :, i], acc) if kind == "max" else acc + v[:, :, i]
     if kind == "avg":
-        acc = acc / torch.tensor(float(v.shape[2]), dtype=x.dtype)
+        acc = acc / torch.tensor(float(v.shape[2]), dtype=x.dtype, device=x.device)
     return acc.reshape(n, c, 1, 1)
 
 
@@ -279,13 +282,13 @@ def _engine_value(kind, layer, xs, args, bn, bn_scale):
     if kind == "act":
         return relu(x)
     if kind == "blurpool":
-        k = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float32)
+        k = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float32, device=x.device)
         kernel = (k[:, None] * k[None, :] / 16).expand(x.shape[1], 1, 3, 3)
         return conv2d(x, kernel, None, args[0], 1, 1, x.shape[1])
     if kind == "Scale":  # the engine's per-channel affine map: x * s + 0 (-0 becomes +0)
         return x.detach() * layer.weight.detach().reshape((-1,) + (1,) * (x.dim() - 2)) + 0.0
     if kind == "WeightedJoin":  # x_i * w_i + 0 each (as Scale), then summed in input order
-        w = layer.weight.detach() if layer is not None else torch.tensor(args[0], dtype=torch.float32)
+        w = layer.weight.detach() if layer is not None else torch.tensor(args[0], dtype=torch.float32, device=x.device)
         out = xs[0].detach() * w[0] + 0.0
         for i in range(1, len(xs)):
             out = out + (xs[i].detach() * w[i] + 0.0)
