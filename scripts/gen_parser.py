@@ -104,7 +104,8 @@ class _LexerRe:
 
     def __init__(self):
         self._compiled = {}
-        self._precompiled = _RE_CODE if _RE_KEY == (*sys.version_info[:2], _sre.MAGIC, _sre.CODESIZE) else {}
+        here = (sys.implementation.name, *sys.version_info[:2], _sre.MAGIC, _sre.CODESIZE)
+        self._precompiled = _RE_CODE if _RE_KEY == here else {}
 
     def compile(self, pattern, flags=0):
         key = (pattern, flags)
@@ -151,7 +152,8 @@ def _regex_table(module_text: str) -> str:
     lexer = mod.Lark_StandAlone().parser.lexer
     for each in {id(x): x for x in [*lexer.lexers.values(), lexer.root_lexer]}.values():
         each.scanner  # builds it: its union pattern and the keyword (unless) patterns
-    lines = [f"_RE_KEY = {(*sys.version_info[:2], _sre.MAGIC, _sre.CODESIZE)!r}", "_RE_CODE = {"]
+    key = (sys.implementation.name, *sys.version_info[:2], _sre.MAGIC, _sre.CODESIZE)
+    lines = [f"_RE_KEY = {key!r}", "_RE_CODE = {"]
     for pattern, flags in sorted(seen):
         p = re._parser.parse(pattern, flags)
         code = re._compiler._code(p, flags)

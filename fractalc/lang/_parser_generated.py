@@ -3622,7 +3622,8 @@ class _LexerRe:
 
     def __init__(self):
         self._compiled = {}
-        self._precompiled = _RE_CODE if _RE_KEY == (*sys.version_info[:2], _sre.MAGIC, _sre.CODESIZE) else {}
+        here = (sys.implementation.name, *sys.version_info[:2], _sre.MAGIC, _sre.CODESIZE)
+        self._precompiled = _RE_CODE if _RE_KEY == here else {}
 
     def compile(self, pattern, flags=0):
         key = (pattern, flags)
@@ -3644,7 +3645,7 @@ class _LexerRe:
         return getattr(re, name)
 
 
-_RE_KEY = (3, 11, 20220615, 4)
+_RE_KEY = ('cpython', 3, 11, 20220615, 4)
 _RE_CODE = {
     ('"[^"\n]*"', 0): (32, (14, 8, 1, 2, 4294967295, 1, 1, 34, 0, 16, 34, 24, 12, 0, 4294967295, 13, 7, 21, 16, 34, 16, 10, 0, 1, 16, 34, 1), 0, {}, (None,)),
     ('#[^\n]*', 0): (32, (14, 8, 1, 1, 4294967295, 1, 1, 35, 0, 16, 35, 24, 6, 0, 4294967295, 20, 10, 1, 1), 0, {}, (None,)),
