@@ -42,6 +42,11 @@ def predict(compiled, weights: str, x: torch.Tensor, engine: str, mode: str = "b
     if engine == "torch":
         model.set_mode(mode)
         model.eval()
+        # As training's validation computes it (binary layers as deployed, float layers in
+        # torch's order), so `eval --engine torch` reports the number `train` logged; the
+        # engine's exact float arithmetic, emulated op by op, is many times slower (the
+        # deployed bytes come from `--engine xnor`).
+        model.deployed_arithmetic = "binary"
         with torch.no_grad():
             return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
     if engine not in ENGINES:
