@@ -18,6 +18,36 @@ def spec_id(p: Path) -> str:
     return p.stem
 
 
+#: fractalnet_cifar's filters narrowed 8x (64x fewer MACs) where a spec needs 32 x 32 inputs: the
+#: exact float emulation of the whole-network tests is slow on its 845 M MACs per image.
+NARROW_FILTERS = "[8, 8, 16, 16, 16]"
+
+
+def small_overrides(spec, block_size: str = "8") -> dict[str, str]:
+    """The `--set` overrides of the smallest input a shipped spec (a path or a parsed Spec)
+    compiles at, for the whole-network tests: a block spec at block_size x block_size; a network
+    at CIFAR size 16 where its poolings allow, else at CIFAR's 32 (narrowed by NARROW_FILTERS
+    when it has a five-stage `filters` parameter), else its defaults."""
+    from fractalc.compiler import compile_spec
+    from fractalc.errors import FractalcError
+    from fractalc.lang.resolve import load
+    parsed = load(spec) if isinstance(spec, (str, Path)) else spec
+    if "dataset" not in parsed.params:
+        candidates = [{"size": block_size}, {}]
+    else:
+        cifar = {"dataset": '"cifar10"'}
+        candidates = [{**cifar, "size": "16"}, {**cifar, "filters": NARROW_FILTERS}, cifar, {}]
+        if "filters" not in parsed.params:
+            del candidates[1]
+    for ov in candidates:
+        try:
+            compile_spec(parsed, ov)
+            return ov
+        except FractalcError:
+            continue
+    raise AssertionError(f"{spec}: no candidate input size compiles")
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

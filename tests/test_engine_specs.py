@@ -16,28 +16,17 @@ import pytest
 import onnx  # noqa: F401,E402  (a dependency of make test: missing fails, never skips)
 import onnxruntime  # noqa: F401,E402
 
-from conftest import ALL_SPECS, SPECS, spec_id  # noqa: E402
+from conftest import ALL_SPECS, SPECS, small_overrides, spec_id  # noqa: E402
 from fractalc.backends.onnx import lower, reference, testing, weights  # noqa: E402
 from fractalc.backends.xnor import available_isas  # noqa: E402
 from fractalc.backends.xnor.engine import Engine, write_engine_file  # noqa: E402
 from fractalc.backends.xnor.executor import Executor  # noqa: E402
 from fractalc import ir  # noqa: E402
 from fractalc.compiler import compile_spec  # noqa: E402
-from fractalc.errors import ShapeError  # noqa: E402
-from fractalc.lang.resolve import load  # noqa: E402
 
 
-def _overrides(path) -> dict[str, str]:
-    if "dataset" not in load(path).params:
-        return {"size": "8"}
-    try:
-        compile_spec(path, {"dataset": '"cifar10"', "size": "16"})
-        return {"dataset": '"cifar10"', "size": "16"}
-    except ShapeError:
-        return {"dataset": '"cifar10"'}
 
-
-CASES = [pytest.param(p, _overrides(p), id=spec_id(p)) for p in ALL_SPECS]
+CASES = [pytest.param(p, small_overrides(p), id=spec_id(p)) for p in ALL_SPECS]
 CASES.append(pytest.param(SPECS / "bireal_resnet18.fr", {}, id="bireal_resnet18-224"))
 COMBOS = [(isa, t) for isa in available_isas() for t in (1, 2)]
 
@@ -84,7 +73,7 @@ def test_engine_spec(path, overrides):
 @pytest.mark.parametrize("name", ["bireal_resnet18", "rf_c3d4_resnet21"])
 def test_engine_vs_reference(name):
     path = SPECS / f"{name}.fr"
-    c, state, x, model = _case(path, tuple(sorted(_overrides(path).items())))
+    c, state, x, model = _case(path, tuple(sorted(small_overrides(path).items())))
     want = reference.run_reference(model, x, outputs=["output"])["output"]
     _close(Engine(write_engine_file(model), threads=2).run(x), want, "engine vs the reference executor")
 
@@ -95,7 +84,7 @@ def test_engine_random_data(name, capsys):
     the executor compute every binary layer the same way (float stem and classifier within
     rounding), so outputs agree unless a near-tie sign flips (counted, must be rare)."""
     path = SPECS / f"{name}.fr"
-    c = compile_spec(path, _overrides(path))
+    c = compile_spec(path, small_overrides(path))
     state, _ = weights.resolve(c, {"seed": 3})
     rng = np.random.default_rng(5)
     for k, v in state.items():

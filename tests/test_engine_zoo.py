@@ -24,14 +24,13 @@ import pytest
 import onnx  # noqa: F401  (a dependency of make test: missing fails, never skips)
 import onnxruntime  # noqa: F401
 
-from conftest import SPECS
+from conftest import SPECS, small_overrides
 from fractalc import ir
 from fractalc.backends.onnx import export, lower, testing, weights  # noqa: F401  (export: BinaryConv's float hook)
 from fractalc.backends.xnor import available_isas
 from fractalc.backends.xnor.engine import Engine, write_engine_file
 from fractalc.backends.xnor.executor import Executor
 from fractalc.compiler import compile_spec
-from fractalc.errors import ShapeError
 from fractalc.lang.resolve import load
 from fractalc.runtime import Session
 
@@ -39,24 +38,12 @@ COMBOS = [(isa, t) for isa in available_isas() for t in (1, 2)]
 PATHS = sorted(SPECS.glob("*.fr")) + sorted((SPECS / "zoo").glob("*.fr"))
 
 
-def _overrides(spec) -> dict[str, str]:
-    """The smallest input the spec allows among a few (see the module docstring)."""
-    if "dataset" not in spec.params:
-        return {"size": "8"}
-    for ov in ({"dataset": '"cifar10"', "size": "16"}, {"dataset": '"cifar10"'}):
-        try:
-            compile_spec(spec, ov)
-            return ov
-        except ShapeError:
-            pass
-    return {}
-
 
 def _cases():
     out = []
     for p in PATHS:
         spec = load(p)
-        ov = _overrides(spec)
+        ov = small_overrides(spec)
         for net in spec.networks:
             out.append(pytest.param(p, net, tuple(sorted(ov.items())), id=f"{p.stem}:{net}"))
     return out

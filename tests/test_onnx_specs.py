@@ -16,26 +16,14 @@ import pytest
 import torch
 import onnxruntime as ort
 
-from conftest import ALL_SPECS, SPECS, spec_id  # noqa: E402
+from conftest import ALL_SPECS, SPECS, small_overrides, spec_id  # noqa: E402
 from fractalc import ir  # noqa: E402
 from fractalc.compiler import compile_spec  # noqa: E402
-from fractalc.errors import ShapeError  # noqa: E402
 from fractalc.backends.onnx import export, loader, lower, packing, reference, testing  # noqa: E402
-from fractalc.lang.resolve import load  # noqa: E402
 
 
-def _overrides(path) -> dict[str, str]:
-    params = load(path).params
-    if "dataset" not in params:
-        return {"size": "16"}  # the block specs (64 x 56 x 56 by default)
-    try:                       # the CIFAR layout at 16x16 keeps the reference executor fast
-        compile_spec(path, {"dataset": '"cifar10"', "size": "16"})
-        return {"dataset": '"cifar10"', "size": "16"}
-    except ShapeError:         # too many poolings for 16x16 (fractalnet_cifar): 32x32
-        return {"dataset": '"cifar10"'}
 
-
-CASES = [pytest.param(p, _overrides(p), id=spec_id(p)) for p in ALL_SPECS]
+CASES = [pytest.param(p, small_overrides(p, block_size="16"), id=spec_id(p)) for p in ALL_SPECS]
 CASES.append(pytest.param(SPECS / "bireal_resnet18.fr", {}, id="bireal_resnet18-224"))
 
 

@@ -20,27 +20,16 @@ import pytest
 import torch
 import onnxruntime  # noqa: F401  (a dependency of `make test`)
 
-from conftest import ALL_SPECS, SPECS, spec_id  # noqa: E402
+from conftest import ALL_SPECS, SPECS, small_overrides, spec_id  # noqa: E402
 from fractalc.backends.onnx import lower, reference, testing, weights  # noqa: E402
 from fractalc.backends.xnor import available_isas  # noqa: E402
 from fractalc.backends.xnor.executor import Executor  # noqa: E402
 from fractalc import ir  # noqa: E402
 from fractalc.compiler import compile_spec  # noqa: E402
-from fractalc.errors import ShapeError  # noqa: E402
-from fractalc.lang.resolve import load  # noqa: E402
 
 
-def _overrides(path) -> dict[str, str]:
-    if "dataset" not in load(path).params:
-        return {"size": "8"}  # the block specs (64 x 56 x 56 by default)
-    try:
-        compile_spec(path, {"dataset": '"cifar10"', "size": "16"})
-        return {"dataset": '"cifar10"', "size": "16"}
-    except ShapeError:  # too many poolings for 16x16
-        return {"dataset": '"cifar10"'}
 
-
-CASES = [pytest.param(p, _overrides(p), id=spec_id(p)) for p in ALL_SPECS]
+CASES = [pytest.param(p, small_overrides(p), id=spec_id(p)) for p in ALL_SPECS]
 CASES.append(pytest.param(SPECS / "bireal_resnet18.fr", {}, id="bireal_resnet18-224"))
 COMBOS = [(isa, t) for isa in available_isas() for t in (1, 2)]
 
@@ -153,7 +142,7 @@ FLIP_SPECS = ["bireal_resnet18", "rf_c3d4_resnet21", "binary_densenet28", "drf_c
 @pytest.mark.parametrize("name", FLIP_SPECS)
 def test_random_data_flips(name, capsys):
     path = SPECS / f"{name}.fr"
-    c = compile_spec(path, _overrides(path))
+    c = compile_spec(path, small_overrides(path))
     state, _ = weights.resolve(c, {"seed": 3})
     rng = np.random.default_rng(5)  # BN statistics away from the identity init, so folds round
     for k, v in state.items():
@@ -201,7 +190,7 @@ def test_standard_flavour_runs():
     from fractalc.backends.onnx import export
     from fractalc.runtime import Session
     path = SPECS / "bireal_resnet18.fr"
-    c, state, x, model = _case(path, tuple(sorted(_overrides(path).items())))
+    c, state, x, model = _case(path, tuple(sorted(small_overrides(path).items())))
     std = Session(export.to_onnx(c, state, "test").SerializeToString(), threads=2)
     assert std.op_counts() == {"onnxruntime (whole model)": 1}
     got = std.run(x)

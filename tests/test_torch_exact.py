@@ -31,17 +31,15 @@ import torch
 
 import onnx  # noqa: F401  (a dependency of `make test`: missing fails, never skips)
 
-from conftest import SPECS, spec_id
+from conftest import SPECS, small_overrides, spec_id
 from fractalc import ir
 from fractalc.backends.onnx import lower, ops as onnx_ops, packing, reference, testing, weights
-from fractalc.backends.torch import from_graph
 from fractalc.backends.torch.build import run_step
 from fractalc.backends.torch.source import source
 from fractalc.backends.xnor.engine import Engine, write_engine_file
 from fractalc.backends.xnor.executor import Executor
 from fractalc.backends.xnor.kernels import available_isas
 from fractalc.compiler import compile_spec
-from fractalc.errors import FractalcError
 from fractalc.runtime import Session
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -54,18 +52,6 @@ TWO_BCONVS = """network two_bconvs {
 ZOO = sorted((SPECS / "zoo").glob("*.fr")) if (SPECS / "zoo").is_dir() else []
 BLOCKS = ["f_c3d4", "rf_c3d4", "drf_c3d4"]  # binary layers, BN, joins, adds, concats only
 
-
-def _overrides(path) -> dict[str, str]:
-    """The smallest input among a few that the spec accepts (a full network at CIFAR size 16,
-    a block at 8 x 8)."""
-    for ov in ({"dataset": '"cifar10"', "size": "16"}, {"size": "8"}, {"size": "32"},
-               {"dataset": '"cifar10"'}, {}):
-        try:
-            compile_spec(path, ov)
-            return ov
-        except FractalcError:
-            continue
-    raise AssertionError(f"{path}: no small input size compiles")
 
 
 def random_state(c, seed=3) -> dict[str, np.ndarray]:
@@ -132,7 +118,7 @@ def test_two_bconvs_bit_for_bit(tmp_path_factory):
 @pytest.mark.parametrize("name", BLOCKS)
 def test_block_specs_bit_for_bit(name):
     path = SPECS / f"{name}.fr"
-    c = compile_spec(path, _overrides(path))
+    c = compile_spec(path, small_overrides(path))
     state = random_state(c)
     x = _input(c)
     _, t, ex, en = _three(c, state, x)
@@ -186,12 +172,9 @@ SPEC_CASES = [pytest.param(p, id=spec_id(p)) for p in sorted(SPECS.glob("*.fr"))
 SPEC_CASES += [pytest.param(p, id="zoo-" + spec_id(p)) for p in ZOO]
 
 
-SMALL = {"fractalnet_cifar": {"size": "32", "filters": "[8, 8, 16, 16, 16]"}}  # 845M MACs at full width
-
-
 def network(path):
     """(compiled, random state, random input) of a spec at a small size."""
-    c = compile_spec(path, SMALL.get(path.stem) or _overrides(path))
+    c = compile_spec(path, small_overrides(path))
     return c, random_state(c), _input(c)
 
 
@@ -274,7 +257,7 @@ def test_source_target_same_eval_arithmetic(tmp_path_factory):
 
 def _spec_case(name):
     path = SPECS / f"{name}.fr"
-    c = compile_spec(path, _overrides(path))
+    c = compile_spec(path, small_overrides(path))
     return c, random_state(c), _input(c)
 
 
