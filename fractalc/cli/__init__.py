@@ -85,6 +85,13 @@ _python_show_warning = warnings.showwarning
 
 
 def main(argv=None):
+    """Run the command line: `argv` (the process's own arguments when None).
+
+    Without `argv`, as the console script and ``python -m fractalc`` call it, fractalc is the
+    program and the process ends when this returns: see `options.own_process`."""
+    if argv is None:
+        from fractalc.cli.options import own_process
+        own_process()
     warnings.showwarning = _show_warning
     try:
         # Without standalone mode click returns ctx.exit(n) codes instead of exiting.
