@@ -149,7 +149,8 @@ def test_ast_data_round_trips_every_shipped_file():
         data = json.loads(json.dumps(S.ast_to_data(m)))
         back = S.ast_from_data(data, str(f))
         assert back == m and hash(back) == hash(m), f
-        for bad in (["Lit", 1], ["os.system", 1], {"x": []}):
+        for bad in (["Lit", 1], ["os.system", 1], {"x": []}, [], ["Loc", 1], ["Loc", 1, "2"],
+                    {"t": [], "x": []}, {"t": "abc"}, [["Lit"], 1], b"bytes"):
             with pytest.raises((TypeError, KeyError, ValueError)):
                 S.ast_from_data(["Module", "f", {"t": []}, {"t": []}, {"t": [bad]}, {"t": []}], "f")
 

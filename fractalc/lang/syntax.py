@@ -231,36 +231,50 @@ def ast_to_data(module: Module):
 def ast_from_data(data, file: str) -> Module:
     """The `Module` that `ast_to_data` gave `data` for, its positions in `file`. Builds only AST
     classes and plain values; anything else raises (TypeError, KeyError, ValueError)."""
+    # Records are filled directly, as their own __init__ does, without its argument checks:
+    # the library's ~2,300 nodes are decoded in every process that imports it.
+    new = object.__new__
+    plain = _PLAIN
+
     def dec(x):
-        if isinstance(x, list):
-            name, *fields = x
+        t = type(x)
+        if t is list:
+            if not x:
+                raise ValueError("empty node")
+            name = x[0]
             if name == "Loc":
-                line, column = fields
+                _, line, column = x
                 if type(line) is not int or type(column) is not int:
                     raise ValueError("bad Loc")
-                return Loc(file, line, column)
-            cls = _AST_TYPES[name]
-            names = _FIELDS[name]
-            if len(fields) != len(names):
-                raise ValueError(f"{name} takes {len(names)} fields, got {len(fields)}")
+                obj = new(Loc)
+                obj.__dict__.update(file=file, line=line, column=column)
+                return obj
+            cls, names = _DECODE[name]
+            if len(x) - 1 != len(names):
+                raise ValueError(f"{name} takes {len(names)} fields, got {len(x) - 1}")
+            values = [v if type(v) in plain else dec(v) for v in x[1:]]
             if cls is Module:
-                fields[0] = file
-            # Filled directly, as the record's own __init__ does, without its argument checks.
-            obj = object.__new__(cls)
-            obj.__dict__.update(zip(names, (dec(v) for v in fields)))
+                values[0] = file
+            obj = new(cls)
+            obj.__dict__.update(zip(names, values))
             return obj
-        if isinstance(x, dict):
-            (items,) = x.values() if set(x) == {"t"} else (None,)
-            if not isinstance(items, list):
+        if t is dict:
+            (items,) = x.values() if len(x) == 1 and "t" in x else (None,)
+            if type(items) is not list:
                 raise ValueError("bad tuple")
-            return tuple(dec(v) for v in items)
-        if x is None or isinstance(x, (str, int, float)):
+            return tuple([v if type(v) in plain else dec(v) for v in items])
+        if t in plain:
             return x
-        raise TypeError(f"not AST data: {type(x).__name__}")
+        raise TypeError(f"not AST data: {t.__name__}")
     out = dec(data)
     if not isinstance(out, Module):
         raise TypeError("not a module")
     return out
+
+
+#: What `ast_from_data` reads: a node's class and fields by its name; the plain values.
+_DECODE = {name: (cls, _FIELDS[name]) for name, cls in _AST_TYPES.items()}
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 # ----------------------------------------------------------------------------- parser
