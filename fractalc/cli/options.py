@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import os
 
 import click
 
@@ -54,6 +55,8 @@ def spec_options(f):
 def resolve_spec_argument(spec, network=None):
     """(path, network) of a SPEC given as a path or a model name (`registry.resolve_spec`: an
     existing path wins; an unknown name is an error with the closest names)."""
+    if os.path.exists(spec):  # resolve_spec's first rule, without importing the registry
+        return str(spec), network
     from fractalc.registry import resolve_spec
     path, network = resolve_spec(spec, network)
     return str(path), network

@@ -359,10 +359,11 @@ def _elementwise_shape(word):
         if len(ins) < 2:
             fail(f"{word} needs at least 2 inputs, got {len(ins)}")
         first = ins[0]
-        for name, shp in zip(names[1:], ins[1:]):
+        for i in range(1, len(ins)):  # names are read only for a message (they are made then)
+            shp = ins[i]
             if shp != first:
                 what = "channel" if len(shp) == len(first) == 3 and shp[1:] == first[1:] else "shape"
-                fail(f"{what} mismatch at {word}: {names[0]} is {fmt(first)} but {name} is {fmt(shp)}")
+                fail(f"{what} mismatch at {word}: {names[0]} is {fmt(first)} but {names[i]} is {fmt(shp)}")
         return tuple(first)
     return shape
 
@@ -373,9 +374,10 @@ def _concat_shape(op, ins, names, fail):
     for i in range(len(ins)):
         chw(op, ins, names, i, fail)
     first = ins[0]
-    for name, shp in zip(names[1:], ins[1:]):
+    for i in range(1, len(ins)):  # names are read only for a message (they are made then)
+        shp = ins[i]
         if shp[1:] != first[1:]:
-            fail(f"spatial size mismatch at concat: {names[0]} is {fmt(first)} but {name} is {fmt(shp)}")
+            fail(f"spatial size mismatch at concat: {names[0]} is {fmt(first)} but {names[i]} is {fmt(shp)}")
     return (sum(s[0] for s in ins),) + tuple(first[1:])
 
 

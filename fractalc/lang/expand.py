@@ -206,6 +206,7 @@ class Evaluator:
         self.steps = 0
         self.depth = 0
         self.memo: dict = {}
+        self.globals: dict = {}  # lookup's values of the spec's rules, defs, primitives, builtins
         self.where: list[str] = []  # the rule calls and repetitions being evaluated, outermost first
 
     # --- helpers
@@ -248,14 +249,22 @@ class Evaluator:
             return env[name]
         if name in self.params:
             return self.params[name]
+        # A rule, def, primitive or builtin is the same value at every use (the spec does not
+        # change): made once per name (records are immutable).
+        got = self.globals.get(name)
+        if got is not None:
+            return got
         if name in self.spec.rules:
-            return RuleFn(self.spec.rules[name])
-        if name in self.spec.defs:
-            return DefFn(self.spec.defs[name])
-        if name in PRIMS:
-            return PrimFn(PRIMS[name])
-        if name in BUILTINS:
-            return Builtin(name)
+            got = RuleFn(self.spec.rules[name])
+        elif name in self.spec.defs:
+            got = DefFn(self.spec.defs[name])
+        elif name in PRIMS:
+            got = PrimFn(PRIMS[name])
+        elif name in BUILTINS:
+            got = Builtin(name)
+        if got is not None:
+            self.globals[name] = got
+            return got
         self.fail(f"unknown name '{name}'" + suggest(name, list(env) + list(self.params) + list(self.spec.rules)
                                                      + list(self.spec.defs)), loc)
 
