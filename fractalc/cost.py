@@ -59,11 +59,11 @@ def layer_cost(g: ir.Graph, n: str) -> LayerCost:
     for t in entry.tensors(op, ins, out):
         by_role[t.role] += t.size
     float_mults, binary_mults = entry.mults(op, ins, out)
+    # every field positionally, in LayerCost's order: the record's fast constructor path
     return LayerCost(n, entry.name, tuple(out),
-                     float_params=by_role["float"] + by_role["bn"] + by_role["fixed"],
-                     binary_params=by_role["binary"],
-                     bn_params=by_role["bn"], bn_buffers=by_role["buffer"],
-                     float_mults=float_mults, binary_mults=binary_mults)
+                     by_role["float"] + by_role["bn"] + by_role["fixed"],  # float_params
+                     by_role["binary"], by_role["bn"], by_role["buffer"],  # binary, bn, bn_buffers
+                     float_mults, binary_mults)
 
 
 def depth(g: ir.Graph) -> int:
