@@ -70,7 +70,11 @@ def contenders(specs, baseline: str | None) -> list[tuple[str, list[str], dict]]
     if baseline:
         trees.append(("baseline tree", Path(baseline).resolve(), {}))
     for label, tree, env in trees:
-        out.append((f"check {specs[0]} (-S, {label})", [py, "-S", "-m", "fractalc", "check", first],
+        # the tree's own copy of the spec: its relative `import "lib/..."` then reads that
+        # tree's bundled library (parse-cached), as `first` does for this tree
+        own = tree / "specs" / specs[0]
+        out.append((f"check {specs[0]} (-S, {label})",
+                    [py, "-S", "-m", "fractalc", "check", str(own) if own.exists() else first],
                     {"PYTHONPATH": f"{tree}{os.pathsep}{site}", **env}))
     return out
 

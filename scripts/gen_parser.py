@@ -13,7 +13,9 @@ Edits to lark's runtime text keep its imports off the start-up path without chan
 does: the ``lark`` logger (level CRITICAL, so silent for anything a parse logs) and ``pickle,
 zlib, base64`` (used only by ``Lark.save``/``load`` and lark's cache) are created on first use;
 lark's one frozen dataclass (``TextSlice``) is a `fractalc.records` record (the same
-semantics without importing dataclasses and exec-compiling its methods); and the lexers get an
+semantics without importing dataclasses and exec-compiling its methods); the module starts with
+``from __future__ import annotations`` (lark's typing annotations are not evaluated at import,
+and nothing reads them); and the lexers get an
 ``re`` whose patterns are compiled ahead of time (`_LEXER_RE`: Python compiles regular
 expressions in pure Python, ~10 ms of a first parse; the table is checked against `re` by the
 tests and used only by the Python version that wrote it). Each edit must match lark's text
