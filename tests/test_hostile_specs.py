@@ -81,6 +81,29 @@ def test_repeat_of_identity_within_budget_builds_one_node(tmp_path):
     assert [n for n in g.order() if n not in ("input", "output")] == ["body.bn1"]
 
 
+def test_only_a_small_graph_is_built_without_counting_it_first(tmp_path, monkeypatch):
+    """A graph over `expand.SMALL_GRAPH_NODES` nodes is counted before it is built (the
+    counting pass runs); a small one is built at once. Both give the closed-form count."""
+    from fractalc.lang import expand
+    calls = []
+    counting = expand.estimate_nodes
+    monkeypatch.setattr(expand, "estimate_nodes", lambda *a, **k: calls.append(1) or counting(*a, **k))
+    blocks = expand.SMALL_GRAPH_NODES // 2 + 10  # two nodes a block: just over the small size
+    assert len(compile_text(tmp_path, NET % f"(bn >> relu) * {blocks}").graph) == 2 * blocks + 2
+    assert calls == [1]
+    assert len(compile_text(tmp_path, NET % "(bn >> relu) * 100").graph) == 202 and calls == [1]
+
+
+@pytest.mark.parametrize("name", ["rf_c3d4_resnet21", "drf_c3d4_densenet97", "fractalnet_cifar"])
+def test_a_graph_is_the_same_built_at_once_or_after_counting(name, monkeypatch):
+    from fractalc.ir.printer import format_ir
+    from fractalc.lang import expand
+    spec = Path(__file__).resolve().parent.parent / "specs" / f"{name}.fr"
+    at_once = format_ir(compile_spec(spec).graph)
+    monkeypatch.setattr(expand, "SMALL_GRAPH_NODES", 1)  # every graph counted first
+    assert format_ir(compile_spec(spec).graph) == at_once
+
+
 def test_set_a_huge_block_count_is_refused(tmp_path):
     p = tmp_path / "b.fr"
     p.write_text("param blocks = [1, 1]\n" + NET % "(bn >> relu) * blocks[1]")
