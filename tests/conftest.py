@@ -18,6 +18,34 @@ def spec_id(p: Path) -> str:
     return p.stem
 
 
+def random_state(c, seed: int = 3) -> dict:
+    """Seeded weights of compiled `c` with BN statistics and affine parameters away from the
+    identity (so every fold rounds): the whole-network exactness tests' random, non-dyadic state."""
+    import numpy as np
+
+    from fractalc.backends.onnx import weights
+    state, _ = weights.resolve(c, {"seed": seed})
+    rng = np.random.default_rng(seed + 2)
+    for k, v in state.items():
+        if k.endswith("running_var"):
+            state[k] = rng.uniform(0.5, 2.0, v.shape).astype(np.float32)
+        elif v.ndim == 1 and (k.endswith("running_mean") or k.endswith(".bias")):
+            state[k] = rng.normal(0.0, 0.5, v.shape).astype(np.float32)
+        elif v.ndim == 1 and k.endswith(".weight"):
+            state[k] = rng.normal(1.0, 0.3, v.shape).astype(np.float32)
+    return state
+
+
+def random_input(c, seed: int = 4, batch: int | None = None):
+    """A standard-normal float32 input batch for compiled `c`: two images, or one where the
+    input is larger than 8 x 8 (the zoo's AlexNets at 224 x 224), unless `batch` is given."""
+    import numpy as np
+    shape = c.graph.shape("input")
+    if batch is None:
+        batch = 1 if shape[-1] > 8 else 2
+    return np.random.default_rng(seed).standard_normal((batch,) + shape).astype(np.float32)
+
+
 #: fractalnet_cifar's filters narrowed 8x (64x fewer MACs) where a spec needs 32 x 32 inputs: the
 #: exact float emulation of the whole-network tests is slow on its 845 M MACs per image.
 NARROW_FILTERS = "[8, 8, 16, 16, 16]"

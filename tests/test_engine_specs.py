@@ -16,8 +16,8 @@ import pytest
 import onnx  # noqa: F401,E402  (a dependency of make test: missing fails, never skips)
 import onnxruntime  # noqa: F401,E402
 
-from conftest import ALL_SPECS, SPECS, small_overrides, spec_id  # noqa: E402
-from fractalc.backends.onnx import lower, reference, testing, weights  # noqa: E402
+from conftest import ALL_SPECS, SPECS, random_input, random_state, small_overrides, spec_id  # noqa: E402
+from fractalc.backends.onnx import lower, reference, testing  # noqa: E402
 from fractalc.backends.xnor import available_isas  # noqa: E402
 from fractalc.backends.xnor.engine import Engine, write_engine_file  # noqa: E402
 from fractalc.backends.xnor.executor import Executor  # noqa: E402
@@ -85,17 +85,9 @@ def test_engine_random_data(name, capsys):
     rounding), so outputs agree unless a near-tie sign flips (counted, must be rare)."""
     path = SPECS / f"{name}.fr"
     c = compile_spec(path, small_overrides(path))
-    state, _ = weights.resolve(c, {"seed": 3})
-    rng = np.random.default_rng(5)
-    for k, v in state.items():
-        if k.endswith("running_var"):
-            state[k] = rng.uniform(0.5, 2.0, v.shape).astype(np.float32)
-        elif v.ndim == 1 and (k.endswith("running_mean") or k.endswith(".bias")):
-            state[k] = rng.normal(0.0, 0.5, v.shape).astype(np.float32)
-        elif v.ndim == 1 and k.endswith(".weight"):
-            state[k] = rng.normal(1.0, 0.3, v.shape).astype(np.float32)
+    state = random_state(c, seed=3)
     model = lower.to_onnx_xnor(c, state, "test")
-    x = np.random.default_rng(4).standard_normal((2,) + c.graph.shape("input")).astype(np.float32)
+    x = random_input(c, seed=4, batch=2)
     got = Engine(write_engine_file(model), threads=2).run(x)
     want = Executor(model.SerializeToString(), threads=2).run(x)
     bad = ~np.isclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))

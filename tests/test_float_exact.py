@@ -30,8 +30,8 @@ import torch
 
 import onnx  # noqa: F401  (a dependency of `make test`: missing fails, never skips)
 
-from conftest import SPECS
-from test_torch_exact import _input, deployed_outputs, network, random_state
+from conftest import SPECS, random_input, random_state
+from test_torch_exact import deployed_outputs, network
 from fractalc.backends.onnx import floatexact as npx
 from fractalc.backends.onnx import lower, reference, testing
 from fractalc.backends.torch import floatexact as tx
@@ -214,7 +214,7 @@ def test_every_float_operator_node_by_node(tmp_path):
     for k, v in state.items():  # weights of both signs for the scale nodes and the learned join
         if k.endswith(".weight") and v.ndim == 1 and ("scale" in k or "join" in k):
             state[k] = rng.normal(0.0, 1.0, v.shape).astype(F32)
-    x = _input(c)
+    x = random_input(c)
     model = testing.torch_model(c.graph, state)
     tv = testing.torch_values(c.graph, model, x)
     lowered = lower.to_onnx_xnor(c, state, "test")

@@ -31,9 +31,9 @@ import torch
 
 import onnx  # noqa: F401  (a dependency of `make test`: missing fails, never skips)
 
-from conftest import SPECS, small_overrides, spec_id
+from conftest import SPECS, random_input, random_state, small_overrides, spec_id
 from fractalc import ir
-from fractalc.backends.onnx import lower, ops as onnx_ops, packing, reference, testing, weights
+from fractalc.backends.onnx import lower, ops as onnx_ops, packing, reference, testing
 from fractalc.backends.torch.build import run_step
 from fractalc.backends.torch.source import source
 from fractalc.backends.xnor.engine import Engine, write_engine_file
@@ -54,24 +54,8 @@ BLOCKS = ["f_c3d4", "rf_c3d4", "drf_c3d4"]  # binary layers, BN, joins, adds, co
 
 
 
-def random_state(c, seed=3) -> dict[str, np.ndarray]:
-    """Seeded weights, BN statistics away from the identity (so every fold rounds)."""
-    state, _ = weights.resolve(c, {"seed": seed})
-    rng = np.random.default_rng(seed + 2)
-    for k, v in state.items():
-        if k.endswith("running_var"):
-            state[k] = rng.uniform(0.5, 2.0, v.shape).astype(np.float32)
-        elif v.ndim == 1 and (k.endswith("running_mean") or k.endswith(".bias")):
-            state[k] = rng.normal(0.0, 0.5, v.shape).astype(np.float32)
-        elif v.ndim == 1 and k.endswith(".weight"):
-            state[k] = rng.normal(1.0, 0.3, v.shape).astype(np.float32)
-    return state
 
 
-def _input(c, seed=4):
-    shape = c.graph.shape("input")
-    batch = 1 if shape[-1] > 8 else 2  # whole networks (the zoo's AlexNets at 224 x 224): one image
-    return np.random.default_rng(seed).standard_normal((batch,) + shape).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=1)
@@ -80,7 +64,7 @@ def _two_bconvs(tmp):
     path.write_text(TWO_BCONVS)
     c = compile_spec(path)
     state = random_state(c)
-    return c, state, _input(c)
+    return c, state, random_input(c)
 
 
 def _float_path(model, x: np.ndarray) -> np.ndarray:
@@ -120,7 +104,7 @@ def test_block_specs_bit_for_bit(name):
     path = SPECS / f"{name}.fr"
     c = compile_spec(path, small_overrides(path))
     state = random_state(c)
-    x = _input(c)
+    x = random_input(c)
     _, t, ex, en = _three(c, state, x)
     assert np.array_equal(t, ex), f"torch eval vs executor: max diff {np.abs(t - ex).max()}"
     assert np.array_equal(t, en), f"torch eval vs engine: max diff {np.abs(t - en).max()}"
@@ -175,7 +159,7 @@ SPEC_CASES += [pytest.param(p, id="zoo-" + spec_id(p)) for p in ZOO]
 def network(path):
     """(compiled, random state, random input) of a spec at a small size."""
     c = compile_spec(path, small_overrides(path))
-    return c, random_state(c), _input(c)
+    return c, random_state(c), random_input(c)
 
 
 def deployed_outputs(c, state, x, lowered=None):
@@ -258,7 +242,7 @@ def test_source_target_same_eval_arithmetic(tmp_path_factory):
 def _spec_case(name):
     path = SPECS / f"{name}.fr"
     c = compile_spec(path, small_overrides(path))
-    return c, random_state(c), _input(c)
+    return c, random_state(c), random_input(c)
 
 
 # ---- training is unchanged -------------------------------------------------------------------
