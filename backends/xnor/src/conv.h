@@ -51,7 +51,8 @@ struct Output {
                                       // channel slice of a dense block's buffer)
     const float* mul = nullptr;     // affine: y = fmaf(float(dot), mul[c], bias[c]) (one rounding)
     const float* bias = nullptr;
-    const float* residual = nullptr;  // affine, optional: y = fl(y + residual[m][c]) (same layout as data)
+    const float* residual = nullptr;  // affine, optional: y = fl(y + residual[m][c]), (M, C_out) rows
+                                      // (not strided: a residual output keeps its own buffer)
     uint64_t* sign_bits = nullptr;    // affine, optional: packed sign of the final y (bit 1 iff y < 0),
                                       // (N, Ho, Wo, ceil(C_out/64)), zero-initialised
     const int32_t* thr = nullptr;   // bits: bit = (dot < thr[c]) != flip[c]

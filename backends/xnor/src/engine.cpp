@@ -69,7 +69,6 @@ const char* op_name(uint32_t t) {
     }
 }
 
-std::size_t align64(std::size_t n) { return (n + 63) & ~std::size_t{63}; }
 int words(int c) { return (c + 63) / 64; }
 int out_size(int in, int k, int s, int p0, int p1) { return (in + p0 + p1 - k) / s + 1; }
 
@@ -395,6 +394,7 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
         // (The sole reader of the input is the first op: nothing else is defined before it.)
         if (readers[0] == 1 && reader[0] == 0 && ops[0].r.type == OP_CONV && ops[0].temp_bytes) padded_input_ = 0;
     }
+    find_views();  // after the fusions: a fused op's values are never views
     // The AVX-512 float conv reads its weights in contiguous 32-channel blocks (re-laid here).
     if (xnor::cpu_supports(Isa::avx512))
         for (Op& op : ops) {
@@ -414,118 +414,6 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
         }
 }
 
-void Engine::plan(int64_t n) {
-    if (n == planned_n_) return;
-    const std::size_t V = vals.size(), O = ops.size();
-    // items: values, then one scratch item per op that needs one
-    struct Item {
-        std::size_t bytes;
-        long first, last;  // op indices (input: -1; output: O)
-        std::size_t off = 0;
-    };
-    std::vector<Item> items(V);
-    std::vector<char> used(V, 0);
-    for (std::size_t v = 0; v < V; ++v) items[v] = {align64(vals[v].bytes * n), -1, -1};
-    items[0].first = -1;
-    items[0].last = -1;
-    used[0] = padded_input_ < 0;  // else the input goes straight into its reader's scratch
-    for (std::size_t i = 0; i < O; ++i) {
-        const OpRec& r = ops[i].r;
-        if (ops[i].fused) continue;  // its input is never stored and its output is written by the conv
-        if (ops[i].fused_pool >= 0) {
-            const OpRec& pr = ops[ops[i].fused_pool].r;
-            for (uint32_t k = 0; k < r.n_in; ++k) items[r.in[k]].last = std::max<long>(items[r.in[k]].last, long(i));
-            items[pr.out].first = long(i);
-            items[pr.out].last = std::max<long>(items[pr.out].last, long(i));
-            used[pr.out] = 1;
-            if (ops[i].fused_pack >= 0) {
-                const uint32_t b = ops[ops[i].fused_pack].r.out;
-                items[b].first = long(i);
-                items[b].last = std::max<long>(items[b].last, long(i));
-                used[b] = 1;
-            }
-            continue;
-        }
-        for (uint32_t k = 0; k < r.n_in; ++k) items[r.in[k]].last = std::max<long>(items[r.in[k]].last, long(i));
-        for (uint32_t o : {r.out, r.out2})
-            if (o != kNone) {
-                items[o].first = long(i);
-                items[o].last = std::max<long>(items[o].last, long(i));
-                used[o] = 1;
-            }
-    }
-    items[output].last = long(O);
-    // A float XnorConv+Add whose residual dies with it writes its output over the residual (each
-    // element's residual is read before that element is written, by the same work item; the
-    // same bytes), and a mean join over an input that dies with it: one buffer for a chain of
-    // residual blocks instead of two, so at batch 8 the 6.4 MB maps are rewritten in cache
-    // instead of written to fresh memory.
-    std::vector<long> alias(V, -1);
-    auto root = [&](long v) {
-        while (alias[v] >= 0) v = alias[v];
-        return v;
-    };
-    std::size_t aliased_bytes = 0;
-    for (std::size_t i = 0; i < O; ++i) {
-        const OpRec& r = ops[i].r;
-        auto dies_here = [&](uint32_t v) {
-            return v != 0 && r.out != output && items[v].last == long(i) && vals[v].bytes == vals[r.out].bytes;
-        };
-        uint32_t res = kNone;
-        if (ops[i].fused) continue;
-        if (r.type == OP_XCONV && r.p[7] == 1 && r.p[8] && r.n_in == 2 && dies_here(r.in[1])) res = r.in[1];
-        // a mean join (element-wise: every input of a chunk is read before it is stored) over
-        // an input that dies with it
-        if (r.type == OP_JOIN)
-            for (uint32_t k = 0; k < r.n_in && res == kNone; ++k)
-                if (dies_here(r.in[k])) res = r.in[k];
-        if (res == kNone) continue;
-        const long rt = root(res);
-        alias[r.out] = rt;
-        items[rt].last = std::max(items[rt].last, items[r.out].last);
-        used[r.out] = 0;
-        aliased_bytes += items[r.out].bytes;
-    }
-    temp_off_.assign(O, 0);
-    std::vector<std::size_t> temp_item(O, 0);
-    for (std::size_t i = 0; i < O; ++i)
-        if (ops[i].temp_bytes) {
-            temp_item[i] = items.size();
-            items.push_back({align64(ops[i].temp_bytes * n), long(i), long(i)});
-            used.push_back(1);
-        }
-    std::vector<std::size_t> order;
-    unplanned_ = aliased_bytes;
-    for (std::size_t k = 0; k < items.size(); ++k)
-        if (used[k]) {
-            order.push_back(k);
-            unplanned_ += items[k].bytes;
-        }
-    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return items[a].bytes > items[b].bytes; });
-    std::vector<std::size_t> placed;
-    std::size_t top = 0;
-    for (std::size_t k : order) {
-        Item& it = items[k];
-        std::vector<std::pair<std::size_t, std::size_t>> busy;
-        for (std::size_t q : placed)
-            if (items[q].first <= it.last && it.first <= items[q].last) busy.push_back({items[q].off, items[q].bytes});
-        std::sort(busy.begin(), busy.end());
-        std::size_t off = 0;
-        for (auto [o, b] : busy) {
-            if (o >= off + it.bytes) break;
-            off = std::max(off, o + b);
-        }
-        it.off = off;
-        top = std::max(top, off + it.bytes);
-        placed.push_back(k);
-    }
-    val_off_.resize(V);
-    for (std::size_t v = 0; v < V; ++v) val_off_[v] = items[root(static_cast<long>(v))].off;
-    for (std::size_t i = 0; i < O; ++i) temp_off_[i] = ops[i].temp_bytes ? items[temp_item[i]].off : 0;
-    arena_size_ = std::max<std::size_t>(top, 64);
-    planned_n_ = n;
-}
-
 std::pair<std::size_t, std::size_t> Engine::arena_bytes(int64_t n) {
     plan(n);
     return {arena_size_, unplanned_};
@@ -535,6 +423,7 @@ namespace {
 
 struct PackJob {
     const float* x;
+    std::size_t stride;  // floats from one pixel to the next (more than C: a slice of wider rows)
     std::size_t pixels;
     int C;
     const float* t;
@@ -546,10 +435,21 @@ struct PackJob {
 void pack_work(void* ctx, int part, int nparts) {
     auto& j = *static_cast<PackJob*>(ctx);
     const std::size_t p0 = j.pixels * part / nparts, p1 = j.pixels * (part + 1) / nparts;
-    if (j.t)
-        xnor::pack_nhwc_threshold_rows(j.x, j.C, p0, p1, j.C, j.t, j.flip, j.out, j.isa);
-    else
-        xnor::pack_nhwc_rows(j.x, p0, p1, j.C, j.out, j.isa);
+    xnor::pack_nhwc_threshold_rows(j.x, j.stride, p0, p1, j.C, j.t, j.flip, j.out, j.isa);
+}
+
+// Copies one Concat input into its channel slice of the output rows (both strided).
+struct CopyJob {
+    const float* src;
+    std::size_t src_ld;
+    float* dst;
+    std::size_t dst_ld, pixels, bytes;
+};
+
+void copy_work(void* ctx, int part, int nparts) {
+    auto& j = *static_cast<CopyJob*>(ctx);
+    const std::size_t p0 = j.pixels * part / nparts, p1 = j.pixels * (part + 1) / nparts;
+    for (std::size_t q = p0; q < p1; ++q) std::memcpy(j.dst + q * j.dst_ld, j.src + q * j.src_ld, j.bytes);
 }
 
 }  // namespace
@@ -601,6 +501,7 @@ void Engine::run(const float* in, int64_t n, float* out, std::size_t out_len) {
                 if (r.p[7] == 1) {
                     o.kind = xnor::OutKind::affine;
                     o.data = F(r.out);
+                    o.stride = static_cast<std::size_t>(ld[r.out]);  // wider: a slice of a Concat's buffer
                     o.mul = static_cast<const float*>(op.w[1]);
                     o.bias = static_cast<const float*>(op.w[2]);
                     if (r.p[8]) o.residual = F(r.in[1]);
@@ -619,7 +520,7 @@ void Engine::run(const float* in, int64_t n, float* out, std::size_t out_len) {
                 break;
             }
             case OP_PACK: {
-                PackJob j{F(r.in[0]), pix, x.c, static_cast<const float*>(op.w[0]),
+                PackJob j{F(r.in[0]), static_cast<std::size_t>(ld[r.in[0]]), pix, x.c, static_cast<const float*>(op.w[0]),
                           static_cast<const uint8_t*>(op.w[1]), U(r.out), isa};
                 xnor::parallel_run(T, xnor::parts_for(pix, T), pack_work, &j);
                 break;
@@ -695,15 +596,16 @@ void Engine::run(const float* in, int64_t n, float* out, std::size_t out_len) {
                                      static_cast<const float*>(op.w[1]), F(r.out), T, isa);
                 break;
             }
-            case OP_CONCAT: {
-                float* o = F(r.out);
+            case OP_CONCAT: {  // inputs written in place by their producers (find_views) are skipped
                 std::size_t c0 = 0;
                 for (uint32_t k = 0; k < r.n_in; ++k) {
-                    const Value& v = vals[r.in[k]];
-                    const float* s = F(r.in[k]);
-                    for (std::size_t q = 0; q < pix; ++q)
-                        std::memcpy(o + q * y.c + c0, s + q * v.c, static_cast<std::size_t>(v.c) * 4);
-                    c0 += v.c;
+                    const uint32_t a = r.in[k];
+                    if (view_op[a] != static_cast<long>(i)) {
+                        CopyJob j{F(a), static_cast<std::size_t>(ld[a]), F(r.out) + c0, static_cast<std::size_t>(ld[r.out]),
+                                  pix, static_cast<std::size_t>(vals[a].c) * 4};
+                        xnor::parallel_run(T, xnor::parts_for(pix * vals[a].c / 1024 + 1, T), copy_work, &j);
+                    }
+                    c0 += vals[a].c;
                 }
                 break;
             }

@@ -122,7 +122,17 @@ public:
     uint32_t output = 0;
     std::string meta;
 
+    // Dense blocks (engine_plan.cpp): value v is written in place into a channel slice of a
+    // Concat's output, a view: view_op[v] is that Concat (-1: v has its own buffer),
+    // view_root[v] the value owning the buffer (v itself when not a view), view_c0[v] the first
+    // channel of v in it, and ld[v] the floats from one pixel to the next (vals[v].c when not a
+    // view). Decided at load; the same for every batch size.
+    std::vector<long> view_op;
+    std::vector<uint32_t> view_root;
+    std::vector<int> view_c0, ld;
+
 private:
+    void find_views();
     void plan(int64_t n);
     Bytes bytes_;
     int64_t planned_n_ = -1;
@@ -134,5 +144,6 @@ private:
 };
 
 uint32_t crc32(const uint8_t* p, std::size_t n);
+inline std::size_t align64(std::size_t n) { return (n + 63) & ~std::size_t{63}; }
 
 }  // namespace frt
