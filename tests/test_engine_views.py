@@ -1,8 +1,8 @@
 """Dense blocks' concats in place in the standalone engine (src/engine_plan.cpp, find_views).
 
 A Concat's float input is written by its producer straight into its channel slice of the
-Concat's output (strided rows) when the producer can (an affine XnorConv without a fused Add, or
-another Concat) and every other reader can read strided rows (PackBits); a chain of Concats nests
+Concat's output (strided rows) when the producer can (an affine XnorConv without a fused Add, a
+mean join, or another Concat) and every other reader can read strided rows (PackBits); a chain of Concats nests
 into one buffer. Checked: the decisions on a network built to hit each rule (an input used
 twice, one read by two Concats, one read by a float op, nested Concats, the model input), the
 shipped dense network's blocks, and that the outputs are byte-identical to the reference
@@ -25,6 +25,7 @@ rule twice(z) = concat(z, z)
 rule halves[k](z) = concat(z, concat(z >> bn >> bconv[k], z >> bn >> bconv[k]))
 rule shared[k](z) = let y = z >> bn >> bconv[k] in concat(z, y) + concat(y, z)
 rule floatread[k](z) = let y = z >> bn >> bconv[k] in concat(z, y) + concat(z, y >> relu)
+rule joined[k](z) = let y = z >> bn in concat(z, join(y >> bconv[k], y >> bconv[k], y >> bconv[k]))
 network views {
     input [16, 8, 8]
     a = layer[16] * 3
@@ -32,7 +33,8 @@ network views {
     c = halves[16] * 2
     d = shared[16]
     e = floatread[16]
-    f = bn >> bconv[32] >> bn >> gap >> linear[10]
+    g = joined[16] * 2
+    h = bn >> bconv[32] >> bn >> gap >> linear[10]
 }
 """
 
@@ -48,6 +50,8 @@ EXPECTED = [
     "Concat(in place)",  #    ... and outer
     "Concat", "Concat",  # d: y and z are each read by two Concats: own buffers, copied into both
     "Concat", "Concat",  # e: y is also read by a Relu (and z as in d): copied
+    "Concat(in place)",  # g, 1: z, e's Add (the engine's join op), and the mean join write in place
+    "Concat(in place)",  # g, 2
 ]
 
 
@@ -95,3 +99,13 @@ def test_dense_blocks_share_one_buffer():
     _check(model, random_input(c, batch=2), kinds_check)
     planned, apart = Engine(write_engine_file(model), threads=1).arena_bytes(2)
     assert planned < apart
+
+
+def test_dense_residual_fractal_joins_in_place():
+    """DRF-c3d4 DenseNet97 (its units' top mean joins write into the stack): as above."""
+    path = SPECS / "drf_c3d4_densenet97.fr"
+    c = compile_spec(path, small_overrides(path))
+    model = lower.to_onnx_xnor(c, random_state(c), "drf97")
+    blocks = [6, 6, 6, 5]
+    _check(model, random_input(c, batch=2),
+           lambda kinds: _concats_are(kinds, [k for b in blocks for k in ["Concat"] + ["Concat(in place)"] * (b - 1)]))

@@ -532,7 +532,7 @@ void Engine::run(const float* in, int64_t n, float* out, std::size_t out_len) {
                 float dv;
                 std::memcpy(&dv, &r.p[0], 4);
                 xnor::mean_join(xs, static_cast<int>(r.n_in), pix, x.c, dv, F(r.out),
-                                r.out2 != kNone ? U(r.out2) : nullptr, T, isa);
+                                r.out2 != kNone ? U(r.out2) : nullptr, T, isa, static_cast<std::size_t>(ld[r.out]));
                 break;
             }
             case OP_AFFINE:

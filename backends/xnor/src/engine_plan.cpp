@@ -14,7 +14,7 @@ namespace frt {
 // stride), and a chain of Concats nests into one buffer of the last one's width, so the Concat
 // itself does nothing. An input qualifies when
 //   - its producer can write strided rows: an affine XnorConv without a fused Add (the Add
-//     reads its residual with the conv's own width), or another Concat;
+//     reads its residual with the conv's own width), a mean join, or another Concat;
 //   - every other reader can read strided rows: a PackBits (thresholded packing takes a pixel
 //     stride); any other reader keeps the value in its own buffer;
 //   - it is not the model's input or output, appears once in the Concat, and is not already
@@ -51,7 +51,7 @@ void Engine::find_views() {
         if (p < 0) return false;
         const Op& op = ops[p];
         if (op.fused_pool >= 0 || op.r.out != v) return false;
-        if (op.r.type == OP_CONCAT) return true;
+        if (op.r.type == OP_CONCAT || op.r.type == OP_JOIN) return true;  // a DRF unit's top join
         return op.r.type == OP_XCONV && op.r.p[7] == 1 && op.r.p[8] == 0;
     };
     // Latest Concat first: its output's own place (a slice of a later Concat, or its own buffer)
@@ -151,7 +151,7 @@ void Engine::plan(int64_t n) {
             return v != 0 && r.out != output && items[v].last == long(i) && vals[v].bytes == vals[r.out].bytes;
         };
         uint32_t res = kNone;
-        if (ops[i].fused) continue;
+        if (ops[i].fused || view_root[r.out] != r.out) continue;  // a slice is written in place
         if (r.type == OP_XCONV && r.p[7] == 1 && r.p[8] && r.n_in == 2 && dies_here(r.in[1])) res = r.in[1];
         // a mean join (element-wise: every input of a chunk is read before it is stored) over
         // an input that dies with it

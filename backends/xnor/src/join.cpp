@@ -21,6 +21,7 @@ struct JoinJob {
     float* out;
     uint64_t* bits;
     Isa isa;
+    std::size_t ostride;  // floats from one output pixel to the next
 };
 
 void rows_scalar(const JoinJob& j, std::size_t p0, std::size_t p1) {
@@ -34,7 +35,7 @@ void rows_scalar(const JoinJob& j, std::size_t p0, std::size_t p1) {
                 float s = j.xs[0][base + c];
                 for (int i = 1; i < j.k; ++i) s += j.xs[i][base + c];
                 const float y = s / j.divisor;
-                j.out[base + c] = y;
+                j.out[p * j.ostride + c] = y;
                 word |= static_cast<uint64_t>(y < 0.0f) << (c - 64 * w);
             }
             if (j.bits) j.bits[p * Cw + w] = word;
@@ -59,7 +60,7 @@ __attribute__((target("avx512f"))) void rows_avx512(const JoinJob& j, std::size_
                 __m512 s = _mm512_maskz_loadu_ps(m, j.xs[0] + base + c0);
                 for (int i = 1; i < j.k; ++i) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(m, j.xs[i] + base + c0));
                 const __m512 y = _mm512_div_ps(s, d);
-                _mm512_mask_storeu_ps(j.out + base + c0, m, y);
+                _mm512_mask_storeu_ps(j.out + p * j.ostride + c0, m, y);
                 word |= static_cast<uint64_t>(_mm512_mask_cmp_ps_mask(m, y, zero, _CMP_LT_OQ)) << (16 * q);
             }
             if (j.bits) j.bits[p * Cw + w] = word;
@@ -80,8 +81,8 @@ void join_work(void* ctx, int part, int nparts) {
 }  // namespace
 
 void mean_join(const float* const* xs, int k, std::size_t pixels, int C, float divisor, float* out,
-               uint64_t* sign_bits, int threads, Isa isa) {
-    JoinJob j{xs, k, pixels, C, divisor, out, sign_bits, isa};
+               uint64_t* sign_bits, int threads, Isa isa, std::size_t out_stride) {
+    JoinJob j{xs, k, pixels, C, divisor, out, sign_bits, isa, out_stride ? out_stride : static_cast<std::size_t>(C)};
     if (pixels == 0) return;
     parallel_run(threads, parts_for(pixels / 16 + 1, threads), join_work, &j);
 }
