@@ -593,7 +593,8 @@ void Engine::run(const float* in, int64_t n, float* out, std::size_t out_len) {
                     pro.shift = static_cast<const float*>(op.w[3]);
                 }
                 xnor::pointwise_conv(F(r.in[0]), N, x.h, x.w, x.c, pro, static_cast<const float*>(op.w[0]), r.p[1],
-                                     static_cast<const float*>(op.w[1]), F(r.out), T, isa);
+                                     static_cast<const float*>(op.w[1]), F(r.out), T, isa,
+                                     static_cast<std::size_t>(ld[r.out]));
                 break;
             }
             case OP_CONCAT: {  // inputs written in place by their producers (find_views) are skipped

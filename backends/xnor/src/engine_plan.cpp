@@ -14,7 +14,8 @@ namespace frt {
 // stride), and a chain of Concats nests into one buffer of the last one's width, so the Concat
 // itself does nothing. An input qualifies when
 //   - its producer can write strided rows: an affine XnorConv without a fused Add (the Add
-//     reads its residual with the conv's own width), a mean join, or another Concat;
+//     reads its residual with the conv's own width), a mean join, a pointwise conv (a
+//     transition) or another Concat;
 //   - every other reader can read strided rows: a PackBits (thresholded packing takes a pixel
 //     stride); any other reader keeps the value in its own buffer;
 //   - it is not the model's input or output, appears once in the Concat, and is not already
@@ -51,7 +52,8 @@ void Engine::find_views() {
         if (p < 0) return false;
         const Op& op = ops[p];
         if (op.fused_pool >= 0 || op.r.out != v) return false;
-        if (op.r.type == OP_CONCAT || op.r.type == OP_JOIN) return true;  // a DRF unit's top join
+        // a DRF unit's top join; a dense transition's (or shortcut's) 1x1 conv
+        if (op.r.type == OP_CONCAT || op.r.type == OP_JOIN || op.r.type == OP_PWCONV) return true;
         return op.r.type == OP_XCONV && op.r.p[7] == 1 && op.r.p[8] == 0;
     };
     // Latest Concat first: its output's own place (a slice of a later Concat, or its own buffer)

@@ -26,6 +26,7 @@ struct PwJob {
     float* out;
     std::size_t tiles;
     Isa isa;
+    std::size_t ostride;  // floats from one output pixel to the next
 };
 
 inline bool has_prologue(const PwPrologue& pr) { return pr.pool != PwPool::none || pr.scale || pr.relu; }
@@ -91,7 +92,7 @@ inline int tile_rows(const PwJob& j, std::size_t t, std::vector<float>& buf, con
 // inner loop across channels (each lane still sums over c in ascending order).
 inline void tile_scalar(const PwJob& j, const float* const* rows, int np, std::size_t m0) {
     for (int p = 0; p < np; ++p) {
-        float* o = j.out + (m0 + p) * j.Co;
+        float* o = j.out + (m0 + p) * j.ostride;
         for (int co0 = 0; co0 < j.Co; co0 += 64) {
             const int n = std::min(64, j.Co - co0);
             float acc[64] = {};
@@ -136,7 +137,7 @@ PW_AVX512 inline void tile_avx512(const PwJob& j, const float* const* rows, std:
             }
         }
         for (int p = 0; p < NP; ++p) {
-            float* o = j.out + (m0 + p) * j.Co + co0;
+            float* o = j.out + (m0 + p) * j.ostride + co0;
             for (int k = 0; k < 4; ++k)
                 _mm512_mask_storeu_ps(o + 16 * k, mk[k],
                                       _mm512_add_ps(acc[p][k], _mm512_maskz_loadu_ps(mk[k], j.b + co0 + 16 * k)));
@@ -188,7 +189,7 @@ PW_AVX2 inline void tile_avx2(const PwJob& j, const float* const* rows, std::siz
             }
         }
         for (int p = 0; p < NP; ++p) {
-            float* o = j.out + (m0 + p) * j.Co + co0;
+            float* o = j.out + (m0 + p) * j.ostride + co0;
             for (int k = 0; k < 4; ++k)
                 _mm256_maskstore_ps(o + 8 * k, mk[k],
                                     _mm256_add_ps(acc[p][k], _mm256_maskload_ps(j.b + co0 + 8 * k, mk[k])));
@@ -238,9 +239,10 @@ void pw_work(void* ctx, int part, int nparts) {
 }  // namespace
 
 void pointwise_conv(const float* x, int N, int H, int W, int C, const PwPrologue& pro, const float* w,
-                    int Co, const float* b, float* out, int threads, Isa isa) {
+                    int Co, const float* b, float* out, int threads, Isa isa, std::size_t out_stride) {
     const bool pool = pro.pool != PwPool::none;
-    PwJob j{x, N, H, W, C, pool ? H / 2 : H, pool ? W / 2 : W, Co, pro, w, b, out, 0, isa};
+    PwJob j{x, N, H, W, C, pool ? H / 2 : H, pool ? W / 2 : W, Co, pro, w, b, out, 0, isa,
+            out_stride ? out_stride : static_cast<std::size_t>(Co)};
     const std::size_t pixels = static_cast<std::size_t>(N) * j.Ho * j.Wo;
     j.tiles = (pixels + kPix - 1) / kPix;
     if (j.tiles == 0) return;

@@ -27,7 +27,8 @@ struct PwPrologue {
 //   p[c] = prologue(x)[c]
 //   acc  = fma(p[C-1], w[C-1][o], ... fma(p[0], w[0][o], 0))
 //   y[o] = acc + b[o]
+// Output pixel p starts at out + p * out_stride (0: Co; more: a channel slice of wider rows).
 void pointwise_conv(const float* x, int N, int H, int W, int C, const PwPrologue& pro, const float* w,
-                    int Co, const float* b, float* out, int threads, Isa isa);
+                    int Co, const float* b, float* out, int threads, Isa isa, std::size_t out_stride = 0);
 
 }  // namespace xnor
