@@ -10,6 +10,12 @@ float stem's rate (G MAC/s), 2 threads against 1 (the engine alone, interleaved)
 (after 200 ms idle) against steady state; writes JSON (default benchmarks/results/bench_engine.json).
 
     .venv/bin/python benchmarks/bench_engine.py [--repeats 10] [--batch 1 --batch 8] [--threads 2]
+        [--model binary_densenet28 --json benchmarks/results/bench_engine_dense.json]
+
+`--model NAME` (repeatable) measures shipped specs instead (specs/NAME.fr). Ratios are given
+two ways: of the medians, and "paired" (the median over rounds of each round's own ratio: the
+contenders' calls of one round are milliseconds apart, so a machine whose speed drifts over
+minutes, e.g. a shared VM, moves both sides of a paired ratio together).
 """
 from __future__ import annotations
 
@@ -30,8 +36,13 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--batch", type=int, action="append")
     ap.add_argument("--threads", type=int, action="append")
+    ap.add_argument("--model", action="append", metavar="NAME", help="a shipped spec (specs/NAME.fr)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "bench_engine.json"))
     args = ap.parse_args(argv)
+    models = [(m, f"specs/{m}.fr") for m in args.model] if args.model else MODELS
+    for _, spec in models:
+        if not (ROOT / spec).is_file():
+            ap.error(f"no shipped spec {spec}")
     from fractalc.backends.onnx import weights
     from fractalc.backends.xnor import bench
     from fractalc.backends.xnor.engine import Engine, write_engine_file
@@ -47,7 +58,7 @@ def main(argv=None) -> int:
         print("# openvino not installed (pip install 'fractalc[bench]'): not compared")
     out = {"cpu": info, "tuning": tuning, "engines": engines, "repeats": args.repeats,
            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": []}
-    for name, spec in MODELS:
+    for name, spec in models:
         c = compile_spec(ROOT / spec, {})
         state, _ = weights.resolve(c, {"seed": 0})
         cont = bench.Contenders(c, state, engines)
@@ -76,13 +87,16 @@ def main(argv=None) -> int:
                 stem_ms = next((v / 5 * 1e3 for k, v in prof.items() if k.startswith("Conv")), None)
                 row = {"model": name, "batch": b, "threads": t, "median_ms": med,
                        "speedup_vs": {k: med[k] / med["fractalc"] for k in med if k != "fractalc"},
+                       "paired_speedup_vs": paired_ratios(times),
                        "breakdown_ms": {k: v / 5 * 1e3 for k, v in sorted(prof.items(), key=lambda kv: -kv[1]) if v > 0},
                        "arena_bytes": planned, "unplanned_bytes": unplanned, "file_bytes": len(frt), "cold": cold,
                        "one_vs_n_threads_ms": scale,
                        "stem_gmacs": stem_macs * b / stem_ms / 1e6 if stem_ms and stem_macs else None}
                 out["results"].append(row)
                 print(f"{name} batch {b} threads {t}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in med.items())
-                      + "".join(f"  {v:.1f}x vs {k}" for k, v in row["speedup_vs"].items()), flush=True)
+                      + "".join(f"  {v:.1f}x vs {k}" for k, v in row["speedup_vs"].items())
+                      + " (paired: " + ", ".join(f"{v:.2f}x" for v in row["paired_speedup_vs"].values()) + ")",
+                      flush=True)
                 print("    by op: " + ", ".join(f"{k} {v:.2f}" for k, v in row["breakdown_ms"].items()))
                 print(f"    arena {planned / 2**20:.1f} MiB (unplanned {unplanned / 2**20:.1f} MiB), file "
                       f"{len(frt) / 2**20:.1f} MiB; cold call {cold['cold_ms']:.2f} ms vs steady "
@@ -98,6 +112,13 @@ def main(argv=None) -> int:
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     print(markdown(out))
     return 0
+
+
+def paired_ratios(times: dict[str, list[float]]) -> dict[str, float]:
+    """Per contender, the median over calls of its time / fractalc's time in the same position
+    (time_interleaved's lists are aligned: the i-th call of every contender is in the same round)."""
+    base = times["fractalc"]
+    return {k: statistics.median(a / b for a, b in zip(v, base)) for k, v in times.items() if k != "fractalc"}
 
 
 def first_conv_macs(onnx_bytes: bytes | None) -> int | None:
@@ -122,13 +143,15 @@ def first_conv_macs(onnx_bytes: bytes | None) -> int | None:
 def markdown(out: dict) -> str:
     engines = [e for e in out["engines"] if e != "fractalc"]
     head = "| model | batch | threads | engine ms | " + " | ".join(f"{e} ms" for e in engines) + " | " \
-        + " | ".join(f"vs {e}" for e in engines) + " | cold/steady | 2 threads / 1 | stem G MAC/s |"
+        + " | ".join(f"vs {e} (paired)" for e in engines) + " | cold/steady | 2 threads / 1 | stem G MAC/s |"
     lines = [head, "|" + "---|" * (7 + 2 * len(engines))]
     for r in out["results"]:
         m = r["median_ms"]
         lines.append(f"| {r['model']} | {r['batch']} | {r['threads']} | {m['fractalc']:.2f} | "
                      + " | ".join(f"{m[e]:.2f}" for e in engines) + " | "
-                     + " | ".join(f"{r['speedup_vs'][e]:.1f}x" for e in engines)
+                     + " | ".join(f"{r['speedup_vs'][e]:.1f}x" + (f" ({r['paired_speedup_vs'][e]:.1f}x)"
+                                                                     if "paired_speedup_vs" in r else "")
+                                  for e in engines)
                      + f" | {r['cold']['ratio']:.2f} | "
                      + (f"{r['one_vs_n_threads_ms']['1'] / r['one_vs_n_threads_ms'][str(r['threads'])]:.2f}"
                         if r.get("one_vs_n_threads_ms") else "-")

@@ -131,14 +131,16 @@ def engine_tuning(isa: str | None = None) -> dict:
             "binary_tile_how": how, "binary_tile_detail": detail,
             "binary_tile_candidates": list(kernels._xnor.tile_candidates(isa)),
             "float_tile": FLOAT_TILES.get(isa, "1 pixel x 64 channels"),
-            "split": "8 work items per thread (pixel tiles x channel groups)"}
+            "split": "8 work items per thread (pixel tiles x channel groups)",
+            "batch_budget": kernels._xnor.batch_budget()[1]}
 
 
 def format_tuning(t: dict) -> str:
     """One line: the CPU, the binary tile and how it was chosen, the float tile."""
     detail = f"; {t['binary_tile_detail']}" if t.get("binary_tile_detail") else ""
     return (f"{t['cpu']} | {t['isa']} kernels, binary tile {t['binary_tile_name']} ({t['binary_tile_how']}{detail}), "
-            f"float tile {t['float_tile']}, {t['split']}")
+            f"float tile {t['float_tile']}, {t['split']}"
+            + (f"; batches run in passes whose arena fits in {t['batch_budget']}" if t.get("batch_budget") else ""))
 
 
 def tile_candidates(isa: str | None = None) -> list[str]:

@@ -718,8 +718,22 @@ class Engine:
         return out
 
     def arena_bytes(self, batch: int) -> tuple[int, int]:
-        """(planned arena bytes, bytes of all values without reuse) for `batch` images."""
+        """(the arena a run of `batch` images uses, planned for its pass; the bytes of all values
+        of `batch` images without reuse or passes)."""
         return tuple(self._e.arena_bytes(int(batch)))
+
+    def batch_images(self, batch: int) -> int:
+        """Images per pass when running `batch` images: the most whose arena fits in
+        ``batch_budget()`` (at least 1), unless forced by `set_batch_images` or
+        ``$FRACTALC_BATCH_IMAGES``. The results never depend on it."""
+        return int(self._e.batch_images(int(batch)))
+
+    def set_batch_images(self, images: int) -> None:
+        """Force `images` per pass (>= 1), or 0 for the default."""
+        try:
+            self._e.set_batch_images(int(images))
+        except ValueError as exc:
+            raise ModelError(f"engine: {exc}") from None
 
     def run(self, x: np.ndarray, profile: dict | None = None) -> np.ndarray:
         if not isinstance(x, np.ndarray):

@@ -64,9 +64,16 @@ FRT_API int frt_threads(const frt_model* m);
 FRT_API int frt_set_isa(frt_model* m, const char* isa);
 FRT_API const char* frt_isa(const frt_model* m);
 
-/* Bytes of the activation arena (one buffer, values placed by lifetime) for `batch` images,
- * and the bytes of all values if none were reused (for comparison). */
+/* Bytes of the activation arena (one buffer, values placed by lifetime) a run of `batch`
+ * images uses (planned for its pass, below), and the bytes of all values of `batch` images if
+ * none were reused and the batch ran at once (for comparison). */
 FRT_API int frt_arena_bytes(frt_model* m, int64_t batch, size_t* planned, size_t* unplanned);
+/* A batch runs in passes of a few images, so that its values stay in the cache: by default the
+ * most images whose arena fits in half the last-level cache (at most 16 MiB), at least one;
+ * $FRACTALC_BATCH_IMAGES or frt_set_batch_images(m, k) (k >= 1; 0: the default) force k.
+ * The results do not depend on it. frt_batch_images gives the images per pass for `batch`. */
+FRT_API int frt_set_batch_images(frt_model* m, int64_t images);
+FRT_API int frt_batch_images(frt_model* m, int64_t batch, int64_t* images);
 /* Number of operators, and operator i's kind name and the seconds the last profiled run spent
  * in it (profiling: frt_set_profile(m, 1)). */
 FRT_API int frt_op_count(const frt_model* m);

@@ -13,6 +13,7 @@
 
 #include "conv.h"
 #include "conv_grouped.h"
+#include "engine.h"
 #include "fractalc_rt.h"
 #include "join.h"
 #include "pointwise.h"
@@ -202,6 +203,11 @@ NB_MODULE(_xnor, m) {
         const TileChoice c = tile_choice(parse_isa(isa));
         return std::vector<std::string>{cpu_description(), tile_name(c.tile), c.how, c.detail};
     });
+    m.def("batch_budget", [] {
+        std::string how;
+        const std::size_t b = frt::batch_budget(&how);
+        return std::make_pair(b, how);
+    });
     m.def("tile_candidates", [](const std::string& isa) {
         std::vector<std::string> r;
         for (Tile t : tile_candidates(parse_isa(isa))) r.push_back(tile_name(t));
@@ -384,6 +390,12 @@ NB_MODULE(_xnor, m) {
             std::vector<double> r;
             for (int i = 0; i < frt_op_count(e.get()); ++i) r.push_back(frt_op_seconds(e.get(), i));
             return r;
+        })
+        .def("set_batch_images", [](EngineHandle& e, int64_t k) { e.check(frt_set_batch_images(e.get(), k)); })
+        .def("batch_images", [](EngineHandle& e, int64_t batch) {
+            int64_t k = 0;
+            e.check(frt_batch_images(e.get(), batch, &k));
+            return k;
         })
         .def("arena_bytes", [](EngineHandle& e, int64_t batch) {
             size_t a = 0, b = 0;

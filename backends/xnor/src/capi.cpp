@@ -212,6 +212,25 @@ int frt_arena_bytes(frt_model* m, int64_t batch, size_t* planned, size_t* unplan
     });
 }
 
+int frt_set_batch_images(frt_model* m, int64_t images) {
+    if (!m) return FRT_ERR_ARG;
+    std::lock_guard<std::mutex> lock(m->mu);
+    return guard(m, [&] {
+        if (images < 0 || images > (1 << 16)) throw frt::Error(FRT_ERR_ARG, "images per pass must be in 0..65536");
+        m->eng->images_per_pass = images;
+    });
+}
+
+int frt_batch_images(frt_model* m, int64_t batch, int64_t* images) {
+    if (!m) return FRT_ERR_ARG;
+    std::lock_guard<std::mutex> lock(m->mu);
+    return guard(m, [&] {
+        if (batch < 1 || batch > (1 << 16)) throw frt::Error(FRT_ERR_ARG, "batch must be in 1..65536");
+        if (!images) throw frt::Error(FRT_ERR_ARG, "images must not be null");
+        *images = m->eng->batch_images(batch);
+    });
+}
+
 int frt_op_count(const frt_model* m) { return m ? static_cast<int>(m->eng->ops.size()) : FRT_ERR_ARG; }
 
 const char* frt_op_kind(const frt_model* m, int i) {

@@ -110,9 +110,16 @@ public:
     // op, index, shape and weight reference; builds the binary conv plans.
     explicit Engine(Bytes bytes);
 
+    // Runs n images, in passes of batch_images(n) images (each pass planned for that many).
     void run(const float* in, int64_t n, float* out, std::size_t out_len);
-    // Arena bytes for n images (planned), and the sum of all values' bytes (unplanned).
+    // Arena bytes a run of n images uses (planned for batch_images(n) images), and the sum of
+    // all values' bytes for n images (unplanned: no reuse, no passes).
     std::pair<std::size_t, std::size_t> arena_bytes(int64_t n);
+    // Images per pass for a batch of n (engine_plan.cpp): the most whose arena fits in
+    // batch_budget(), at least 1; $FRACTALC_BATCH_IMAGES=k forces k. Every op computes each
+    // image alone, so the bytes do not depend on it; only cache traffic does.
+    int64_t batch_images(int64_t n);
+    int64_t images_per_pass = 0;  // > 0: forced (frt_set_batch_images), over the environment
 
     int threads = 1;
     xnor::Isa isa = xnor::Isa::portable;
@@ -134,6 +141,8 @@ public:
 private:
     void find_views();
     void plan(int64_t n);
+    void run_pass(const float* in, int64_t n, float* out);
+    std::size_t image_arena_ = 0;  // the arena of one image (planned once)
     Bytes bytes_;
     int64_t planned_n_ = -1;
     std::vector<std::size_t> val_off_, temp_off_;
@@ -144,6 +153,9 @@ private:
 };
 
 uint32_t crc32(const uint8_t* p, std::size_t n);
+// The arena bytes a batch pass may use (engine_plan.cpp): half the last-level cache that sysfs
+// reports for CPU 0, at most 16 MiB (16 MiB when unknown); `how` says which.
+std::size_t batch_budget(std::string* how = nullptr);
 inline std::size_t align64(std::size_t n) { return (n + 63) & ~std::size_t{63}; }
 
 }  // namespace frt
