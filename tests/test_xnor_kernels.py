@@ -430,6 +430,36 @@ def test_pointwise_conv_prologue_bn_pool_relu(pool, bn, relu):
     assert len(outs) == 1
 
 
+@pytest.mark.parametrize("pool", [False, "avg", "max"])
+@pytest.mark.parametrize("bn,relu", [(True, True), (False, True), (False, False)])
+def test_pointwise_prologue_special_values_same_on_every_isa(pool, bn, relu):
+    """NaN, infinities and signed zeros in the input: the vector prologue keeps the scalar one's
+    order (a NaN in a max-pool window survives or not by its position, as `b > a ? b : a`
+    decides), pixel by pixel (a NaN reaches only the outputs of its window)."""
+    rng = np.random.default_rng(51)
+    n, h, w_, c, co = 1, 8, 6, 37, 19
+    x = rng.standard_normal((n, h, w_, c)).astype(np.float32)
+    flat = x[:, :2].reshape(-1)  # the first two input rows only: the other outputs stay finite
+    spots = rng.choice(flat.size, 40, replace=False)
+    flat[spots[:10]] = np.nan
+    flat[spots[10:20]] = np.inf
+    flat[spots[20:30]] = -np.inf
+    flat[spots[30:]] = -0.0
+    x[:, :2] = flat.reshape(x[:, :2].shape)
+    w = rng.standard_normal((c, co)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32)
+    sc = rng.uniform(0.5, 2, c).astype(np.float32) if bn else None
+    sh = rng.standard_normal(c).astype(np.float32) if bn else None
+    outs = {}
+    for isa in xnor.available_isas():
+        for t_ in (1, 2):
+            y = xnor.pointwise_conv(x, w, b, pool=pool, scale=sc, shift=sh, relu=relu, isa=isa, threads=t_)
+            outs.setdefault(y.tobytes(), []).append(f"{isa}/{t_}")
+    assert len(outs) == 1, list(outs.values())
+    y = np.frombuffer(next(iter(outs)), np.float32)
+    assert np.isnan(y).any() and np.isfinite(y).any()  # both kinds of pixels were exercised
+
+
 @pytest.mark.parametrize("isa", ISAS, ids=isa_id)
 def test_float_output_into_a_channel_slice_of_a_wider_buffer(isa):
     rng = np.random.default_rng(60)

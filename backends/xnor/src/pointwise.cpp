@@ -145,10 +145,70 @@ PW_AVX512 inline void tile_avx512(const PwJob& j, const float* const* rows, std:
     }
 }
 
+// tile_rows 16 channels at a time, the same operations in the same order (so the same bytes:
+// max(b, a) is `b > a ? b : a`, ReLU sets exactly the lanes below zero): compiled from the
+// scalar loop the prologue (a dense transition's BN, max pool and ReLU) cost ~25 % of the op.
+PW_AVX512 inline int tile_rows_avx512(const PwJob& j, std::size_t t, std::vector<float>& buf, const float** rows) {
+    const PwPrologue& pr = j.pro;
+    if (!has_prologue(pr)) return tile_rows(j, t, buf, rows);
+    const std::size_t pixels = static_cast<std::size_t>(j.N) * j.Ho * j.Wo;
+    const std::size_t m0 = t * kPix;
+    const int np = static_cast<int>(std::min<std::size_t>(kPix, pixels - m0));
+    const __m512 zero = _mm512_setzero_ps(), quarter = _mm512_set1_ps(0.25f);
+    const std::size_t C = static_cast<std::size_t>(j.C);
+    for (int p = 0; p < np; ++p) {
+        const std::size_t m = m0 + p;
+        float* dst = buf.data() + static_cast<std::size_t>(p) * C;
+        const float *r0, *r1 = nullptr;
+        if (pr.pool == PwPool::none) {
+            r0 = j.x + m * C;
+        } else {
+            const std::size_t n = m / (static_cast<std::size_t>(j.Ho) * j.Wo);
+            const int oy = static_cast<int>(m / j.Wo % j.Ho), ox = static_cast<int>(m % j.Wo);
+            r0 = j.x + ((n * j.H + 2 * oy) * j.W + 2 * ox) * C;
+            r1 = r0 + static_cast<std::size_t>(j.W) * C;
+        }
+        for (int c = 0; c < j.C; c += 16) {
+            const int left = j.C - c;
+            const __mmask16 k = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+            __m512 sc = zero, sh = zero;
+            if (pr.scale) {
+                sc = _mm512_maskz_loadu_ps(k, pr.scale + c);
+                sh = _mm512_maskz_loadu_ps(k, pr.shift + c);
+            }
+            __m512 v;
+            if (pr.pool == PwPool::none) {
+                v = _mm512_maskz_loadu_ps(k, r0 + c);
+                if (pr.scale) v = _mm512_add_ps(_mm512_mul_ps(v, sc), sh);
+            } else {
+                __m512 a = _mm512_maskz_loadu_ps(k, r0 + c), b = _mm512_maskz_loadu_ps(k, r0 + c + C);
+                __m512 e = _mm512_maskz_loadu_ps(k, r1 + c), d = _mm512_maskz_loadu_ps(k, r1 + c + C);
+                if (pr.scale) {
+                    a = _mm512_add_ps(_mm512_mul_ps(a, sc), sh);
+                    b = _mm512_add_ps(_mm512_mul_ps(b, sc), sh);
+                    e = _mm512_add_ps(_mm512_mul_ps(e, sc), sh);
+                    d = _mm512_add_ps(_mm512_mul_ps(d, sc), sh);
+                }
+                if (pr.pool == PwPool::avg) {
+                    v = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), e), d), quarter);
+                } else {
+                    v = _mm512_max_ps(b, a);
+                    v = _mm512_max_ps(e, v);
+                    v = _mm512_max_ps(d, v);
+                }
+            }
+            if (pr.relu) v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
+            _mm512_mask_storeu_ps(dst + c, k, v);
+        }
+        rows[p] = dst;
+    }
+    return np;
+}
+
 PW_AVX512 void work_avx512(const PwJob& j, std::size_t t0, std::size_t t1, std::vector<float>& buf) {
     const float* rows[kPix];
     for (std::size_t t = t0; t < t1; ++t) {
-        const int np = tile_rows(j, t, buf, rows);
+        const int np = tile_rows_avx512(j, t, buf, rows);
         if (np == 6 && j.Co % 64 == 0) {
             tile_avx512<6, true>(j, rows, t * kPix);
             continue;
