@@ -109,40 +109,49 @@ inline void tile_scalar(const PwJob& j, const float* const* rows, int np, std::s
 #if defined(__x86_64__)
 #define PW_AVX512 __attribute__((target("avx512f")))
 
-// Full: Co is a multiple of 64, so every load and store is a whole vector (masked loads with
-// the masks spilled to the stack cost ~10 % of the FMA rate).
-template <int NP, bool Full>
-PW_AVX512 inline void tile_avx512(const PwJob& j, const float* const* rows, std::size_t m0) {
-    for (int co0 = 0; co0 < j.Co; co0 += 64) {
-        __mmask16 mk[4];
-        for (int k = 0; k < 4; ++k) {
-            const int n = j.Co - co0 - 16 * k;
-            mk[k] = n >= 16 ? static_cast<__mmask16>(0xffff) : n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1);
-        }
-        __m512 acc[NP][4];
-        for (int p = 0; p < NP; ++p)
-            for (int k = 0; k < 4; ++k) acc[p][k] = _mm512_setzero_ps();
-        const float* wc = j.w + co0;
-        for (int c = 0; c < j.C; ++c, wc += j.Co) {
-            const __m512 w0 = Full ? _mm512_loadu_ps(wc) : _mm512_maskz_loadu_ps(mk[0], wc);
-            const __m512 w1 = Full ? _mm512_loadu_ps(wc + 16) : _mm512_maskz_loadu_ps(mk[1], wc + 16);
-            const __m512 w2 = Full ? _mm512_loadu_ps(wc + 32) : _mm512_maskz_loadu_ps(mk[2], wc + 32);
-            const __m512 w3 = Full ? _mm512_loadu_ps(wc + 48) : _mm512_maskz_loadu_ps(mk[3], wc + 48);
-            for (int p = 0; p < NP; ++p) {
-                const __m512 a = _mm512_set1_ps(rows[p][c]);
-                acc[p][0] = _mm512_fmadd_ps(a, w0, acc[p][0]);
-                acc[p][1] = _mm512_fmadd_ps(a, w1, acc[p][1]);
-                acc[p][2] = _mm512_fmadd_ps(a, w2, acc[p][2]);
-                acc[p][3] = _mm512_fmadd_ps(a, w3, acc[p][3]);
-            }
-        }
+// One block of NV x 16 output channels from co0 for NP pixels. Full: every channel of the block
+// exists, so every load and store is a whole vector (masked loads with the masks spilled to the
+// stack cost ~10 % of the FMA rate).
+template <int NP, int NV, bool Full>
+PW_AVX512 inline void block_avx512(const PwJob& j, const float* const* rows, std::size_t m0, int co0) {
+    __mmask16 mk[NV];
+    for (int k = 0; k < NV; ++k) {
+        const int n = j.Co - co0 - 16 * k;
+        mk[k] = n >= 16 ? static_cast<__mmask16>(0xffff) : n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1);
+    }
+    __m512 acc[NP][NV];
+    for (int p = 0; p < NP; ++p)
+        for (int k = 0; k < NV; ++k) acc[p][k] = _mm512_setzero_ps();
+    const float* wc = j.w + co0;
+    for (int c = 0; c < j.C; ++c, wc += j.Co) {
+        __m512 wv[NV];
+        for (int k = 0; k < NV; ++k) wv[k] = Full ? _mm512_loadu_ps(wc + 16 * k) : _mm512_maskz_loadu_ps(mk[k], wc + 16 * k);
         for (int p = 0; p < NP; ++p) {
-            float* o = j.out + (m0 + p) * j.ostride + co0;
-            for (int k = 0; k < 4; ++k)
-                _mm512_mask_storeu_ps(o + 16 * k, mk[k],
-                                      _mm512_add_ps(acc[p][k], _mm512_maskz_loadu_ps(mk[k], j.b + co0 + 16 * k)));
+            const __m512 a = _mm512_set1_ps(rows[p][c]);
+            for (int k = 0; k < NV; ++k) acc[p][k] = _mm512_fmadd_ps(a, wv[k], acc[p][k]);
         }
     }
+    for (int p = 0; p < NP; ++p) {
+        float* o = j.out + (m0 + p) * j.ostride + co0;
+        for (int k = 0; k < NV; ++k)
+            _mm512_mask_storeu_ps(o + 16 * k, mk[k],
+                                  _mm512_add_ps(acc[p][k], _mm512_maskz_loadu_ps(mk[k], j.b + co0 + 16 * k)));
+    }
+}
+
+// Output channels in blocks of 64 (4 zmm per pixel), then a last block of up to 64, or of up to
+// 32 in 2 zmm (Co = 160, a dense transition's width, would otherwise waste half a block).
+template <int NP>
+PW_AVX512 inline void tile_avx512(const PwJob& j, const float* const* rows, std::size_t m0) {
+    int co0 = 0;
+    for (; co0 + 64 <= j.Co; co0 += 64) block_avx512<NP, 4, true>(j, rows, m0, co0);
+    const int left = j.Co - co0;
+    if (left > 32)
+        block_avx512<NP, 4, false>(j, rows, m0, co0);
+    else if (left == 32)
+        block_avx512<NP, 2, true>(j, rows, m0, co0);
+    else if (left > 0)
+        block_avx512<NP, 2, false>(j, rows, m0, co0);
 }
 
 // tile_rows 16 channels at a time, the same operations in the same order (so the same bytes:
@@ -209,17 +218,13 @@ PW_AVX512 void work_avx512(const PwJob& j, std::size_t t0, std::size_t t1, std::
     const float* rows[kPix];
     for (std::size_t t = t0; t < t1; ++t) {
         const int np = tile_rows_avx512(j, t, buf, rows);
-        if (np == 6 && j.Co % 64 == 0) {
-            tile_avx512<6, true>(j, rows, t * kPix);
-            continue;
-        }
         switch (np) {
-            case 6: tile_avx512<6, false>(j, rows, t * kPix); break;
-            case 5: tile_avx512<5, false>(j, rows, t * kPix); break;
-            case 4: tile_avx512<4, false>(j, rows, t * kPix); break;
-            case 3: tile_avx512<3, false>(j, rows, t * kPix); break;
-            case 2: tile_avx512<2, false>(j, rows, t * kPix); break;
-            default: tile_avx512<1, false>(j, rows, t * kPix); break;
+            case 6: tile_avx512<6>(j, rows, t * kPix); break;
+            case 5: tile_avx512<5>(j, rows, t * kPix); break;
+            case 4: tile_avx512<4>(j, rows, t * kPix); break;
+            case 3: tile_avx512<3>(j, rows, t * kPix); break;
+            case 2: tile_avx512<2>(j, rows, t * kPix); break;
+            default: tile_avx512<1>(j, rows, t * kPix); break;
         }
     }
 }
