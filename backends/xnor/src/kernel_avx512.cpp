@@ -90,19 +90,21 @@ XNOR_AVX512 inline void store_tile(const ConvJob& j, std::size_t m0, int ct, con
 }
 
 // NP pixels x NG 32-channel tiles (NG = 1 or 2; the weights of tile ct + 1 follow those of ct
-// at wt_tile words, so the two tiles are two sequential weight streams).
-template <int NP, int NG>
+// at wt_tile words, so the two tiles are two sequential weight streams). NV < 4 * NG: only the
+// first NV 8-channel vectors are computed (a last tile whose channels end early: RF-c3d4's 53,
+// 106, 212 or 424 channels), the others stay zero and their channels are masked at the store.
+template <int NP, int NG, int NV = 4 * NG>
 XNOR_AVX512 inline void tile(const ConvJob& j, const uint64_t* const* xs, std::size_t m0, int ct,
                              const int32_t* const* corr) {
-    constexpr int NV = 4 * NG;
+    static_assert(NV >= 1 && NV <= 4 * NG, "vectors per tile");
     const uint64_t* wt = j.wt + ct * j.wt_tile;
     const int L = j.L;
     const std::size_t rs = j.row_stride;
-    __m512i acc[NP][NV];
+    __m512i acc[NP][4 * NG];
 #pragma GCC unroll 8
     for (int p = 0; p < NP; ++p)
 #pragma GCC unroll 8
-        for (int q = 0; q < NV; ++q) acc[p][q] = _mm512_setzero_si512();
+        for (int q = 0; q < 4 * NG; ++q) acc[p][q] = _mm512_setzero_si512();
     for (int ky = 0; ky < j.kh; ++ky) {
         const uint64_t* w = wt + static_cast<std::size_t>(ky) * L * kCoTile;
         const uint64_t* x[NP];
@@ -138,11 +140,33 @@ XNOR_AVX512 inline void tile(const ConvJob& j, const uint64_t* const* xs, std::s
 
 }  // namespace
 
+template <int NV>
+XNOR_AVX512 inline void narrow_tile(const ConvJob& j, const uint64_t* const* xs, int np, std::size_t m0, int ct,
+                                    const int32_t* const* corr) {
+    switch (np) {
+        case 6: tile<6, 1, NV>(j, xs, m0, ct, corr); break;
+        case 5: tile<5, 1, NV>(j, xs, m0, ct, corr); break;
+        case 4: tile<4, 1, NV>(j, xs, m0, ct, corr); break;
+        case 3: tile<3, 1, NV>(j, xs, m0, ct, corr); break;
+        case 2: tile<2, 1, NV>(j, xs, m0, ct, corr); break;
+        default: tile<1, 1, NV>(j, xs, m0, ct, corr); break;
+    }
+}
+
 // Item (np pixels, channel group g): ng = 2 pairs 32-channel tiles (2g, 2g + 1) in one
-// register tile of up to 3 pixels x 64 channels; an odd last tile runs alone.
+// register tile of up to 3 pixels x 64 channels; an odd last tile runs alone. A last 32-channel
+// tile with at most 24 real channels computes only the 8-channel vectors that hold them.
 XNOR_AVX512 inline void tile_store_avx512(const ConvJob& j, const uint64_t* const* xs, int np, std::size_t m0,
                                           int g, const int32_t* const* corr, int32_t*) {
     const int ct = g * j.ng;
+    if (j.ng == 1 || ct + 1 >= j.nct) {
+        const int rem = j.c_out - ct * kCoTile;
+        if (rem <= 24) {
+            if (rem <= 8) return narrow_tile<1>(j, xs, np, m0, ct, corr);
+            if (rem <= 16) return narrow_tile<2>(j, xs, np, m0, ct, corr);
+            return narrow_tile<3>(j, xs, np, m0, ct, corr);
+        }
+    }
     if (j.ng == 2 && ct + 1 < j.nct) {
         switch (np) {
             case 3: tile<3, 2>(j, xs, m0, ct, corr); break;
