@@ -139,19 +139,24 @@ PW_AVX512 inline void block_avx512(const PwJob& j, const float* const* rows, std
     }
 }
 
-// Output channels in blocks of 64 (4 zmm per pixel), then a last block of up to 64, or of up to
-// 32 in 2 zmm (Co = 160, a dense transition's width, would otherwise waste half a block).
+// Output channels in blocks of 64 (4 zmm per pixel), then a last block of as many zmm as its
+// channels need (Co = 160, a dense transition's width, or RF-c3d4's 106 and 212 would otherwise
+// waste up to 3/4 of a block).
 template <int NP>
 PW_AVX512 inline void tile_avx512(const PwJob& j, const float* const* rows, std::size_t m0) {
     int co0 = 0;
     for (; co0 + 64 <= j.Co; co0 += 64) block_avx512<NP, 4, true>(j, rows, m0, co0);
     const int left = j.Co - co0;
-    if (left > 32)
+    if (left > 48)
         block_avx512<NP, 4, false>(j, rows, m0, co0);
+    else if (left > 32)
+        block_avx512<NP, 3, false>(j, rows, m0, co0);
     else if (left == 32)
         block_avx512<NP, 2, true>(j, rows, m0, co0);
-    else if (left > 0)
+    else if (left > 16)
         block_avx512<NP, 2, false>(j, rows, m0, co0);
+    else if (left > 0)
+        block_avx512<NP, 1, false>(j, rows, m0, co0);
 }
 
 // tile_rows 16 channels at a time, the same operations in the same order (so the same bytes:
