@@ -92,9 +92,18 @@ int main(int argc, char** argv) {
     bad += frt_set_threads(m, 0) == FRT_ERR_ARG;
     bad += frt_set_isa(m, "sparc") == FRT_ERR_ARG;
     bad += frt_run(m, x.data(), 2, y.data(), y.size()) == FRT_OK;
+    int64_t per = 0;
+    bad += frt_set_batch_images(m, -1) == FRT_ERR_ARG;
+    bad += frt_batch_images(m, 0, &per) == FRT_ERR_ARG;
+    bad += frt_batch_images(m, 2, nullptr) == FRT_ERR_ARG;
+    // a batch in passes of one image: the same bytes as the default passes
+    std::vector<float> y1(y.size());
+    bad += frt_set_batch_images(m, 1) == FRT_OK && frt_batch_images(m, 2, &per) == FRT_OK && per == 1;
+    bad += frt_run(m, x.data(), 2, y1.data(), y1.size()) == FRT_OK &&
+           std::memcmp(y.data(), y1.data(), y.size() * sizeof(float)) == 0;
     frt_free(m);
-    if (bad != 6) {
-        std::fprintf(stderr, "fuzz: run argument checks failed (%d of 6)\n", bad);
+    if (bad != 11) {
+        std::fprintf(stderr, "fuzz: run argument checks failed (%d of 11)\n", bad);
         return 1;
     }
 
@@ -160,6 +169,7 @@ int main(int argc, char** argv) {
             d[0] * d[1] * d[2] <= static_cast<int64_t>(1 << 22)) {
             std::vector<float> xi(2 * static_cast<size_t>(d[0] * d[1] * d[2]), 0.5f);
             std::vector<float> yo(2 * static_cast<size_t>(frt_output_elems(mm)));
+            frt_set_batch_images(mm, static_cast<int64_t>(rng() % 2));  // passes of 1 image, or the default
             for (int64_t batch = 1; batch <= 2; ++batch)
                 if (frt_run(mm, xi.data(), batch, yo.data(), yo.size()) != FRT_OK) {
                     std::fprintf(stderr, "fuzz: an accepted model failed to run: %s\n", frt_last_error(mm));
