@@ -15,6 +15,7 @@
 #include "join.h"
 #include "pointwise.h"
 #include "chanwise.h"
+#include "engine_check.h"
 #include "engine_ops2.h"
 
 namespace frt {
@@ -131,7 +132,7 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
         std::memcpy(&r, d + h.ops_off + i * sizeof(OpRec), sizeof r);
         op.kind = op_name(r.type);
         const std::string who = "op " + std::to_string(i) + " (" + op.kind + ")";
-        auto chk = [&](bool ok, const std::string& m) { need(ok, who + ": " + m); };
+        OpCheck chk{op, blob, h.blob_bytes, who};  // chk(ok, what) and the checks of engine_check.h
         chk((r.type >= OP_XCONV && r.type <= OP_PWCONV) || (r.type >= OP_PRELU && r.type <= OP_MUL) || is_op2(r.type),
             "unknown op type " + std::to_string(r.type));
         chk(r.n_in >= 1 && r.n_in <= kMaxIn, "bad input count");
@@ -147,113 +148,92 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
         const Value& x = vals[r.in[0]];
         const Value& y = vals[r.out];
         const int32_t* p = r.p;
-        auto flag = [&](int k) {
-            chk(p[k] == 0 || p[k] == 1, "flag parameter " + std::to_string(k) + " must be 0 or 1");
-            return p[k] == 1;
-        };
-        auto in_range = [&](int k, int lo, int64_t hi) {
-            chk(p[k] >= lo && p[k] <= hi, "parameter " + std::to_string(k) + " out of range");
-            return p[k];
-        };
-        auto shape = [&](const Value& v, uint32_t kind, int c, int hh, int ww, const char* what) {
-            chk(v.kind == kind && v.c == c && v.h == hh && v.w == ww, std::string(what) + " has the wrong kind or shape");
-        };
-        int nw = 0;
-        auto wref = [&](int k, uint64_t bytes) {
-            const WRef& wr = r.w[k];
-            chk(wr.off % 64 == 0 && wr.off <= h.blob_bytes && wr.bytes == bytes && bytes <= h.blob_bytes - wr.off,
-                "weight " + std::to_string(k) + " is out of the blob, misaligned or has the wrong size");
-            op.w[k] = blob + wr.off;
-            nw = std::max(nw, k + 1);
-            return op.w[k];
-        };
-        auto no_out2 = [&] { chk(r.out2 == kNone, "no second output allowed"); };
         switch (r.type) {
             case OP_XCONV: {  // the checks it shares with the grouped / dilated conv: validate_xconv
                 XconvParams q;
-                q.ci = in_range(0, 1, kMaxCh), q.co = in_range(1, 1, kMaxCh), q.kh = in_range(2, 1, kMaxK);
-                q.kw = in_range(3, 1, kMaxK), q.stride = in_range(4, 1, kMaxK), q.pad = in_range(5, 0, kMaxK);
-                const bool zero = flag(6);
-                q.kind = in_range(7, 1, 2);
-                q.residual = flag(8);
-                const uint64_t* wt = validate_xconv(op, q, vals, blob, h.blob_bytes, who);
-                nw = 3;
+                q.ci = chk.in_range(0, 1, kMaxCh), q.co = chk.in_range(1, 1, kMaxCh), q.kh = chk.in_range(2, 1, kMaxK);
+                q.kw = chk.in_range(3, 1, kMaxK), q.stride = chk.in_range(4, 1, kMaxK), q.pad = chk.in_range(5, 0, kMaxK);
+                const bool zero = chk.flag(6);
+                q.kind = chk.in_range(7, 1, 2);
+                q.residual = chk.flag(8);
+                const uint64_t* wt = validate_xconv(chk, q, vals);
+                chk.nw = 3;
                 op.conv = std::make_unique<xnor::ConvPlan>(wt, q.co, q.kh, q.kw, q.ci, q.stride, q.pad, zero);
                 break;
             }
             case OP_PACK: {
                 chk(r.n_in == 1 && x.kind == kF4, "needs one float input");
-                no_out2();
-                shape(y, kBits, x.c, x.h, x.w, "output");
-                if (flag(0)) {
-                    wref(0, uint64_t(x.c) * 4);
-                    const auto* fl = static_cast<const uint8_t*>(wref(1, uint64_t(x.c)));
+                chk.no_out2();
+                chk.shape(y, kBits, x.c, x.h, x.w, "output");
+                if (chk.flag(0)) {
+                    chk.wref(0, uint64_t(x.c) * 4);
+                    const auto* fl = static_cast<const uint8_t*>(chk.wref(1, uint64_t(x.c)));
                     for (int c = 0; c < x.c; ++c) chk(fl[c] <= 1, "flip values must be 0 or 1");
                 }
                 break;
             }
             case OP_UNPACK:
                 chk(r.n_in == 1 && x.kind == kBits, "needs one bits input");
-                no_out2();
-                shape(y, kF4, x.c, x.h, x.w, "output");
+                chk.no_out2();
+                chk.shape(y, kF4, x.c, x.h, x.w, "output");
                 break;
             case OP_JOIN: {
                 chk(x.kind != kBits, "needs float inputs");
                 for (uint32_t k = 1; k < r.n_in; ++k)
-                    shape(vals[r.in[k]], x.kind, x.c, x.h, x.w, "an input");
-                shape(y, x.kind, x.c, x.h, x.w, "output");
+                    chk.shape(vals[r.in[k]], x.kind, x.c, x.h, x.w, "an input");
+                chk.shape(y, x.kind, x.c, x.h, x.w, "output");
                 float dv;
                 std::memcpy(&dv, &p[0], 4);
                 chk(std::isfinite(dv) && dv != 0.0f, "divisor must be finite and nonzero");
                 if (r.out2 != kNone) {
                     chk(x.kind == kF4, "sign bits need a 4-D value");
-                    shape(vals[r.out2], kBits, x.c, x.h, x.w, "sign bits");
+                    chk.shape(vals[r.out2], kBits, x.c, x.h, x.w, "sign bits");
                 }
                 break;
             }
             case OP_AFFINE:
                 chk(r.n_in == 1 && x.kind != kBits, "needs one float input");
-                no_out2();
-                shape(y, x.kind, x.c, x.h, x.w, "output");
-                if (flag(0)) {
-                    wref(0, uint64_t(x.c) * 4);
-                    wref(1, uint64_t(x.c) * 4);
+                chk.no_out2();
+                chk.shape(y, x.kind, x.c, x.h, x.w, "output");
+                if (chk.flag(0)) {
+                    chk.wref(0, uint64_t(x.c) * 4);
+                    chk.wref(1, uint64_t(x.c) * 4);
                 }
-                flag(1);
+                chk.flag(1);
                 break;
             case OP_POOL: {
                 chk(r.n_in == 1 && x.kind == kF4, "needs one 4-D float input");
-                no_out2();
-                in_range(0, 1, 2);
-                const int kh = in_range(1, 1, kMaxK), kw = in_range(2, 1, kMaxK);
-                const int sh = in_range(3, 1, kMaxK), sw = in_range(4, 1, kMaxK);
-                const int pt = in_range(5, 0, kh - 1), pl = in_range(6, 0, kw - 1), pb = in_range(7, 0, kh - 1),
-                          pr = in_range(8, 0, kw - 1);
+                chk.no_out2();
+                chk.in_range(0, 1, 2);
+                const int kh = chk.in_range(1, 1, kMaxK), kw = chk.in_range(2, 1, kMaxK);
+                const int sh = chk.in_range(3, 1, kMaxK), sw = chk.in_range(4, 1, kMaxK);
+                const int pt = chk.in_range(5, 0, kh - 1), pl = chk.in_range(6, 0, kw - 1), pb = chk.in_range(7, 0, kh - 1),
+                          pr = chk.in_range(8, 0, kw - 1);
                 chk(x.h + pt + pb >= kh && x.w + pl + pr >= kw, "window larger than the padded input");
-                shape(y, kF4, x.c, out_size(x.h, kh, sh, pt, pb), out_size(x.w, kw, sw, pl, pr), "output");
+                chk.shape(y, kF4, x.c, out_size(x.h, kh, sh, pt, pb), out_size(x.w, kw, sw, pl, pr), "output");
                 break;
             }
             case OP_GAP:
                 chk(r.n_in == 1 && x.kind == kF4, "needs one 4-D float input");
-                no_out2();
-                shape(y, kF4, x.c, 1, 1, "output");
+                chk.no_out2();
+                chk.shape(y, kF4, x.c, 1, 1, "output");
                 break;
             case OP_FLATTEN:
                 chk(r.n_in == 1 && x.kind == kF4, "needs one 4-D float input");
-                no_out2();
+                chk.no_out2();
                 chk(int64_t{x.c} * x.h * x.w <= kMaxDim, "too many features");
-                shape(y, kFlat, x.c * x.h * x.w, 1, 1, "output");
+                chk.shape(y, kFlat, x.c * x.h * x.w, 1, 1, "output");
                 break;
             case OP_CONV: {
-                const int ci = in_range(0, 1, kMaxCh), co = in_range(1, 1, kMaxCh), kh = in_range(2, 1, kMaxK),
-                          kw = in_range(3, 1, kMaxK), s = in_range(4, 1, kMaxK), pad = in_range(5, 0, kMaxK);
-                flag(6);
+                const int ci = chk.in_range(0, 1, kMaxCh), co = chk.in_range(1, 1, kMaxCh), kh = chk.in_range(2, 1, kMaxK),
+                          kw = chk.in_range(3, 1, kMaxK), s = chk.in_range(4, 1, kMaxK), pad = chk.in_range(5, 0, kMaxK);
+                chk.flag(6);
                 chk(r.n_in == 1 && x.kind == kF4 && x.c == ci, "needs one 4-D float input with in_channels");
-                no_out2();
+                chk.no_out2();
                 chk(x.h + 2 * pad >= kh && x.w + 2 * pad >= kw, "kernel larger than the padded input");
-                shape(y, kF4, co, out_size(x.h, kh, s, pad, pad), out_size(x.w, kw, s, pad, pad), "output");
-                wref(0, uint64_t(kh) * kw * ci * co * 4);
-                wref(1, uint64_t(co) * 4);
+                chk.shape(y, kF4, co, out_size(x.h, kh, s, pad, pad), out_size(x.w, kw, s, pad, pad), "output");
+                chk.wref(0, uint64_t(kh) * kw * ci * co * 4);
+                chk.wref(1, uint64_t(co) * 4);
                 if (pad) {
                     const uint64_t e = uint64_t(x.h + 2 * pad) * (x.w + 2 * pad) * ci;
                     chk(e <= uint64_t(kMaxElems), "padded input too large");
@@ -262,34 +242,34 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
                 break;
             }
             case OP_GEMM: {
-                const int K = in_range(0, 1, kMaxDim), co = in_range(1, 1, kMaxDim);
+                const int K = chk.in_range(0, 1, kMaxDim), co = chk.in_range(1, 1, kMaxDim);
                 chk(r.n_in == 1 && x.kind == kFlat && x.c == K, "needs one flat input of K features");
-                no_out2();
-                shape(y, kFlat, co, 1, 1, "output");
+                chk.no_out2();
+                chk.shape(y, kFlat, co, 1, 1, "output");
                 chk(uint64_t(K) * co <= uint64_t(kMaxElems), "weights too large");
-                wref(0, uint64_t(K) * co * 4);
-                wref(1, uint64_t(co) * 4);
+                chk.wref(0, uint64_t(K) * co * 4);
+                chk.wref(1, uint64_t(co) * 4);
                 break;
             }
             case OP_PWCONV: {
-                const int ci = in_range(0, 1, kMaxCh), co = in_range(1, 1, kMaxCh), pool = in_range(2, 0, 2);
-                flag(3);
-                const bool pre = flag(4);
+                const int ci = chk.in_range(0, 1, kMaxCh), co = chk.in_range(1, 1, kMaxCh), pool = chk.in_range(2, 0, 2);
+                chk.flag(3);
+                const bool pre = chk.flag(4);
                 chk(r.n_in == 1 && x.kind == kF4 && x.c == ci, "needs one 4-D float input with in_channels");
-                no_out2();
+                chk.no_out2();
                 chk(pool == 0 || (x.h >= 2 && x.w >= 2), "pooling needs 2x2 pixels");
-                shape(y, kF4, co, pool ? x.h / 2 : x.h, pool ? x.w / 2 : x.w, "output");
-                wref(0, uint64_t(ci) * co * 4);
-                wref(1, uint64_t(co) * 4);
+                chk.shape(y, kF4, co, pool ? x.h / 2 : x.h, pool ? x.w / 2 : x.w, "output");
+                chk.wref(0, uint64_t(ci) * co * 4);
+                chk.wref(1, uint64_t(co) * 4);
                 if (pre) {
-                    wref(2, uint64_t(ci) * 4);
-                    wref(3, uint64_t(ci) * 4);
+                    chk.wref(2, uint64_t(ci) * 4);
+                    chk.wref(3, uint64_t(ci) * 4);
                 }
                 break;
             }
             case OP_CONCAT: {
                 chk(r.n_in >= 2 && x.kind == kF4, "needs two or more 4-D float inputs");
-                no_out2();
+                chk.no_out2();
                 int64_t c = 0;
                 for (uint32_t k = 0; k < r.n_in; ++k) {
                     const Value& v = vals[r.in[k]];
@@ -297,44 +277,44 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
                     c += v.c;
                 }
                 chk(c <= kMaxDim, "too many channels");
-                shape(y, kF4, static_cast<int>(c), x.h, x.w, "output");
+                chk.shape(y, kF4, static_cast<int>(c), x.h, x.w, "output");
                 break;
             }
             case OP_SLICE: {
                 chk(r.n_in == 1 && x.kind == kF4, "needs one 4-D float input");
-                no_out2();
-                const int a = in_range(0, 0, x.c - 1), b = in_range(1, a + 1, x.c);
-                shape(y, kF4, b - a, x.h, x.w, "output");
+                chk.no_out2();
+                const int a = chk.in_range(0, 0, x.c - 1), b = chk.in_range(1, a + 1, x.c);
+                chk.shape(y, kF4, b - a, x.h, x.w, "output");
                 break;
             }
             case OP_PRELU: {  // weights: slope, [shift_in if p0], [shift_out if p1]
                 chk(r.n_in == 1 && x.kind != kBits, "needs one float input");
-                no_out2();
-                shape(y, x.kind, x.c, x.h, x.w, "output");
-                const int k = 1 + flag(0);
-                wref(0, uint64_t(x.c) * 4);
-                if (k == 2) wref(1, uint64_t(x.c) * 4);
-                if (flag(1)) wref(k, uint64_t(x.c) * 4);
+                chk.no_out2();
+                chk.shape(y, x.kind, x.c, x.h, x.w, "output");
+                const int k = 1 + chk.flag(0);
+                chk.wref(0, uint64_t(x.c) * 4);
+                if (k == 2) chk.wref(1, uint64_t(x.c) * 4);
+                if (chk.flag(1)) chk.wref(k, uint64_t(x.c) * 4);
                 if (p[0] || p[1]) op.kind = "RPReLU";
                 break;
             }
             case OP_SIGMOID:
                 chk(r.n_in == 1 && x.kind != kBits, "needs one float input");
-                no_out2();
-                shape(y, x.kind, x.c, x.h, x.w, "output");
+                chk.no_out2();
+                chk.shape(y, x.kind, x.c, x.h, x.w, "output");
                 break;
             case OP_MUL: {  // p0: the second input is one C-vector per image (Cx1x1)
                 chk(r.n_in == 2 && x.kind != kBits, "needs two float inputs");
-                no_out2();
-                if (flag(0))
-                    shape(vals[r.in[1]], kF4, x.c, 1, 1, "the per-channel input");
+                chk.no_out2();
+                if (chk.flag(0))
+                    chk.shape(vals[r.in[1]], kF4, x.c, 1, 1, "the per-channel input");
                 else
-                    shape(vals[r.in[1]], x.kind, x.c, x.h, x.w, "the second input");
+                    chk.shape(vals[r.in[1]], x.kind, x.c, x.h, x.w, "the second input");
                 chk(!p[0] || x.kind == kF4, "a per-channel product needs a 4-D input");
-                shape(y, x.kind, x.c, x.h, x.w, "output");
+                chk.shape(y, x.kind, x.c, x.h, x.w, "output");
                 break;
             }
-            default: nw = validate_op2(op, vals, blob, h.blob_bytes, who); break;  // engine_ops2.cpp
+            default: chk.nw = validate_op2(chk, vals); break;  // engine_ops2.cpp
         }
         if (r.type == OP_XCONV) {
             if (r.p[8]) op.kind += "+Add";
@@ -356,7 +336,7 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
             op.kind = r.p[2] == 1 && r.p[3] == 1 ? "Conv1x1" : "Conv";
             if (r.p[6]) op.kind += "+Relu";
         }
-        for (int k = nw; k < kMaxW; ++k) chk(r.w[k].off == 0 && r.w[k].bytes == 0, "unused weight slots must be empty");
+        for (int k = chk.nw; k < kMaxW; ++k) chk(r.w[k].off == 0 && r.w[k].bytes == 0, "unused weight slots must be empty");
         for (int k = 0; k < kMaxW; ++k)
             if (!op.w[k]) chk(r.w[k].off == 0 && r.w[k].bytes == 0, "unused weight slots must be empty");
     }

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "conv_grouped.h"
+#include "engine_check.h"
 #include "fgrouped.h"
 #include "fractalc_rt.h"
 
@@ -25,22 +26,8 @@ int out_size(int in, int k, int s, int pad, int d) { return (in + 2 * pad - d * 
 
 }  // namespace
 
-const uint64_t* validate_xconv(Op& op, const XconvParams& q, const std::vector<Value>& vals, const uint8_t* blob,
-                               uint64_t blob_bytes, const std::string& who) {
-    const OpRec& r = op.r;
-    auto chk = [&](bool ok, const std::string& m) {
-        if (!ok) throw Error(FRT_ERR_FORMAT, who + ": " + m);
-    };
-    auto shape = [&](const Value& v, uint32_t kind, int c, int hh, int ww, const char* what) {
-        chk(v.kind == kind && v.c == c && v.h == hh && v.w == ww, std::string(what) + " has the wrong kind or shape");
-    };
-    auto wref = [&](int k, uint64_t bytes) {
-        const WRef& wr = r.w[k];
-        chk(wr.off % 64 == 0 && wr.off <= blob_bytes && wr.bytes == bytes && bytes <= blob_bytes - wr.off,
-            "weight " + std::to_string(k) + " is out of the blob, misaligned or has the wrong size");
-        op.w[k] = blob + wr.off;
-        return op.w[k];
-    };
+const uint64_t* validate_xconv(OpCheck& chk, const XconvParams& q, const std::vector<Value>& vals) {
+    const OpRec& r = chk.op.r;
     const Value& x = vals[r.in[0]];
     const Value& y = vals[r.out];
     const int co = q.co, d = q.dilation;
@@ -54,24 +41,24 @@ const uint64_t* validate_xconv(Op& op, const XconvParams& q, const std::vector<V
     const int cg = q.ci / q.groups;
     const int64_t K = int64_t{q.kh} * q.kw * cg;
     const uint64_t wwords = uint64_t(co) * q.kh * q.kw * words(cg);
-    const auto* wt = static_cast<const uint64_t*>(wref(0, wwords * 8));
+    const auto* wt = static_cast<const uint64_t*>(chk.wref(0, wwords * 8));
     if (cg % 64)
         for (uint64_t i = words(cg) - 1; i < wwords; i += words(cg))
             chk((wt[i] >> (cg % 64)) == 0, "weights have bits set above the (group's) input channels");
     if (q.kind == 1) {
         chk(K <= (int64_t{1} << 24), "kernel x channels above 2^24 for a float output");
-        shape(y, kF4, co, ho, wo, "output");
-        if (q.residual) shape(vals[r.in[1]], kF4, co, ho, wo, "residual");
-        if (r.out2 != kNone) shape(vals[r.out2], kBits, co, ho, wo, "sign bits");
+        chk.shape(y, kF4, co, ho, wo, "output");
+        if (q.residual) chk.shape(vals[r.in[1]], kF4, co, ho, wo, "residual");
+        if (r.out2 != kNone) chk.shape(vals[r.out2], kBits, co, ho, wo, "sign bits");
     } else {
         chk(!q.residual, "a residual needs a float output");
         chk(r.out2 == kNone, "no second output allowed");
-        shape(y, kBits, co, ho, wo, "output");
+        chk.shape(y, kBits, co, ho, wo, "output");
     }
-    wref(1, uint64_t(co) * 4);
-    wref(2, uint64_t(co) * 4);
+    chk.wref(1, uint64_t(co) * 4);
+    chk.wref(2, uint64_t(co) * 4);
     if (q.kind == 2) {
-        const auto* fl = static_cast<const int32_t*>(op.w[2]);
+        const auto* fl = static_cast<const int32_t*>(chk.op.w[2]);
         for (int c = 0; c < co; ++c) chk(fl[c] == 0 || fl[c] == 1, "flip values must be 0 or 1");
     }
     return wt;
@@ -87,46 +74,23 @@ const char* op2_name(uint32_t t) {
     }
 }
 
-int validate_op2(Op& op, const std::vector<Value>& vals, const uint8_t* blob, uint64_t blob_bytes,
-                 const std::string& who) {
+int validate_op2(OpCheck& chk, const std::vector<Value>& vals) {
+    Op& op = chk.op;
     const OpRec& r = op.r;
-    auto chk = [&](bool ok, const std::string& m) {
-        if (!ok) throw Error(FRT_ERR_FORMAT, who + ": " + m);
-    };
     const int32_t* p = r.p;
     const Value& x = vals[r.in[0]];
     const Value& y = vals[r.out];
-    int used_p = 0, nw = 0;
-    auto in_range = [&](int k, int lo, int hi) {
-        chk(p[k] >= lo && p[k] <= hi, "parameter " + std::to_string(k) + " out of range");
-        used_p = std::max(used_p, k + 1);
-        return p[k];
-    };
-    auto flag = [&](int k) { return in_range(k, 0, 1) == 1; };
-    auto shape = [&](const Value& v, uint32_t kind, int c, int hh, int ww, const char* what) {
-        chk(v.kind == kind && v.c == c && v.h == hh && v.w == ww, std::string(what) + " has the wrong kind or shape");
-    };
-    auto wref = [&](int k, uint64_t bytes) {
-        const WRef& wr = r.w[k];
-        chk(wr.off % 64 == 0 && wr.off <= blob_bytes && wr.bytes == bytes && bytes <= blob_bytes - wr.off,
-            "weight " + std::to_string(k) + " is out of the blob, misaligned or has the wrong size");
-        op.w[k] = blob + wr.off;
-        nw = std::max(nw, k + 1);
-        return op.w[k];
-    };
-    auto no_out2 = [&] { chk(r.out2 == kNone, "no second output allowed"); };
-
     switch (r.type) {
         case OP_GXCONV: {  // p: c_in, c_out, kh, kw, stride, pad, zero_padding, out_kind, residual, groups, dilation
             XconvParams q;
-            q.ci = in_range(0, 1, kMaxCh), q.co = in_range(1, 1, kMaxCh), q.kh = in_range(2, 1, kMaxK);
-            q.kw = in_range(3, 1, kMaxK), q.stride = in_range(4, 1, kMaxK), q.pad = in_range(5, 0, kMaxK);
-            const bool zero = flag(6);
-            q.kind = in_range(7, 1, 2);
-            q.residual = flag(8);
-            q.groups = in_range(9, 1, kMaxCh), q.dilation = in_range(10, 1, kMaxK);
-            const uint64_t* wt = validate_xconv(op, q, vals, blob, blob_bytes, who);
-            nw = 3;
+            q.ci = chk.in_range(0, 1, kMaxCh), q.co = chk.in_range(1, 1, kMaxCh), q.kh = chk.in_range(2, 1, kMaxK);
+            q.kw = chk.in_range(3, 1, kMaxK), q.stride = chk.in_range(4, 1, kMaxK), q.pad = chk.in_range(5, 0, kMaxK);
+            const bool zero = chk.flag(6);
+            q.kind = chk.in_range(7, 1, 2);
+            q.residual = chk.flag(8);
+            q.groups = chk.in_range(9, 1, kMaxCh), q.dilation = chk.in_range(10, 1, kMaxK);
+            const uint64_t* wt = validate_xconv(chk, q, vals);
+            chk.nw = 3;
             const int groups = q.groups, dil = q.dilation, kind = q.kind;
             const bool res = q.residual;
             op.aux = std::make_shared<xnor::GroupedConvPlan>(wt, q.co, q.kh, q.kw, q.ci, groups, q.stride, q.pad, dil,
@@ -139,37 +103,37 @@ int validate_op2(Op& op, const std::vector<Value>& vals, const uint8_t* blob, ui
             break;
         }
         case OP_GCONV: {  // p: c_in, c_out, kh, kw, stride, pad, relu, groups, dilation
-            const int ci = in_range(0, 1, kMaxCh), co = in_range(1, 1, kMaxCh), kh = in_range(2, 1, kMaxK),
-                      kw = in_range(3, 1, kMaxK), s = in_range(4, 1, kMaxK), pad = in_range(5, 0, kMaxK);
-            const bool relu = flag(6);
-            const int groups = in_range(7, 1, kMaxCh), dil = in_range(8, 1, kMaxK);
+            const int ci = chk.in_range(0, 1, kMaxCh), co = chk.in_range(1, 1, kMaxCh), kh = chk.in_range(2, 1, kMaxK),
+                      kw = chk.in_range(3, 1, kMaxK), s = chk.in_range(4, 1, kMaxK), pad = chk.in_range(5, 0, kMaxK);
+            const bool relu = chk.flag(6);
+            const int groups = chk.in_range(7, 1, kMaxCh), dil = chk.in_range(8, 1, kMaxK);
             chk(ci % groups == 0 && co % groups == 0, "groups must divide in_channels and out_channels");
             chk(r.n_in == 1 && x.kind == kF4 && x.c == ci, "needs one 4-D float input with in_channels");
-            no_out2();
+            chk.no_out2();
             const int ekh = dil * (kh - 1) + 1, ekw = dil * (kw - 1) + 1;
             chk(x.h + 2 * pad >= ekh && x.w + 2 * pad >= ekw, "dilated kernel larger than the padded input");
-            shape(y, kF4, co, out_size(x.h, kh, s, pad, dil), out_size(x.w, kw, s, pad, dil), "output");
-            wref(0, uint64_t(kh) * kw * (ci / groups) * co * 4);
-            wref(1, uint64_t(co) * 4);
+            chk.shape(y, kF4, co, out_size(x.h, kh, s, pad, dil), out_size(x.w, kw, s, pad, dil), "output");
+            chk.wref(0, uint64_t(kh) * kw * (ci / groups) * co * 4);
+            chk.wref(1, uint64_t(co) * 4);
             op.kind = std::string(groups == ci && groups == co ? "DepthwiseConv" : groups > 1 ? "GroupedConv" : "Conv") +
                       (dil > 1 ? "(dilated)" : "") + (relu ? "+Relu" : "");
             break;
         }
         case OP_MAX:
             chk(x.kind != kBits, "needs float inputs");
-            no_out2();
-            for (uint32_t k = 1; k < r.n_in; ++k) shape(vals[r.in[k]], x.kind, x.c, x.h, x.w, "an input");
-            shape(y, x.kind, x.c, x.h, x.w, "output");
+            chk.no_out2();
+            for (uint32_t k = 1; k < r.n_in; ++k) chk.shape(vals[r.in[k]], x.kind, x.c, x.h, x.w, "an input");
+            chk.shape(y, x.kind, x.c, x.h, x.w, "output");
             break;
         case OP_GMP:
             chk(r.n_in == 1 && x.kind == kF4, "needs one 4-D float input");
-            no_out2();
-            shape(y, kF4, x.c, 1, 1, "output");
+            chk.no_out2();
+            chk.shape(y, kF4, x.c, 1, 1, "output");
             break;
         default: chk(false, "unknown op type " + std::to_string(r.type));
     }
-    for (int k = used_p; k < kMaxP; ++k) chk(p[k] == 0, "unused parameters must be 0");
-    return nw;
+    for (int k = chk.used_p; k < kMaxP; ++k) chk(p[k] == 0, "unused parameters must be 0");
+    return chk.nw;
 }
 
 void run_op2(const Op& op, const std::vector<Value>& vals, uint8_t* arena, const std::vector<std::size_t>& val_off,
