@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT, SPECS, random_input, random_state, small_overrides
 from fractalc.backends.onnx import lower
-from fractalc.backends.xnor import kernels
+from fractalc.backends.xnor import bench, kernels
 from fractalc.backends.xnor.engine import Engine, write_engine_file
 from fractalc.compiler import compile_spec
 from fractalc.errors import ModelError
@@ -45,6 +45,8 @@ def test_default_pass_follows_the_budget():
     budget // arena(1) images, and the arena reported for it is that pass's."""
     budget, how = kernels._xnor.batch_budget()
     assert 0 < budget <= 16 << 20 and ("MiB" in how or "KiB" in how)
+    tuning = bench.engine_tuning()  # what `fractalc bench` and bench_engine.py print
+    assert tuning["batch_budget"] == how and how in bench.format_tuning(tuning)
     _, data = _engine_file("binary_densenet28", {})
     e = Engine(data, threads=1)
     per_image = e.arena_bytes(1)[0]
