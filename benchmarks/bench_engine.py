@@ -87,7 +87,7 @@ def main(argv=None) -> int:
                 stem_ms = next((v / 5 * 1e3 for k, v in prof.items() if k.startswith("Conv")), None)
                 row = {"model": name, "batch": b, "threads": t, "median_ms": med,
                        "speedup_vs": {k: med[k] / med["fractalc"] for k in med if k != "fractalc"},
-                       "paired_speedup_vs": paired_ratios(times),
+                       "paired_speedup_vs": bench.paired_ratios(times),
                        "breakdown_ms": {k: v / 5 * 1e3 for k, v in sorted(prof.items(), key=lambda kv: -kv[1]) if v > 0},
                        "arena_bytes": planned, "unplanned_bytes": unplanned, "file_bytes": len(frt), "cold": cold,
                        "one_vs_n_threads_ms": scale,
@@ -112,13 +112,6 @@ def main(argv=None) -> int:
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     print(markdown(out))
     return 0
-
-
-def paired_ratios(times: dict[str, list[float]]) -> dict[str, float]:
-    """Per contender, the median over calls of its time / fractalc's time in the same position
-    (time_interleaved's lists are aligned: the i-th call of every contender is in the same round)."""
-    base = times["fractalc"]
-    return {k: statistics.median(a / b for a, b in zip(v, base)) for k, v in times.items() if k != "fractalc"}
 
 
 def first_conv_macs(onnx_bytes: bytes | None) -> int | None:

@@ -210,8 +210,17 @@ def test_cli_bench_spec_json(tmp_path):
     assert set(row["median_ms"]) == {"fractalc", "onnxruntime", "torch"}
     assert any(k.startswith("XnorConv") for k in row["fractalc_breakdown_ms"]), row["fractalc_breakdown_ms"]
     assert "speedup_vs" in row and "cpu" in data["cpu"]
+    assert set(row["paired_speedup_vs"]) == {"onnxruntime", "torch"}
     assert data["summary"]["vs_onnxruntime_min"] == row["speedup_vs"]["onnxruntime"]
     assert data["summary"]["two_threads_beat_one_everywhere"] is None  # one thread count only
+
+
+def test_paired_ratios_by_hand():
+    """Each round's own ratio, then the median: a machine slowing down between rounds moves both
+    sides of a round together (the ratio of medians here would be 10 / 2 = 5)."""
+    from fractalc.backends.xnor.bench import paired_ratios
+    r = paired_ratios({"fractalc": [1.0, 2.0, 4.0], "onnxruntime": [8.0, 10.0, 40.0]})
+    assert r == {"onnxruntime": 8.0}
 
 
 def test_bench_summary_by_hand():

@@ -216,6 +216,14 @@ def time_interleaved(fns: dict, x: np.ndarray, repeats: int, warmup: int = 2,
     return times
 
 
+def paired_ratios(times: dict[str, list[float]]) -> dict[str, float]:
+    """Per contender, the median over calls of its time / fractalc's time in the same position:
+    time_interleaved's lists are aligned (the i-th call of every contender is in the same round,
+    milliseconds apart), so a machine whose speed drifts over minutes moves both sides together."""
+    base = times["fractalc"]
+    return {k: statistics.median(a / b for a, b in zip(v, base)) for k, v in times.items() if k != "fractalc"}
+
+
 def bench_model(contenders: Contenders, batch: int, threads_list=(2, 1), repeats: int = 10,
                 seed: int = 0) -> dict:
     """Medians (ms), ratios against fractalc and our per-op-kind breakdown, per thread count."""
@@ -228,6 +236,7 @@ def bench_model(contenders: Contenders, batch: int, threads_list=(2, 1), repeats
         row = {"median_ms": med, "min_ms": {k: min(v) * 1e3 for k, v in times.items()}}
         if "fractalc" in med:
             row["speedup_vs"] = {k: med[k] / med["fractalc"] for k in med if k != "fractalc"}
+            row["paired_speedup_vs"] = paired_ratios(times)
             from fractalc.runtime import Session
             s = Session(contenders.xnor_bytes, threads=t)
             prof: dict[str, float] = {}
@@ -248,7 +257,9 @@ def format_result(name: str, res: dict) -> str:
     for t, row in res["threads"].items():
         med = row["median_ms"]
         parts = [f"{k} {v:8.2f} ms" for k, v in med.items()]
-        ratios = "".join(f"  {v:5.1f}x vs {k}" for k, v in row.get("speedup_vs", {}).items())
+        paired = row.get("paired_speedup_vs", {})
+        ratios = "".join(f"  {v:5.1f}x vs {k}" + (f" (paired {paired[k]:.1f}x)" if k in paired else "")
+                         for k, v in row.get("speedup_vs", {}).items())
         lines.append(f"{name} batch {res['batch']} threads {t}: " + ", ".join(parts) + ratios)
         if "fractalc_breakdown_ms" in row:
             lines.append("    fractalc by op: " + ", ".join(
