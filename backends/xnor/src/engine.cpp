@@ -150,15 +150,10 @@ Engine::Engine(Bytes bytes) : bytes_(std::move(bytes)) {
         const int32_t* p = r.p;
         switch (r.type) {
             case OP_XCONV: {  // the checks it shares with the grouped / dilated conv: validate_xconv
-                XconvParams q;
-                q.ci = chk.in_range(0, 1, kMaxCh), q.co = chk.in_range(1, 1, kMaxCh), q.kh = chk.in_range(2, 1, kMaxK);
-                q.kw = chk.in_range(3, 1, kMaxK), q.stride = chk.in_range(4, 1, kMaxK), q.pad = chk.in_range(5, 0, kMaxK);
-                const bool zero = chk.flag(6);
-                q.kind = chk.in_range(7, 1, 2);
-                q.residual = chk.flag(8);
+                const XconvParams q = xconv_params(chk, false);
                 const uint64_t* wt = validate_xconv(chk, q, vals);
                 chk.nw = 3;
-                op.conv = std::make_unique<xnor::ConvPlan>(wt, q.co, q.kh, q.kw, q.ci, q.stride, q.pad, zero);
+                op.conv = std::make_unique<xnor::ConvPlan>(wt, q.co, q.kh, q.kw, q.ci, q.stride, q.pad, q.zero);
                 break;
             }
             case OP_PACK: {

@@ -26,6 +26,17 @@ int out_size(int in, int k, int s, int pad, int d) { return (in + 2 * pad - d * 
 
 }  // namespace
 
+XconvParams xconv_params(OpCheck& chk, bool grouped) {
+    XconvParams q;
+    q.ci = chk.in_range(0, 1, kMaxCh), q.co = chk.in_range(1, 1, kMaxCh), q.kh = chk.in_range(2, 1, kMaxK);
+    q.kw = chk.in_range(3, 1, kMaxK), q.stride = chk.in_range(4, 1, kMaxK), q.pad = chk.in_range(5, 0, kMaxK);
+    q.zero = chk.flag(6);
+    q.kind = chk.in_range(7, 1, 2);
+    q.residual = chk.flag(8);
+    if (grouped) q.groups = chk.in_range(9, 1, kMaxCh), q.dilation = chk.in_range(10, 1, kMaxK);
+    return q;
+}
+
 const uint64_t* validate_xconv(OpCheck& chk, const XconvParams& q, const std::vector<Value>& vals) {
     const OpRec& r = chk.op.r;
     const Value& x = vals[r.in[0]];
@@ -82,13 +93,8 @@ int validate_op2(OpCheck& chk, const std::vector<Value>& vals) {
     const Value& y = vals[r.out];
     switch (r.type) {
         case OP_GXCONV: {  // p: c_in, c_out, kh, kw, stride, pad, zero_padding, out_kind, residual, groups, dilation
-            XconvParams q;
-            q.ci = chk.in_range(0, 1, kMaxCh), q.co = chk.in_range(1, 1, kMaxCh), q.kh = chk.in_range(2, 1, kMaxK);
-            q.kw = chk.in_range(3, 1, kMaxK), q.stride = chk.in_range(4, 1, kMaxK), q.pad = chk.in_range(5, 0, kMaxK);
-            const bool zero = chk.flag(6);
-            q.kind = chk.in_range(7, 1, 2);
-            q.residual = chk.flag(8);
-            q.groups = chk.in_range(9, 1, kMaxCh), q.dilation = chk.in_range(10, 1, kMaxK);
+            const XconvParams q = xconv_params(chk, true);
+            const bool zero = q.zero;
             const uint64_t* wt = validate_xconv(chk, q, vals);
             chk.nw = 3;
             const int groups = q.groups, dil = q.dilation, kind = q.kind;

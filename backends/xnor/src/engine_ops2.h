@@ -37,8 +37,11 @@ int validate_op2(OpCheck& chk, const std::vector<Value>& vals);
 // output shapes and the flips. Points chk.op.w at the weights and returns the packed ones.
 struct XconvParams {
     int ci, co, kh, kw, stride, pad, kind, groups = 1, dilation = 1;
-    bool residual;
+    bool zero, residual;
 };
+// The range checks of those parameters (p: c_in, c_out, kh, kw, stride, pad, zero_padding,
+// out_kind, residual; then groups, dilation when `grouped`, the OP_GXCONV record).
+XconvParams xconv_params(OpCheck& chk, bool grouped);
 const uint64_t* validate_xconv(OpCheck& chk, const XconvParams& q, const std::vector<Value>& vals);
 
 // Runs op `op` on n images; values live in `arena` at `val_off`.
