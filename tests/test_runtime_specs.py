@@ -20,8 +20,8 @@ import pytest
 import torch
 import onnxruntime  # noqa: F401  (a dependency of `make test`)
 
-from conftest import ALL_SPECS, SPECS, small_overrides, spec_id  # noqa: E402
-from fractalc.backends.onnx import lower, reference, testing, weights  # noqa: E402
+from conftest import ALL_SPECS, SPECS, random_state, small_overrides, spec_id  # noqa: E402
+from fractalc.backends.onnx import lower, reference, testing  # noqa: E402
 from fractalc.backends.xnor import available_isas  # noqa: E402
 from fractalc.backends.xnor.executor import Executor  # noqa: E402
 from fractalc import ir  # noqa: E402
@@ -143,15 +143,7 @@ FLIP_SPECS = ["bireal_resnet18", "rf_c3d4_resnet21", "binary_densenet28", "drf_c
 def test_random_data_flips(name, capsys):
     path = SPECS / f"{name}.fr"
     c = compile_spec(path, small_overrides(path))
-    state, _ = weights.resolve(c, {"seed": 3})
-    rng = np.random.default_rng(5)  # BN statistics away from the identity init, so folds round
-    for k, v in state.items():
-        if k.endswith("running_var"):
-            state[k] = rng.uniform(0.5, 2.0, v.shape).astype(np.float32)
-        elif v.ndim == 1 and (k.endswith("running_mean") or k.endswith(".bias")):
-            state[k] = rng.normal(0.0, 0.5, v.shape).astype(np.float32)
-        elif v.ndim == 1 and k.endswith(".weight"):
-            state[k] = rng.normal(1.0, 0.3, v.shape).astype(np.float32)
+    state = random_state(c)  # seed 3, BN statistics away from the identity init, so folds round
     model = lower.to_onnx_xnor(c, state, "test")
     x = np.random.default_rng(4).standard_normal((2,) + c.graph.shape("input")).astype(np.float32)
     packed = [nd.output[0] for nd in model.graph.node if nd.op_type == "PackBits"]
